@@ -33,80 +33,11 @@ SPEC_PATH = "/etc/aod/spec/partitions.yaml"
 # A value shaped like an API key: it must never reach a rendered manifest.
 SENTINEL = "sk-aod-SENTINEL-7f3a9c-never-render-me"
 
-ORDERS_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["order_id", "total"],
-    "properties": {
-        "order_id": {"type": "string", "pattern": "^O[0-9]{6}$"},
-        "total": {"type": "number", "minimum": 0},
-    },
-}
 # What every partition needs besides its name and schema.
 REF = {"reference": "/data/reference/sample.jsonl", "rows": 10}
-ORDERS_SUITE = {"name": "orders", "expectations": [{"type": "expect_column_values_to_not_be_null"}]}
-
-# A large run: two partitions, eight H100s per worker pod, autoscaling from 2 to 8 pods, a
-# remote agent whose key comes from a Secret, weights on an existing claim, output to S3.
-GPU_HEAVY: dict[str, Any] = {
-    "image": {"repository": "registry.example.com/ml/aod-ops", "tag": "0.1.0-cuda12"},
-    "imagePullSecrets": ["regcred"],
-    "partitionSpec": {
-        "defaults": {
-            "dlm": "/data/models/LLaDA-8B-Instruct",
-            "agent": {
-                "base_url": "https://llm.example.com/v1",
-                "model": "qwen3-8b",
-                "api_key_env": "AOD_AGENT_KEY",
-            },
-        },
-        "partitions": [
-            {
-                "name": "cars",
-                "schema": "schemas/cars.json",
-                "reference": "/data/reference/cars.csv",
-                "rows": 50000,
-            },
-            {
-                "name": "orders",
-                "schema": "schemas/orders.json",
-                "reference": "/data/reference/orders.parquet",
-                "rows": 200000,
-                "sensitive": ["order_id"],
-            },
-        ],
-    },
-    "schemas": {"orders.json": ORDERS_SCHEMA},
-    # JSON text, as `--set-file` would pass it.
-    "suites": {"orders.json": json.dumps(ORDERS_SUITE)},
-    "job": {
-        "partition": "orders",
-        "rows": 200000,
-        "actors": 16,
-        "promptDir": "/data/prompts",
-        "output": "s3://aod-bucket/synthetic",
-        "activeDeadlineSeconds": 86400,
-    },
-    "agentKeySecret": {"name": "aod-agent", "key": "token"},
-    "worker": {
-        "groupName": "h100",
-        "replicas": 2,
-        "minReplicas": 2,
-        "maxReplicas": 8,
-        "gpus": 8,
-        "resources": {
-            "requests": {"cpu": "64", "memory": "512Gi"},
-            "limits": {"cpu": "64", "memory": "512Gi"},
-        },
-        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-        "tolerations": [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-            {"key": "dedicated", "operator": "Equal", "value": "aod", "effect": "NoSchedule"},
-        ],
-    },
-    "autoscaling": {"enabled": True},
-    "storage": {"type": "existingClaim", "existingClaim": "llm-weights"},
-}
+# The chart's example of a large run (eight GPUs per worker pod, autoscaling, a remote agent, an
+# existing claim, S3 output), which the chart also ships for chart-testing.
+GPU_HEAVY: dict[str, Any] = yaml.safe_load((CHART / "ci" / "gpu-values.yaml").read_text())
 
 
 def _strict(schema: Any) -> None:
@@ -386,10 +317,10 @@ def test_chart_configmaps_hold_the_spec_schemas_and_suites(chart: helm.Chart) ->
     # Defaults the user did not override stay from the chart.
     assert spec["defaults"]["loop"]["rounds"] == 5
     schemas = heavy[("ConfigMap", f"{FULLNAME}-schemas")]["data"]
-    assert json.loads(schemas["orders.json"]) == ORDERS_SCHEMA
+    assert json.loads(schemas["orders.json"]) == GPU_HEAVY["schemas"]["orders.json"]
     assert "cars.json" in schemas
     suites = heavy[("ConfigMap", f"{FULLNAME}-suites")]["data"]
-    assert json.loads(suites["orders.json"]) == ORDERS_SUITE
+    assert json.loads(suites["orders.json"]) == json.loads(GPU_HEAVY["suites"]["orders.json"])
 
 
 def test_chart_files_can_be_switched_off(chart: helm.Chart) -> None:
@@ -590,3 +521,28 @@ def test_chart_default_storage_is_a_kept_claim(chart: helm.Chart) -> None:
     pvc = render(chart)[("PersistentVolumeClaim", f"{FULLNAME}-data")]
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "100Gi"}}}
+
+
+def test_chart_airflow_values_mount_what_the_release_renders(chart: helm.Chart) -> None:
+    """airflow-values.yaml (for the official Airflow chart) mounts the spec folder and the
+    storage of a release named `synth` exactly as its Ray pods see them, and takes its
+    secrets by reference."""
+    airflow = yaml.safe_load((CHART / "airflow-values.yaml").read_text())
+    rayjob = render(chart)[("RayJob", FULLNAME)]
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert airflow["volumes"] == head["volumes"]
+    assert airflow["volumeMounts"] == head["containers"][0]["volumeMounts"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "airflow-worker"},
+        "spec": {
+            "containers": [
+                {"name": "base", "image": "aod-ops-airflow", "volumeMounts": airflow["volumeMounts"]}
+            ],
+            "volumes": airflow["volumes"],
+        },
+    }
+    kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+    assert {s["envName"] for s in airflow["secret"]} == {"AOD_AGENT_KEY", "AIRFLOW_CONN_RAY"}
+    assert all(set(s) == {"envName", "secretName", "secretKey"} for s in airflow["secret"])
