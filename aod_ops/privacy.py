@@ -7,11 +7,12 @@ Each gate is a figure, a threshold and a verdict:
 - ``field_overlap`` (``aod_ops.metrics``; enum/const/boolean leaves left out) at most
   ``max_field_overlap``, 0.3 by default.
 - ``dcr_p5``, the 5th percentile of the distance to the closest reference record, strictly above
-  a threshold. By default the threshold is relative to the reference itself: half the p5 of the
-  reference's leave-one-out DCR (how far apart real rows are), and never below 0.02 (on a
-  ten-field table, roughly one numeric field off by a fifth of its range). A synthetic set whose
-  closest 5% sits much nearer to real rows than real rows sit to each other is memorising.
-  ``dcr_p5_min`` sets an absolute threshold instead.
+  a threshold. By default the threshold is relative to real data: half the DCR p5 of real rows,
+  and never below 0.02 (on a ten-field table, roughly one numeric field off by a fifth of its
+  range). Real rows are a held-out sample's rows measured against the reference when one is
+  given, else the reference's own rows measured leave-one-out. A synthetic set whose closest 5%
+  sits much nearer to the reference than fresh real rows do is memorising. ``dcr_p5_min`` sets
+  an absolute threshold instead.
 - ``sensitive:<column>`` for each sensitive top-level column (``x-aod-sensitive: true`` in the
   schema, or named by the spec): no record may carry a value of that column found in the
   reference. The report counts offending records and never shows the values.
@@ -85,7 +86,7 @@ class PrivacyReport:
     reference_rows: int
     checks: tuple[PrivacyCheck, ...]
     dcr_median: float | None = None
-    dcr_reference_p5: float | None = None
+    dcr_baseline_p5: float | None = None
     new_row_synthesis: float | None = None
     notes: tuple[str, ...] = field(default=())
 
@@ -137,6 +138,7 @@ def privacy_report(
     sensitive: Sequence[str] = (),
     thresholds: PrivacyThresholds | None = None,
     ids: Sequence[str] | None = None,
+    holdout: Sequence[Any] | None = None,
 ) -> PrivacyReport:
     """Compute the privacy figures of ``records`` (the partition's valid output) and their gates.
 
@@ -146,6 +148,8 @@ def privacy_report(
     :param sensitive: top-level columns whose reference values must never reappear.
     :param thresholds: gate thresholds; the defaults when None.
     :param ids: a name per record for the report's examples (record ids); positions when None.
+    :param holdout: real rows kept out of the reference, for the DCR baseline; when None the
+        reference is measured against itself, leave-one-out.
     """
     limits = thresholds or PrivacyThresholds()
     names = [str(name) for name in ids] if ids is not None else [str(i) for i in range(len(records))]
@@ -156,7 +160,12 @@ def privacy_report(
     if not reference:
         notes.append("the reference sample is empty: nothing can be copied from it")
     distances = distances_to_closest_record(records, index, max_reference=limits.max_dcr_reference)
-    baseline = percentile(reference_self_distances(index, limits.max_dcr_reference), 5)
+    baseline = percentile(
+        distances_to_closest_record(holdout, index, max_reference=limits.max_dcr_reference)
+        if holdout
+        else reference_self_distances(index, limits.max_dcr_reference),
+        5,
+    )
     checks = [
         _exact_match_check(records, names, index, limits),
         _overlap_check(records, index, skip_leaf, limits),
@@ -170,7 +179,7 @@ def privacy_report(
         reference_rows=len(reference),
         checks=tuple(checks),
         dcr_median=percentile(distances, 50),
-        dcr_reference_p5=baseline,
+        dcr_baseline_p5=baseline,
         new_row_synthesis=new_rows,
         notes=tuple(notes),
     )
@@ -219,7 +228,7 @@ def _dcr_check(
     else:
         threshold = max(limits.dcr_floor, limits.dcr_baseline_ratio * (baseline or 0.0))
         source = (
-            f"max({limits.dcr_floor}, {limits.dcr_baseline_ratio} x reference leave-one-out p5 "
+            f"max({limits.dcr_floor}, {limits.dcr_baseline_ratio} x real rows' p5 "
             f"{baseline if baseline is None else round(baseline, 4)})"
         )
     p5 = percentile(distances, 5)

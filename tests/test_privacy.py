@@ -25,7 +25,7 @@ def test_a_novel_distant_output_passes_every_gate() -> None:
     assert report.check("exact_match_rate").value == 0.0
     # No leaf of either record appears at its pointer in the reference.
     assert report.check("field_overlap").value == 0.0
-    assert report.dcr_reference_p5 == pytest.approx(2.5 / 3)
+    assert report.dcr_baseline_p5 == pytest.approx(2.5 / 3)
     dcr = report.check("dcr_p5")
     assert dcr.threshold == pytest.approx(1.25 / 3)
     assert dcr.value == pytest.approx(0.75)
@@ -53,6 +53,13 @@ def test_field_overlap_gate_uses_the_threshold_inclusively_and_skips_choice_leav
     # With s an enum, copying it is unavoidable and does not count: 0 of 2.
     skipped = privacy_report(records, REFERENCE, skip_leaf=lambda pointer: pointer == "/s")
     assert skipped.check("field_overlap").value == 0.0
+
+
+def test_a_holdout_sample_sets_the_dcr_baseline() -> None:
+    # Holdout row: x 10 off row 0 (0.1), s and ssn differ -> (0.1 + 1 + 1) / 3 = 0.7 from row 0.
+    report = privacy_report(GOOD, REFERENCE, holdout=[{"x": 10, "s": "z", "ssn": "555"}])
+    assert report.dcr_baseline_p5 == pytest.approx(0.7)
+    assert report.check("dcr_p5").threshold == pytest.approx(0.35)
 
 
 def test_near_copies_fail_the_dcr_gate() -> None:
