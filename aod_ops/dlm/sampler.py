@@ -1,0 +1,127 @@
+"""The masked-diffusion sampler, in the manner of LLaDA's ``generate``.
+
+Start from masks, predict every masked position at once, commit the most confident predictions
+and leave the rest masked for the next step. Masked positions are filled block by block from left
+to right (semi-autoregressive blocks of ``block_length`` positions), each block in an equal share
+of ``steps``. Temperature samples (top-k, through Gumbel noise, one random stream per record);
+zero is greedy. ``vocab_class`` picks, per position, a row of ``class_masks`` that says which
+tokens are legal there (digits in a number slot, no quote inside a string), and an optional
+``ordered`` hook commits the positions it owns left to right (pattern slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from aod_ops.dlm.models import Denoiser
+
+TOP_K = 64
+
+# Called once per forward pass with (logits [N, V], rows [N], cols [N], ids [B, L]) for the N
+# masked positions; commits in ``ids``, in place, at least the leftmost masked position of every
+# span it owns, so it always makes progress.
+OrderedHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Decoding settings of the masked-diffusion sampler."""
+
+    steps: int = 16
+    block_length: int = 32
+    temperature: float = 0.8
+
+
+def sample(
+    logits: torch.Tensor, rows: torch.Tensor, temperature: float, generators: list[torch.Generator]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids drawn from ``softmax(logits / temperature)`` (top-k) and their probabilities.
+
+    ``logits`` is ``[N, V]``; entry n belongs to batch row ``rows[n]`` and draws its noise from
+    that row's generator, so a record's draw does not depend on its neighbours.
+    """
+    top_logits, top_ids = logits.topk(min(TOP_K, logits.shape[-1]), dim=-1)
+    if temperature > 0:
+        noise = torch.empty_like(top_logits)
+        for row in rows.unique().tolist():
+            sel = rows == row
+            uniform = torch.rand((int(sel.sum()), top_logits.shape[1]), generator=generators[row])
+            noise[sel] = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        index = (top_logits / temperature + noise).argmax(-1)
+    else:
+        index = torch.zeros(len(rows), dtype=torch.long)
+    choice = top_ids.gather(-1, index[:, None])[:, 0]
+    prob = (top_logits.gather(-1, index[:, None])[:, 0] - torch.logsumexp(logits, -1)).exp()
+    return choice, prob
+
+
+def constrained_logits(
+    denoiser: Denoiser,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    where: torch.Tensor,
+    vocab_class: torch.Tensor | None,
+    class_masks: torch.Tensor | None,
+) -> torch.Tensor:
+    """Logits at the ``where`` positions with the tokens illegal there set to minus infinity."""
+    logits = denoiser.logits(ids, attention, where)
+    logits[:, denoiser.mask_id] = float("-inf")  # committing a mask would never finish
+    if vocab_class is not None and class_masks is not None:
+        rows, cols = where.nonzero(as_tuple=True)
+        logits = logits.masked_fill(~class_masks[vocab_class[rows, cols]], float("-inf"))
+    return logits
+
+
+def denoise(
+    denoiser: Denoiser,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    settings: SamplerSettings,
+    generators: list[torch.Generator],
+    vocab_class: torch.Tensor | None = None,
+    class_masks: torch.Tensor | None = None,
+    ordered: tuple[torch.Tensor, OrderedHook] | None = None,
+) -> torch.Tensor:
+    """Fill every mask in ``ids`` (``[B, L]``) and return the filled ids.
+
+    ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
+    the confidence rule fills the others.
+    """
+    ids = ids.clone()
+    owned = ordered[0] if ordered is not None else torch.zeros_like(ids, dtype=torch.bool)
+    columns = ((ids == denoiser.mask_id) & ~owned).any(0).nonzero()[:, 0]
+    first = int(columns.min()) if len(columns) else 0
+    n_blocks = -(-(int(columns.max()) + 1 - first) // settings.block_length) if len(columns) else 0
+    steps_per_block = max(1, settings.steps // max(1, n_blocks))
+    block = step = 0
+    while (masked := ids == denoiser.mask_id).any():
+        if block >= n_blocks and not (masked & owned).any():
+            raise RuntimeError("sampler made no progress")  # a hook that broke its contract
+        free = masked & ~owned
+        while (
+            block < n_blocks
+            and not free[:, first + block * settings.block_length :][:, : settings.block_length].any()
+        ):
+            block, step = block + 1, 0
+        logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks)
+        rows, cols = masked.nonzero(as_tuple=True)
+        if ordered is not None:
+            ordered[1](logits, rows, cols, ids)
+        if block >= n_blocks:
+            continue
+        lo = first + block * settings.block_length
+        candidates = free[rows, cols] & (cols >= lo) & (cols < lo + settings.block_length)
+        choice, prob = sample(logits, rows, settings.temperature, generators)
+        remaining = steps_per_block - step
+        for row in rows[candidates].unique().tolist():
+            sel = (candidates & (rows == row)).nonzero()[:, 0]
+            take = -(-len(sel) // remaining)  # spread the block's masks evenly over its steps
+            best = sel[prob[sel].topk(take).indices]
+            ids[row, cols[best]] = choice[best]
+        step += 1
+        if step >= steps_per_block:
+            block, step = block + 1, 0
+    return ids

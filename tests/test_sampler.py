@@ -1,0 +1,141 @@
+"""The masked-diffusion sampler and skeleton infilling, with a tiny random bidirectional model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from aod_ops.dlm.models import Denoiser, tiny_random_denoiser
+from aod_ops.dlm.sampler import SamplerSettings, denoise
+from aod_ops.dlm.skeleton import Vocab, fill, fit_number, fit_string, infill, layout_record, plan_records
+from aod_ops.schema.nodes import (
+    ArrayNode,
+    ChoiceNode,
+    NumberNode,
+    ObjectNode,
+    Property,
+    StringNode,
+    UnionNode,
+)
+from aod_ops.schema.patterns import full_match
+
+ROOT = ObjectNode(
+    (
+        Property("name", StringNode(min_length=2, max_length=12), True),
+        Property("age", NumberNode(integer=True, minimum=18, maximum=90), True),
+        Property("price", NumberNode(minimum=0, maximum=10, exclusive_minimum=True, multiple_of=0.25), False),
+        Property("color", ChoiceNode(("red", "green", "blue")), True),
+        Property("code", StringNode(pattern=r"[A-Z]{3}-\d{4}"), True),
+        Property(
+            "tags", ArrayNode(items=ChoiceNode(("a", "b", "c")), min_items=1, max_items=3, unique=True), True
+        ),
+        Property(
+            "either", UnionNode((ChoiceNode((None,)), NumberNode(integer=True, minimum=5, maximum=6))), True
+        ),
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def den() -> Denoiser:
+    return tiny_random_denoiser()
+
+
+def run(den: Denoiser, seeds: list[int], steps: int = 6, temperature: float = 1.0) -> list[dict]:
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    vocab = Vocab(den)
+    prompt = den.encode("Write a record.\nRecord:\n")
+    planned = plan_records(vocab, prompt, ROOT, temperature, gens)
+    infill(
+        vocab,
+        prompt,
+        [p for p, _ in planned],
+        SamplerSettings(steps=steps),
+        gens,
+        [random.Random(s) for s in seeds],
+    )
+    return [fill(v) for _, v in planned]
+
+
+def test_same_seed_gives_the_same_records(den: Denoiser) -> None:
+    assert run(den, [1, 2, 3]) == run(den, [1, 2, 3])
+    assert run(den, [1, 2, 3]) != run(den, [4, 5, 6])
+
+
+def test_a_record_does_not_depend_on_its_batch_neighbours(den: Denoiser) -> None:
+    alone = run(den, [7])[0]
+    together = run(den, [7, 8, 9, 10])[0]
+    assert alone == together
+
+
+def test_choices_and_slots_are_always_legal(den: Denoiser) -> None:
+    for record in run(den, list(range(24))):
+        assert record["color"] in {"red", "green", "blue"}
+        assert 18 <= record["age"] <= 90 and isinstance(record["age"], int)
+        assert 2 <= len(record["name"]) <= 12
+        assert full_match(r"[A-Z]{3}-\d{4}", record["code"])
+        assert 1 <= len(record["tags"]) <= 3 and len(set(record["tags"])) == len(record["tags"])
+        assert record["either"] is None or record["either"] in (5, 6)
+        if "price" in record:
+            assert 0 < record["price"] <= 10 and (record["price"] / 0.25).is_integer()
+
+
+def test_optional_properties_and_branches_vary_across_records(den: Denoiser) -> None:
+    records = run(den, list(range(24)))
+    assert {("price" in r) for r in records} == {True, False}
+    assert {r["either"] is None for r in records} == {True, False}
+
+
+def test_denoise_leaves_no_mask_and_counts_forward_passes(den: Denoiser) -> None:
+    ids = torch.tensor([den.encode("hello ") + [den.mask_id] * 20] * 3)
+    before = den.forwards
+    out = denoise(
+        den,
+        ids,
+        torch.ones_like(ids, dtype=torch.bool),
+        SamplerSettings(steps=8, block_length=8),
+        [torch.Generator().manual_seed(i) for i in range(3)],
+    )
+    assert not (out == den.mask_id).any()
+    assert (out[:, :6] == ids[:, :6]).all()  # the prompt is never rewritten
+    assert den.forwards - before == 6  # 20 masks = 3 blocks of 8, each gets 8 // 3 = 2 steps
+    # greedy decoding is deterministic whatever the seeds
+    greedy = SamplerSettings(steps=4, block_length=32, temperature=0)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    a = denoise(den, ids, mask, greedy, [torch.Generator().manual_seed(i) for i in range(3)])
+    b = denoise(den, ids, mask, greedy, [torch.Generator().manual_seed(i + 9) for i in range(3)])
+    assert torch.equal(a, b)
+
+
+def test_fit_number_folds_into_bounds_and_multiples() -> None:
+    rng = random.Random(0)
+    node = NumberNode(integer=True, minimum=10, maximum=20)
+    assert fit_number("15", node, rng) == "15"
+    assert 10 <= int(fit_number("99", node, rng)) <= 20
+    assert 10 <= int(fit_number("", node, rng)) <= 20
+    odd = NumberNode(minimum=0, maximum=1, multiple_of=0.1)
+    value = json.loads(fit_number("0.73", odd, rng))
+    assert 0 <= value <= 1 and int(value / 0.1) == value / 0.1
+    exclusive = NumberNode(integer=True, minimum=0, maximum=1, exclusive_minimum=True)
+    assert fit_number("0", exclusive, rng) == "1"
+
+
+def test_fit_string_keeps_lengths_and_completes_patterns() -> None:
+    rng = random.Random(0)
+    assert fit_string("ab\ncd", StringNode(), rng) == "abcd"
+    assert len(fit_string("x", StringNode(min_length=5), rng)) == 5
+    assert fit_string("abcdefgh", StringNode(max_length=3), rng) == "abc"
+    assert full_match(r"\d{3}-\d{2}", fit_string("12", StringNode(pattern=r"\d{3}-\d{2}"), rng))
+
+
+def test_layout_record_flags_exactly_the_value_tokens(den: Denoiser) -> None:
+    record = {"a": "xy", "b": 3, "c": True, "d": [None]}
+    ids, flags = layout_record(den, record)
+    assert len(ids) == len(flags)
+    literal = den.decode([i for i, f in zip(ids, flags, strict=True) if not f])
+    assert literal == '{"a": "", "b": , "c": true, "d": [null]}'
+    values = [i for i, f in zip(ids, flags, strict=True) if f and i != den.eos_id]
+    assert den.decode(values) == "xy3"
