@@ -2,8 +2,9 @@
 
 The prompt is plain text (instruction, optional exemplars, and in free mode the compact schema)
 ending in ``RECORD_MARKER``; the record's tokens follow it. Skeleton mode leaves the schema out:
-the skeleton already spells out every key, and a shorter prompt makes every forward pass cheaper. Training (``adapt.py``) uses the same function,
-so an adapted model sees at run time exactly what it was trained on.
+the skeleton already spells out every key, and a shorter prompt makes every forward pass
+cheaper. Training (``adapt.py``) uses the same function, so an adapted model sees at run time
+exactly what it was trained on.
 """
 
 from __future__ import annotations
