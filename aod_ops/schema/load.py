@@ -127,7 +127,14 @@ class LoadedSchema:
         (``jsonschema.exceptions.best_match``), which names the real culprit.
         """
         issues = []
-        for error in self.validator().iter_errors(instance):
+        try:
+            errors = list(self.validator().iter_errors(instance))
+        except Exception as crash:
+            # jsonschema itself fails on some malformed schemas (a non-string "id" it walks
+            # into): the record cannot be shown valid, so it is reported invalid, not a crash.
+            message = f"the validator cannot check this value against the schema: {crash!r}"
+            return [ValidationIssue(pointer="", message=message, keyword="schema", value=instance)]
+        for error in errors:
             best = best_match([error]) or error
             issues.append(
                 ValidationIssue(
@@ -215,7 +222,9 @@ _META_VALIDATORS: dict[str, Validator] = {}
 
 
 def _check_against_meta_schema(contents: Any, cls: type[Validator], name: str) -> None:
-    meta = _META_VALIDATORS.setdefault(cls.__name__, cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER))
+    meta = _META_VALIDATORS.get(cls.__name__)
+    if meta is None:
+        meta = _META_VALIDATORS[cls.__name__] = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER)
     with warnings.catch_warnings():
         # Python's re warns about syntax that may change meaning later; the pattern still compiles.
         warnings.simplefilter("ignore", FutureWarning)
