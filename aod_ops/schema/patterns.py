@@ -197,6 +197,31 @@ def _sample(
     return None
 
 
+def _splice(
+    pattern: str, prefix: str, rng: random.Random, min_length: int, max_length: int | None, budget: int
+) -> tuple[str | None, int]:
+    """The prefix followed by the shortest tail of a random full match that completes it.
+
+    Also returns the number of regex calls spent.
+    """
+    calls = 0
+    for _ in range(8):
+        sample = _sample(pattern, rng, 0, None, 4)
+        calls += 4
+        if sample is None:
+            break
+        for cut in range(len(sample), -1, -1):
+            text = prefix + sample[cut:]
+            if len(text) < min_length:
+                continue
+            if (max_length is not None and len(text) > max_length) or calls >= budget:
+                break
+            calls += 1
+            if full_match(pattern, text):
+                return text, calls
+    return None, calls
+
+
 def complete(
     pattern: str,
     prefix: str,
@@ -207,23 +232,27 @@ def complete(
 ) -> str | None:
     """Extend ``prefix`` into a full match of ``pattern`` within the length bounds.
 
-    With an empty prefix, a few random strings are first drawn from the pattern's parse tree
-    (fast for long literals and counted repetitions). Otherwise, or when that fails, a
-    depth-first search extends the text one character at a time: the candidate characters are
-    tried in an order drawn from ``rng`` (characters written in the pattern first, most of the
-    time, since literals are the usual bottleneck), and a branch is pruned as soon as the text
-    stops being a partial match. Returns the first full match whose length is within
-    ``[min_length, max_length]``, or ``None`` when there is none or ``budget`` regex calls were
-    spent looking for it.
+    First, a few random full matches are drawn from the pattern's parse tree (fast for long
+    literals and counted repetitions): with an empty prefix one of them is the answer; with a
+    prefix, the prefix followed by the tail of a sample often is (``report`` + ``.json``).
+    When that fails, a depth-first search extends the text one character at a time: the
+    candidate characters are tried in an order drawn from ``rng`` (characters written in the
+    pattern first, most of the time, since literals are the usual bottleneck), and a branch is
+    pruned as soon as the text stops being a partial match. Returns the first full match whose
+    length is within ``[min_length, max_length]``, or ``None`` when there is none or ``budget``
+    regex calls were spent looking for it.
     """
     if _compiled(pattern) is None:
         return None
-    calls = 0
     if not prefix:
         calls = min(budget // 4, 50)
         sample = _sample(pattern, rng, min_length, max_length, calls)
         if sample is not None:
             return sample
+    else:
+        spliced, calls = _splice(pattern, prefix, rng, min_length, max_length, budget // 4)
+        if spliced is not None:
+            return spliced
     limit = max_length if max_length is not None else max(min_length, len(prefix)) + _OPEN_LENGTH
     literal = sorted({c for c in pattern if c.isprintable()})
 
