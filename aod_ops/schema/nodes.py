@@ -113,3 +113,57 @@ class CompiledSchema:
 
     root: Node
     unsupported: tuple[Unsupported, ...] = field(default=())
+
+
+def is_choice_leaf(root: Node, pointer: str) -> bool:
+    """Whether the value at instance ``pointer`` always comes from a fixed list of values.
+
+    True when every branch of the tree that can produce a value at ``pointer`` produces it from
+    a ``ChoiceNode`` (an enum, const, boolean or null; also a leaf inside an enum's object or
+    array option). False when some branch produces it from a string, number, object or array
+    slot, or when no branch can produce it. The metrics leave such leaves out of field overlap:
+    copying them from the reference is unavoidable.
+    """
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]] if pointer else []
+    return _choice_at(root, tokens) is True
+
+
+def _choice_at(node: Node, tokens: list[str]) -> bool | None:
+    """True/False as for ``is_choice_leaf``; None when ``node`` cannot produce the pointer."""
+    if isinstance(node, ChoiceNode):
+        return True if any(_has_path(option, tokens) for option in node.options) else None
+    if isinstance(node, UnionNode):
+        return _all_of(_choice_at(branch, tokens) for branch in node.branches)
+    if not tokens:
+        return False
+    head, rest = tokens[0], tokens[1:]
+    if isinstance(node, ObjectNode):
+        found = [p.node for p in node.properties if p.name == head]
+        return _choice_at(found[0], rest) if found else None
+    if isinstance(node, ArrayNode) and head.isdigit():
+        index = int(head)
+        if node.max_items is not None and index >= node.max_items:
+            return None
+        if index < len(node.prefix):
+            return _choice_at(node.prefix[index], rest)
+        # The sampler writes ``contains`` right after the prefix, then ``items``.
+        if index == len(node.prefix) and node.contains is not None:
+            return _choice_at(node.contains, rest)
+        return _choice_at(node.items, rest) if node.items is not None else None
+    return None
+
+
+def _all_of(results: Any) -> bool | None:
+    known = [r for r in results if r is not None]
+    return all(known) if known else None
+
+
+def _has_path(value: Any, tokens: list[str]) -> bool:
+    for token in tokens:
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return False
+    return True
