@@ -93,9 +93,8 @@ def _unify_pair(a: pa.DataType, b: pa.DataType) -> pa.DataType:
         return pa.float64()
     if pa.types.is_struct(a) and pa.types.is_struct(b):
         names = [*a.names, *(n for n in b.names if n not in a.names)]
-        return pa.struct(
-            [pa.field(n, _unify([t.field(n).type for t in (a, b) if n in t.names])) for n in names]
-        )
+        fields = [pa.field(n, _unify([t.field(n).type for t in (a, b) if n in t.names])) for n in names]
+        return pa.struct(fields)
     if pa.types.is_list(a) and pa.types.is_list(b):
         return pa.list_(_unify_pair(a.value_type, b.value_type))
     return pa.string()
