@@ -454,10 +454,10 @@ class _Compiler:
                     names.add("integer")
                 allowed = names if allowed is None else allowed & names
             implied += [_IMPLIED_TYPE[k] for k in _keys(part) if k in _IMPLIED_TYPE]
+        anything = allowed is None and not implied
         if allowed is None:
-            implied = [t for t in _TYPES if t in implied]
-            # No declared type: the kinds of value its keywords describe, or a plain string.
-            allowed = set(implied) if implied else {"string"}
+            # No declared type: the kinds of value its keywords describe, or any kind.
+            allowed = set(implied) if implied else set(_TYPES)
         for neg in negative:
             excluded = neg.get("type")
             if excluded is not None and set(_validation_keys(neg, self.loaded)) == {"type"}:
@@ -465,7 +465,9 @@ class _Compiler:
                 allowed -= names | ({"integer"} if "number" in names else set())
         if "number" in allowed:
             allowed.discard("integer")  # a number slot also covers integers
-        return [t for t in _TYPES if t in allowed]
+        kinds = [t for t in _TYPES if t in allowed]
+        # A value of any kind is written as a string (the first kind left after exclusions).
+        return kinds[:1] if anything else kinds
 
     def _typed(self, name: str, positive: list[_Part], negative: list[_Part], stack: tuple[int, ...]) -> Node:
         if name == "null":

@@ -13,6 +13,7 @@ import importlib
 import random
 import re
 import string
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -23,8 +24,9 @@ import regex
 sre: Any = importlib.import_module("re._constants")
 sre_parse: Any = importlib.import_module("re._parser")
 
-# Regex calls are bounded so that a pathological pattern cannot hang a coverage run.
+# Regex calls and completions are bounded so that a pathological pattern cannot hang a run.
 _TIMEOUT_S = 0.05
+_COMPLETE_S = 0.5
 
 _DATE = r"(?:19[7-9][0-9]|20[0-3][0-9])-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,3})?(?:Z|[+-](?:0[0-9]|1[0-2]):[0-5][0-9])"
@@ -178,13 +180,15 @@ def _generate(items: Any, rng: random.Random, stretch: int, groups: dict[int, st
 
 
 def _sample(
-    pattern: str, rng: random.Random, min_length: int, max_length: int | None, tries: int
+    pattern: str, rng: random.Random, min_length: int, max_length: int | None, tries: int, deadline: float
 ) -> str | None:
     """A random full match drawn from the pattern's parse tree, within the length bounds."""
     tree = _parsed(pattern)
     if tree is None:
         return None
     for attempt in range(tries):
+        if time.monotonic() > deadline:
+            return None
         # Alternate short and long repetitions; long enough ones can reach a large minLength.
         stretch = rng.choice((0, 1, 2, 4, 8)) + (min_length if attempt % 2 else 0)
         try:
@@ -198,7 +202,13 @@ def _sample(
 
 
 def _splice(
-    pattern: str, prefix: str, rng: random.Random, min_length: int, max_length: int | None, budget: int
+    pattern: str,
+    prefix: str,
+    rng: random.Random,
+    min_length: int,
+    max_length: int | None,
+    budget: int,
+    deadline: float,
 ) -> tuple[str | None, int]:
     """The prefix followed by the shortest tail of a random full match that completes it.
 
@@ -206,7 +216,7 @@ def _splice(
     """
     calls = 0
     for _ in range(8):
-        sample = _sample(pattern, rng, 0, None, 4)
+        sample = _sample(pattern, rng, 0, None, 4, deadline)
         calls += 4
         if sample is None:
             break
@@ -216,6 +226,8 @@ def _splice(
                 continue
             if (max_length is not None and len(text) > max_length) or calls >= budget:
                 break
+            if time.monotonic() > deadline:
+                return None, calls
             calls += 1
             if full_match(pattern, text):
                 return text, calls
@@ -240,17 +252,18 @@ def complete(
     pattern first, most of the time, since literals are the usual bottleneck), and a branch is
     pruned as soon as the text stops being a partial match. Returns the first full match whose
     length is within ``[min_length, max_length]``, or ``None`` when there is none or ``budget``
-    regex calls were spent looking for it.
+    regex calls (or half a second) were spent looking for it.
     """
     if _compiled(pattern) is None:
         return None
+    deadline = time.monotonic() + _COMPLETE_S
     if not prefix:
         calls = min(budget // 4, 50)
-        sample = _sample(pattern, rng, min_length, max_length, calls)
+        sample = _sample(pattern, rng, min_length, max_length, calls, deadline)
         if sample is not None:
             return sample
     else:
-        spliced, calls = _splice(pattern, prefix, rng, min_length, max_length, budget // 4)
+        spliced, calls = _splice(pattern, prefix, rng, min_length, max_length, budget // 4, deadline)
         if spliced is not None:
             return spliced
     limit = max_length if max_length is not None else max(min_length, len(prefix)) + _OPEN_LENGTH
@@ -267,7 +280,7 @@ def complete(
     if not partial_match(pattern, prefix):
         return None
     stack: list[tuple[str, list[str] | None]] = [(prefix, None)]
-    while stack and calls < budget:
+    while stack and calls < budget and time.monotonic() < deadline:
         text, options = stack[-1]
         if options is None:
             if min_length <= len(text) <= limit:
