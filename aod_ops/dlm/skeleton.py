@@ -55,7 +55,21 @@ class Slot:
     text: str = field(default="")
 
 
-Piece = str | Slot
+@dataclass(eq=False)
+class Choice:
+    """An enum, const, boolean or null value, decided for all records in one joint pass once
+    their structure is fixed (``decide_choices``), rather than one forward pass each."""
+
+    options: tuple[Any, ...]
+    chosen: int = -1
+
+    @cached_property
+    def texts(self) -> list[str]:
+        """The options as JSON text."""
+        return [json.dumps(o, ensure_ascii=False) for o in self.options]
+
+
+Piece = str | Slot | Choice
 
 
 def slot_length(node: StringNode | NumberNode) -> int:
@@ -94,10 +108,16 @@ def _key(pointer: str, name: str) -> str:
 Walker = PyGenerator[list[str], int, Any]
 
 
-def walk(node: Node, plan: list[Piece], pointer: str = "") -> Walker:
-    """Write one record's skeleton into ``plan``; returns its value with ``Slot`` leaves."""
+def walk(node: Node, plan: list[Piece], pointer: str = "", defer: bool = True) -> Walker:
+    """Write one record's skeleton into ``plan``; returns its value with ``Slot`` and ``Choice``
+    leaves. Value choices are deferred to ``decide_choices`` unless ``defer`` is False (items of
+    a unique array must know their siblings)."""
     if isinstance(node, ChoiceNode):
         texts = [json.dumps(o, ensure_ascii=False) for o in node.options]
+        if len(texts) > 1 and defer:
+            choice = Choice(node.options)
+            plan.append(choice)
+            return choice
         k = (yield texts) if len(texts) > 1 else 0
         plan.append(texts[k])
         return node.options[k]
@@ -156,7 +176,7 @@ def _walk_array(node: ArrayNode, plan: list[Piece], pointer: str) -> Walker:
         if len(value) >= node.min_items and contains is None and (yield [sep + preview(item), "]"]) == 1:
             break
         plan.append(sep)
-        value.append((yield from walk(item, plan, f"{pointer}/{len(value)}")))
+        value.append((yield from walk(item, plan, f"{pointer}/{len(value)}", defer=not node.unique)))
         contains = None
     plan.append("]")
     return value
@@ -212,6 +232,8 @@ def fill(value: Any) -> Any:
     """The record: ``value`` with every ``Slot`` replaced by its decoded value."""
     if isinstance(value, Slot):
         return json.loads(value.text) if isinstance(value.node, NumberNode) else value.text
+    if isinstance(value, Choice):
+        return value.options[value.chosen]
     if isinstance(value, dict):
         return {k: fill(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -315,11 +337,27 @@ class Vocab:
         return list(cache[text])
 
 
-def _plan_ids(vocab: Vocab, plan: list[Piece]) -> list[int]:
+def _choice_length(vocab: Vocab, choice: Choice) -> int:
+    return max(len(vocab.encode(t)) for t in choice.texts)
+
+
+def _plan_ids(vocab: Vocab, plan: list[Piece], at: list[tuple[Piece, int]] | None = None) -> list[int]:
+    """The plan's token ids after the prompt, masks for open slots and undecided choices;
+    ``at`` collects (piece, offset) of each slot and choice."""
     mask = vocab.denoiser.mask_id
     ids: list[int] = []
     for piece in plan:
-        ids += [mask] * piece.length if isinstance(piece, Slot) else vocab.encode(piece)
+        if isinstance(piece, str):
+            ids += vocab.encode(piece)
+            continue
+        if at is not None:
+            at.append((piece, len(ids)))
+        if isinstance(piece, Slot):
+            ids += [mask] * piece.length
+        elif piece.chosen >= 0:
+            ids += vocab.encode(piece.texts[piece.chosen])
+        else:
+            ids += [mask] * _choice_length(vocab, piece)
     return ids
 
 
@@ -372,10 +410,46 @@ def plan_records(
         for b, i in enumerate(order):
             lp = logprobs[offset : offset + spans[b]]
             offset += spans[b]
-            scores = torch.tensor([float(lp[range(len(o)), o].mean()) for o in options[b]])
+            scores = score_options(lp, options[b])
             k, _ = sample(scores[None], torch.tensor([0]), temperature, [generators[i]])
             advance(i, int(k))
     return list(zip(plans, values, strict=True))
+
+
+def score_options(logprobs: torch.Tensor, options: list[list[int]]) -> torch.Tensor:
+    """Each option's mean log-probability over its tokens, written from the span's start."""
+    return torch.tensor([float(logprobs[range(len(o)), o].mean()) for o in options])
+
+
+def decide_choices(
+    vocab: Vocab,
+    prompt_ids: list[int],
+    plans: Sequence[list[Piece]],
+    temperature: float,
+    generators: list[torch.Generator],
+) -> None:
+    """Decide every deferred value choice of every plan in one forward pass."""
+    den = vocab.denoiser
+    rows, choices = [], []
+    for plan in plans:
+        at: list[tuple[Piece, int]] = []
+        rows.append(prompt_ids + _plan_ids(vocab, plan, at))
+        choices.append([(p, len(prompt_ids) + o) for p, o in at if isinstance(p, Choice)])
+    if not any(choices):
+        return
+    ids, attention = _pad(rows, den.eos_id)
+    where = torch.zeros_like(ids, dtype=torch.bool)
+    for b, found in enumerate(choices):
+        for choice, start in found:
+            where[b, start : start + _choice_length(vocab, choice)] = True
+    logprobs = torch.log_softmax(den.logits(ids, attention, where), -1)
+    index = {(int(r), int(c)): n for n, (r, c) in enumerate(where.nonzero().tolist())}
+    for b, found in enumerate(choices):
+        for choice, start in found:
+            span = logprobs[index[(b, start)] : index[(b, start)] + _choice_length(vocab, choice)]
+            scores = score_options(span, [vocab.encode(t) for t in choice.texts])
+            k, _ = sample(scores[None], torch.tensor([0]), temperature, [generators[b]])
+            choice.chosen = int(k)
 
 
 def infill(
@@ -391,16 +465,9 @@ def infill(
     rows: list[list[int]] = []
     spans: list[list[tuple[Slot, int]]] = []
     for plan in plans:
-        ids = list(prompt_ids)
-        at: list[tuple[Slot, int]] = []
-        for piece in plan:
-            if isinstance(piece, Slot):
-                at.append((piece, len(ids)))
-                ids += [den.mask_id] * piece.length
-            else:
-                ids += vocab.encode(piece)
-        rows.append(ids)
-        spans.append(at)
+        at: list[tuple[Piece, int]] = []
+        rows.append(prompt_ids + _plan_ids(vocab, plan, at))
+        spans.append([(p, len(prompt_ids) + o) for p, o in at if isinstance(p, Slot)])
     ids, attention = _pad(rows, den.eos_id)
     vocab_class = torch.full_like(ids, ANY)
     owned = torch.zeros_like(ids, dtype=torch.bool)
