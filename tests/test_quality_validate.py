@@ -33,6 +33,7 @@ SCHEMA: dict[str, Any] = {
         "plan": {"enum": ["basic", "pro"]},
         "ssn": {"type": "string", "pattern": "^[0-9]{3}-[0-9]{2}-[0-9]{4}$", "x-aod-sensitive": True},
         "address": {"$ref": "#/$defs/address"},
+        "since": {"type": "string", "format": "date"},
     },
     "$defs": {
         "address": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}
@@ -222,6 +223,11 @@ CASES: dict[
             ("expect_column_values_to_match_record_schema", "record"),
             ("expect_column_value_lengths_to_be_between", "name"),
         },
+    ),
+    # Formats are checked, as everywhere in aod_ops (GX's own JSON Schema metric does not).
+    "bad date": (
+        with_record(6, since="2024-13-45"),
+        {("expect_column_values_to_match_record_schema", "record")},
     ),
     "sensitive value copied": (with_record(5, ssn=REFERENCE[0]["ssn"]), {("sensitive:ssn", "ssn")}),
 }
