@@ -2,7 +2,8 @@
 
 The partition is read from its path (a dataset folder of ``*.parquet`` files, sub-folders such as
 a quarantine left out, or one Parquet file) with pyarrow; its ``record`` column (JSON text) is
-parsed for the privacy figures. Beside the data go ``validation_result.json`` (GX's full
+parsed for the privacy figures, which cover every row whose record parses (a row that breaks the
+schema fails the suite, and may still leak). Beside the data go ``validation_result.json`` (GX's full
 validation result) and ``privacy_report.json``; the caller gets a small ``ValidationSummary``.
 """
 
@@ -168,8 +169,11 @@ def validate_partition(
     run = run_checkpoint(name, table.to_pandas(), specs, docs)
     out_dir = path if path.is_dir() else path.parent
     result_path = out_dir / RESULT_FILE
-    result_path.write_text(json.dumps(run.result, indent=2, default=str) + "\n", encoding="utf-8")
-    privacy_path = privacy.write(out_dir / PRIVACY_FILE)
+    try:
+        result_path.write_text(json.dumps(run.result, indent=2, default=str) + "\n", encoding="utf-8")
+        privacy_path = privacy.write(out_dir / PRIVACY_FILE)
+    except OSError as exc:
+        raise DataError(f"cannot write the validation results into {out_dir}: {exc}") from None
     summary = ValidationSummary(
         partition=name,
         data_path=str(path),
