@@ -124,6 +124,8 @@ def test_exact_copy_and_duplicate_are_rejected_once_each() -> None:
         ("Ann Ann Ann Lee", "repeated tokens"),
         ("aaaa", "repeated tokens"),
         ("abababab", "repeated tokens"),
+        ("Ford \ufffd\ufffd", "garbled text"),
+        ("line\x07bell", "garbled text"),
     ],
 )
 def test_degenerate_values(value: str, kind: str) -> None:

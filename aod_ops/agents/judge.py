@@ -3,9 +3,9 @@
 Deterministic evaluators look at every candidate: parse errors, each JSON Schema error (with its
 pointer and offending value), leaves copied from the reference sample, exact copies of reference
 records, duplicates within the batch, and degenerate values (empty strings, repeated tokens,
-placeholder text). An optional LLM critic rates the realism of the remaining records against the
-partition's notes. Findings are grouped into problems, most frequent first, and rendered into a
-feedback text of bounded length for the optimizer.
+placeholder text, garbled text). An optional LLM critic rates the realism of the remaining
+records against the partition's notes. Findings are grouped into problems, most frequent first,
+and rendered into a feedback text of bounded length for the optimizer.
 
 A candidate is accepted (``Verdict.ok``) when it is valid, novel (no exact copy, not a repeat of an
 earlier record of the batch), has no degenerate value, copies no sensitive reference value, and the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -356,12 +357,15 @@ class Judge:
 
 
 def degenerate(value: str, key: str = "") -> str | None:
-    """What makes a string value degenerate, or None: ``"an empty string"``, ``"placeholder
-    text"`` (a word like "string", "test", "N/A", "lorem ipsum", "xxx", or the property's own name)
-    or ``"repeated tokens"`` (a word three times in a row, or 1-4 letters four times: "aaaa")."""
+    """What makes a string value degenerate, or None: ``"an empty string"``; ``"garbled text"``
+    (a replacement character from broken decoding, or control characters); ``"placeholder text"``
+    (a word like "string", "test", "N/A", "lorem ipsum", "xxx", or the property's own name); or
+    ``"repeated tokens"`` (a word three times in a row, or 1-4 letters four times: "aaaa")."""
     text = value.strip()
     if not text:
         return "an empty string"
+    if any(c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs", "Co") for c in text):
+        return "garbled text"
     lowered = text.lower()
     if lowered in PLACEHOLDERS or _PLACEHOLDER_SHAPES.fullmatch(text) or (key and lowered == key.lower()):
         return "placeholder text"
