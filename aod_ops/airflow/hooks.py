@@ -1,0 +1,217 @@
+"""Hooks for the provider's two connection types: ``aod`` (model endpoints) and ``ray`` (a cluster).
+
+``AoDHook`` reads which DLM and which agent endpoint a partition should use, and the agent's API
+key; ``ModelEndpoints.overrides`` gives them as spec fields that replace the partition's, and the
+key reaches the engine through an environment variable that only the running task sees. ``RayHook`` gives the
+Ray Jobs API client (``aod_ops.ray.jobs.RayJobs``) of a cluster's dashboard address.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from airflow.sdk import BaseHook
+
+from aod_ops.airflow import AOD_UI_FIELDS, RAY_UI_FIELDS
+from aod_ops.airflow.exceptions import AoDConnectionError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+    from aod_ops.ray.jobs import RayJobs
+    from aod_ops.spec import AgentSetting, DLMSetting
+
+#: The environment variable through which the engine reads the agent's API key.
+AGENT_KEY_ENV = "AOD_AGENT_KEY"
+
+
+def _ui_behaviour(fields: dict[str, Any]) -> dict[str, Any]:
+    """The provider-info form declaration in the shape ``get_ui_field_behaviour`` returns."""
+    return {
+        "hidden_fields": list(fields["hidden-fields"]),
+        "relabeling": dict(fields["relabeling"]),
+        "placeholders": dict(fields["placeholders"]),
+    }
+
+
+def _url(conn: Connection, default_port: int | None = None) -> str | None:
+    """The connection's host as a URL: kept when it has a scheme, else ``http://host[:port]``."""
+    if not conn.host:
+        return None
+    if "://" in conn.host:
+        return conn.host
+    port = conn.port or default_port
+    return f"http://{conn.host}" + (f":{port}" if port else "")
+
+
+@dataclass(frozen=True)
+class ModelEndpoints:
+    """The models an ``aod`` connection names; None keeps the partition's spec setting."""
+
+    dlm: DLMSetting | None = None
+    agent: AgentSetting | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+    def overrides(self) -> dict[str, Any]:
+        """The spec fields (``dlm``, ``agent``) that replace a partition's, as they are written in a spec."""
+        fields = {"dlm": self.dlm, "agent": self.agent}
+        return {name: asdict(value) for name, value in fields.items() if value is not None}
+
+    @contextmanager
+    def environment(self) -> Iterator[None]:
+        """Expose the API key to the engine (``AOD_AGENT_KEY``) while the block runs."""
+        if self.api_key is None:
+            yield
+            return
+        previous = os.environ.get(AGENT_KEY_ENV)
+        os.environ[AGENT_KEY_ENV] = self.api_key
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(AGENT_KEY_ENV, None)
+            else:
+                os.environ[AGENT_KEY_ENV] = previous
+
+
+class AoDHook(BaseHook):
+    """The model endpoints of an ``aod`` connection.
+
+    Host (and port): the agent's OpenAI-compatible base URL, empty for the local SmolLM2 agent;
+    password: its API key; extra: ``agent_model`` (needed with a base URL), ``dlm`` (a built-in
+    DLM or a local folder), ``dlm_base_url`` (a DLM server), ``trust_remote_code``.
+
+    :param aod_conn_id: the ``aod`` connection's id.
+    """
+
+    conn_name_attr = "aod_conn_id"
+    default_conn_name = "aod_default"
+    conn_type = "aod"
+    hook_name = "Agents of Diffusion model endpoints"
+
+    def __init__(self, aod_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aod_conn_id = aod_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's hidden, relabelled and explained fields."""
+        return _ui_behaviour(AOD_UI_FIELDS)
+
+    def get_conn(self) -> ModelEndpoints:
+        """The connection's models, checked (``AoDConnectionError`` says which field is wrong)."""
+        return self.endpoints_of(self.get_connection(self.aod_conn_id))
+
+    @staticmethod
+    def endpoints_of(conn: Connection) -> ModelEndpoints:
+        """The models a connection names."""
+        from aod_ops.spec import AgentSetting, DLMSetting  # imports torch: not at DAG parse time
+
+        extra = conn.extra_dejson
+        where = f"connection {conn.conn_id!r}"
+        unknown = sorted(set(extra) - {"agent_model", "dlm", "dlm_base_url", "trust_remote_code"})
+        if unknown:
+            raise AoDConnectionError(f"{where}: unknown extra field(s) {', '.join(unknown)}")
+        base_url = _url(conn)
+        agent = None
+        if base_url is not None:
+            if not extra.get("agent_model"):
+                raise AoDConnectionError(f"{where}: an agent base URL needs 'agent_model' in the extra")
+            agent = AgentSetting(
+                base_url=base_url,
+                model=str(extra["agent_model"]),
+                api_key_env=AGENT_KEY_ENV if conn.password else None,
+            )
+        elif extra.get("agent_model") or conn.password:
+            raise AoDConnectionError(f"{where}: 'agent_model' and the API key need the agent base URL (host)")
+        dlm = None
+        if extra.get("dlm") or extra.get("dlm_base_url"):
+            trust = extra.get("trust_remote_code", False)
+            if not isinstance(trust, bool):
+                raise AoDConnectionError(f"{where}: 'trust_remote_code' must be true or false, got {trust!r}")
+            dlm = DLMSetting(
+                model=str(extra.get("dlm") or DLMSetting().model),
+                trust_remote_code=trust,
+                base_url=extra.get("dlm_base_url") or None,
+            )
+        return ModelEndpoints(dlm=dlm, agent=agent, api_key=conn.password or None)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the connection's fields, then ask the agent endpoint for its models."""
+        try:
+            endpoints = self.get_conn()
+        except AoDConnectionError as exc:
+            return False, str(exc)
+        if endpoints.agent is None:
+            return True, "No agent endpoint: the local SmolLM2 agent will be used."
+        assert endpoints.agent.base_url is not None
+        root = endpoints.agent.base_url.rstrip("/")
+        url = root + ("/models" if root.endswith("/v1") else "/v1/models")
+        headers = {"Authorization": f"Bearer {endpoints.api_key}"} if endpoints.api_key else {}
+        try:
+            response = httpx.get(url, headers=headers, timeout=10.0)
+        except httpx.HTTPError as exc:
+            return False, f"{url}: cannot connect ({exc})"
+        if response.status_code != 200:
+            return False, f"{url}: HTTP {response.status_code}: {response.text[:200]}"
+        return True, f"{url} answered; agent model {endpoints.agent.model}"
+
+
+class RayHook(BaseHook):
+    """The Jobs API of the Ray cluster a ``ray`` connection names.
+
+    Host: the dashboard's address (``http://ray-head:8265``, or a bare host name with the port in
+    the port field, 8265 by default); password: an optional Bearer token for an authenticating
+    proxy; extra ``verify``: check the dashboard's TLS certificate (default true).
+
+    :param ray_conn_id: the ``ray`` connection's id.
+    """
+
+    conn_name_attr = "ray_conn_id"
+    default_conn_name = "ray_default"
+    conn_type = "ray"
+    hook_name = "Ray cluster (Jobs API)"
+    default_dashboard_port = 8265
+
+    def __init__(self, ray_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ray_conn_id = ray_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's hidden, relabelled and explained fields."""
+        return _ui_behaviour(RAY_UI_FIELDS)
+
+    def get_conn(self) -> RayJobs:
+        """The cluster's Jobs API client (made lazily: it reaches the cluster on first use)."""
+        return self.jobs_of(self.get_connection(self.ray_conn_id))
+
+    @classmethod
+    def jobs_of(cls, conn: Connection) -> RayJobs:
+        """The Jobs API client of a ``ray`` connection (the trigger gets the connection itself)."""
+        from aod_ops.ray.jobs import RayJobs
+
+        address = _url(conn, cls.default_dashboard_port)
+        if address is None:
+            raise AoDConnectionError(f"connection {conn.conn_id!r}: no dashboard address (host)")
+        verify = conn.extra_dejson.get("verify", True)
+        if not isinstance(verify, bool | str):
+            raise AoDConnectionError(
+                f"connection {conn.conn_id!r}: 'verify' must be true, false or a CA bundle path"
+            )
+        headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else None
+        return RayJobs(address, headers=headers, verify=verify)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """List the cluster's jobs through the Jobs API."""
+        try:
+            jobs = self.get_conn()
+            count = len(jobs.client.list_jobs())
+        except Exception as exc:  # any failure is the answer to show in the UI
+            return False, str(exc)
+        return True, f"Ray Jobs API at {jobs.address} answered ({count} jobs)"

@@ -1,0 +1,236 @@
+"""Run ``aod synthesize`` on a Ray cluster as a job, through the Ray Jobs API.
+
+This module is the one place that calls ``ray.job_submission``. A ``SynthesisJob`` says what to
+run; ``RayJobs`` submits it with a ``runtime_env`` whose ``working_dir`` carries the partition
+spec (the spec's folder: the spec, its schemas and reference samples) and the prompt artifacts,
+then reports the job's state, fetches its logs and stops it. ``run_synthesis_job`` is the whole
+round trip for the command line: submit, print the job id, poll, stop on Ctrl-C, and raise with
+the logs' tail when the job fails.
+
+The job writes to ``out`` as the cluster sees it: a path on a volume shared with the submitter,
+or an object-store URI that the synthesis writer understands.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from aod_ops.errors import AodError
+from aod_ops.spec import load_spec
+
+#: The statuses after which a job does not change any more.
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+#: Where the spec's folder and the prompts sit inside the job's working directory.
+SPEC_DIR = "spec"
+PROMPT_DIR = "prompts"
+PROMPT_FILE = "prompt.json"
+LOG_TAIL_LINES = 200
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A Ray job's status (``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``STOPPED``)."""
+
+    job_id: str
+    status: str
+    message: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has ended."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job ended successfully."""
+        return self.status == "SUCCEEDED"
+
+
+@dataclass(frozen=True)
+class SynthesisJob:
+    """One ``aod synthesize`` run to submit as a Ray job.
+
+    :param spec_path: the partition spec; its folder travels with the job, so every file its
+        partitions name must lie inside that folder.
+    :param out: the output folder or URI as the cluster sees it (a relative local path is made
+        absolute, since the job runs in its own working directory).
+    :param partition: one partition's name, or None for all of them.
+    :param rows: rows per partition instead of the spec's.
+    :param actors: DLM actors instead of the synthesis default.
+    :param model: the DLM instead of the spec's.
+    :param prompt_dir: a folder of ``<partition>/prompt.json`` artifacts (the loop's output); the
+        selected partitions' prompts travel with the job.
+    :param env_vars: environment variables for the job (never secrets: Ray shows them).
+    """
+
+    spec_path: Path
+    out: str
+    partition: str | None = None
+    rows: int | None = None
+    actors: int | None = None
+    model: str | None = None
+    prompt_dir: Path | None = None
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+
+    def entrypoint(self) -> str:
+        """The shell command the job runs, relative to its working directory."""
+        spec = f"{SPEC_DIR}/{self.spec_path.name}"
+        args = ["aod", "synthesize", "--spec", spec, "--out", _absolute(self.out)]
+        for flag, value in (
+            ("--partition", self.partition),
+            ("--rows", self.rows),
+            ("--actors", self.actors),
+            ("--model", self.model),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        if self.prompt_dir is not None:
+            args += ["--prompt-dir", PROMPT_DIR]
+        return shlex.join(args)
+
+
+def _absolute(out: str) -> str:
+    """``out`` as an absolute path, or unchanged when it is a URI (``s3://...``)."""
+    if "://" in out:
+        return out
+    return str(Path(out).resolve())
+
+
+@contextmanager
+def job_bundle(job: SynthesisJob) -> Iterator[Path]:
+    """A temporary folder holding what the job needs: ``spec/`` and ``prompts/<partition>/``.
+
+    The spec is loaded first, so a bad spec fails here with its own message instead of on the
+    cluster; a partition file outside the spec's folder, or a missing prompt, is an ``AodError``.
+    """
+    spec = load_spec(job.spec_path)
+    partitions = spec.select(job.partition)
+    root = spec.path.parent
+    for partition in partitions:
+        for name, path in (
+            ("schema", partition.schema_path),
+            ("reference", partition.reference_path),
+            ("holdout", partition.holdout_path),
+        ):
+            if path is not None and not path.is_relative_to(root):
+                raise AodError(
+                    f"{spec.path}: partition {partition.name!r}: {name} {path} is outside the spec's "
+                    f"folder {root}; a Ray job receives only that folder"
+                )
+    with tempfile.TemporaryDirectory(prefix="aod-job-") as tmp:
+        bundle = Path(tmp)
+        shutil.copytree(root, bundle / SPEC_DIR, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        if job.prompt_dir is not None:
+            for partition in partitions:
+                prompt = job.prompt_dir / partition.name / PROMPT_FILE
+                if not prompt.is_file():
+                    raise AodError(f"no prompt artifact for partition {partition.name!r}: {prompt} not found")
+                target = bundle / PROMPT_DIR / partition.name / PROMPT_FILE
+                target.parent.mkdir(parents=True)
+                shutil.copyfile(prompt, target)
+        yield bundle
+
+
+class RayJobs:
+    """A Ray cluster's Jobs API (its dashboard address, e.g. ``http://127.0.0.1:8265``).
+
+    :param address: the dashboard's HTTP(S) address.
+    :param headers: extra HTTP headers, e.g. an ``Authorization`` header for a proxy.
+    :param verify: TLS verification: True, False, or a CA bundle's path.
+    """
+
+    def __init__(self, address: str, headers: Mapping[str, str] | None = None, verify: bool | str = True):
+        self.address = address
+        self.headers = dict(headers or {})
+        self.verify = verify
+
+    @cached_property
+    def client(self) -> Any:
+        """The ``JobSubmissionClient`` (it checks the cluster's version when made)."""
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            return JobSubmissionClient(self.address, headers=self.headers or None, verify=self.verify)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise AodError(f"Ray Jobs API at {self.address} is not reachable: {exc}") from exc
+
+    def submit(self, job: SynthesisJob, metadata: Mapping[str, str] | None = None) -> str:
+        """Submit ``job`` and return its submission id (``aod-<partition>-<random>``)."""
+        job_id = f"aod-{job.partition or 'all'}-{uuid.uuid4().hex[:12]}"
+        with job_bundle(job) as bundle:
+            runtime_env: dict[str, Any] = {"working_dir": str(bundle)}
+            if job.env_vars:
+                runtime_env["env_vars"] = dict(job.env_vars)
+            return str(
+                self.client.submit_job(
+                    entrypoint=job.entrypoint(),
+                    submission_id=job_id,
+                    runtime_env=runtime_env,
+                    metadata=dict(metadata or {}),
+                )
+            )
+
+    def state(self, job_id: str) -> JobState:
+        """The job's current status and Ray's message about it."""
+        info = self.client.get_job_info(job_id)
+        return JobState(job_id, str(info.status.value), info.message or "")
+
+    def logs(self, job_id: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the job's driver logs."""
+        return "\n".join(str(self.client.get_job_logs(job_id)).splitlines()[-lines:])
+
+    def stop(self, job_id: str) -> bool:
+        """Ask Ray to stop the job; False when it had already ended."""
+        return bool(self.client.stop_job(job_id))
+
+    def wait(self, job_id: str, poll_interval: float = 5.0, timeout: float | None = None) -> JobState:
+        """Poll until the job ends, or until ``timeout`` seconds have passed (its state then)."""
+        started = time.monotonic()
+        while not (state := self.state(job_id)).terminal:
+            if timeout is not None and time.monotonic() - started >= timeout:
+                return state
+            time.sleep(poll_interval)
+        return state
+
+
+def run_synthesis_job(
+    address: str,
+    job: SynthesisJob,
+    poll_interval: float = 5.0,
+    timeout: float | None = None,
+    echo: Callable[[str], None] = print,
+) -> JobState:
+    """Submit ``job`` to the cluster at ``address`` and wait for it (``aod synthesize --ray-address``).
+
+    Ctrl-C stops the job before re-raising. A job that fails, is stopped, or runs past
+    ``timeout`` raises ``AodError`` with the tail of its logs.
+    """
+    jobs = RayJobs(address)
+    job_id = jobs.submit(job)
+    echo(f"submitted Ray job {job_id} to {address}")
+    try:
+        state = jobs.wait(job_id, poll_interval, timeout)
+    except KeyboardInterrupt:
+        jobs.stop(job_id)
+        echo(f"stopped Ray job {job_id}")
+        raise
+    if not state.terminal:
+        jobs.stop(job_id)
+        state = JobState(job_id, state.status, f"not done after {timeout:g} s; stopped")
+    if not state.succeeded:
+        raise AodError(
+            f"Ray job {job_id} ended {state.status}: {state.message}\n"
+            f"--- last lines of the job's logs ---\n{jobs.logs(job_id)}"
+        )
+    echo(f"Ray job {job_id} succeeded")
+    return state
