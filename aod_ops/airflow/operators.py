@@ -1,0 +1,612 @@
+"""Operators that run the AoD pipeline for one schema partition, and the run's summary.
+
+``AoDOptimizeOperator`` runs the AoD loop and writes the partition's best prompt;
+``AoDSynthesizeOperator`` writes the partition's Parquet (with embedded Ray in the worker, or as
+a job on a Ray cluster); ``AoDValidateOperator`` runs its GX checkpoint and privacy gates and
+publishes the table as an asset; ``AoDSummaryOperator`` reports every partition's outcome.
+
+All of them take a partition spec and a partition's name and work under one run folder
+(``out_dir``), laid out as ``prompts/<partition>/prompt.json`` and
+``tables/<partition>/{data,quarantine}/`` with ``report.json``. Constructors only store their
+arguments: nothing is read when a DAG is parsed. XCom carries URIs and small summaries.
+
+Each partition is loaded on its own (``load_partition``), so a broken partition fails its own
+tasks with the spec's message and the others carry on. An input error (``AodError``) becomes
+``AoDInputError``, which Airflow does not retry; its message is also pushed to XCom under
+``error`` for the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from airflow.sdk import Asset, AssetAlias, BaseOperator, TriggerRule, conf
+
+from aod_ops.airflow.exceptions import (
+    AoDInputError,
+    AoDPartitionsFailed,
+    AoDProviderError,
+    AoDTriggerEventError,
+    AoDValidationFailed,
+    RayJobFailed,
+)
+from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook
+from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger
+from aod_ops.errors import AodError, SpecError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from aod_ops.ray.jobs import RayJobs
+    from aod_ops.spec import Partition
+
+#: The alias under which validated tables are published as assets (``aod://tables/<partition>``).
+TABLES_ALIAS = "aod_tables"
+PROMPTS = "prompts"
+TABLES = "tables"
+ERROR_KEY = "error"
+_PATH_FIELDS = ("schema", "reference", "holdout")
+
+
+def table_asset(partition: str) -> Asset:
+    """The asset that stands for a partition's synthetic table, whatever the run's date."""
+    return Asset(name=f"aod_{partition}", uri=f"aod://tables/{partition}")
+
+
+def _spec_yaml(path: Path) -> dict[str, Any]:
+    """The spec's YAML with a ``partitions`` list, without checking the partitions themselves."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("partitions"), list) or not raw["partitions"]:
+        raise SpecError(f"{path}: a spec is a mapping with 'defaults' and a non-empty 'partitions' list")
+    return raw
+
+
+def partition_names(spec_path: str | Path, only: Sequence[str] = ()) -> list[str]:
+    """The names of a spec's partitions (or of ``only``, each checked to be there), in file order.
+
+    Only the names are read: each partition is checked by the tasks that work on it.
+    """
+    path = Path(spec_path).resolve()
+    names = []
+    for index, item in enumerate(_spec_yaml(path)["partitions"]):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise SpecError(f"{path}: partitions[{index}]: field 'name': missing")
+        names.append(item["name"])
+    missing = [name for name in only if name not in names]
+    if missing:
+        raise SpecError(f"{path}: no partition named {', '.join(map(repr, missing))} (partitions: {names})")
+    return [name for name in names if not only or name in only]
+
+
+@contextmanager
+def partition_spec(
+    spec_path: str | Path, name: str, overrides: Mapping[str, Any] | None = None
+) -> Iterator[Path]:
+    """A spec holding the defaults and only partition ``name``, in a temporary folder.
+
+    ``load_spec`` checks every partition of a spec, so one broken partition would stop all the
+    others; this spec holds one. Its file paths are made absolute, and ``overrides`` (spec
+    fields such as ``dlm`` or ``agent``) replace the partition's own.
+    """
+    path = Path(spec_path).resolve()
+    raw = _spec_yaml(path)
+    entries = [p for p in raw["partitions"] if isinstance(p, dict) and p.get("name") == name]
+    if not entries:
+        raise SpecError(f"{path}: no partition named {name!r}")
+    entry = {
+        key: str(path.parent / value) if key in _PATH_FIELDS and isinstance(value, str) and value else value
+        for key, value in entries[0].items()
+    }
+    entry.update(overrides or {})
+    with tempfile.TemporaryDirectory(prefix="aod-spec-") as tmp:
+        single = Path(tmp) / path.name
+        single.write_text(yaml.safe_dump({**raw, "partitions": [entry]}, sort_keys=False), encoding="utf-8")
+        yield single
+
+
+def load_partition(spec_path: str | Path, name: str, overrides: Mapping[str, Any] | None = None) -> Partition:
+    """One partition of a spec, checked on its own (see ``partition_spec``).
+
+    :raises SpecError: naming the spec file, the partition and the field that is wrong.
+    """
+    from aod_ops.spec import load_spec  # imports torch: not at DAG parse time
+
+    with partition_spec(spec_path, name, overrides) as single:
+        try:
+            return load_spec(single).partitions[0]
+        except SpecError as exc:
+            raise SpecError(str(exc).replace(str(single), str(Path(spec_path).resolve()))) from None
+
+
+def _optional_int(value: Any, name: str) -> int | None:
+    """A templated count: None (or an empty/"None" rendering) keeps the spec's value."""
+    if value is None or value in ("", "None"):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise AoDInputError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 1 or str(number) != str(value).strip():
+        raise AoDInputError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None or value in ("", "None") else str(value)
+
+
+class _PartitionOperator(BaseOperator):
+    """What the partition operators share: the spec, the partition, the run folder, error reporting.
+
+    :param spec_path: the partition spec (YAML).
+    :param partition: the partition's name in the spec.
+    :param out_dir: the run's output folder (one per logical date in the example DAG).
+    """
+
+    template_fields: Sequence[str] = ("spec_path", "partition", "out_dir")
+
+    def __init__(self, *, spec_path: str, partition: str, out_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+        self.partition = partition
+        self.out_dir = out_dir
+
+    def overrides(self) -> dict[str, Any]:
+        """Spec fields that replace the partition's own (none here)."""
+        return {}
+
+    def load(self) -> Partition:
+        """The partition, checked on its own, with ``overrides`` applied."""
+        return load_partition(self.spec_path, self.partition, self.overrides())
+
+    @property
+    def table_dir(self) -> Path:
+        """The partition's table folder: ``data/``, ``quarantine/`` and ``report.json``."""
+        return Path(self.out_dir) / TABLES / self.partition
+
+    @contextmanager
+    def reporting_errors(self, context: Context) -> Iterator[None]:
+        """Push a failure's message to XCom (``error``); an ``AodError`` becomes ``AoDInputError``."""
+        try:
+            yield
+        except AodError as exc:
+            context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
+            raise AoDInputError(str(exc)) from exc
+        except AoDProviderError as exc:
+            context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
+            raise
+
+
+class _ModelOperator(_PartitionOperator):
+    """A partition operator that runs models: an ``aod`` connection or a DLM name may override
+    the spec's.
+
+    :param model: the DLM to use instead of the spec's (e.g. ``tiny-random``).
+    :param aod_conn_id: an ``aod`` connection whose DLM and agent endpoint replace the spec's;
+        None keeps the spec's models.
+    """
+
+    template_fields: Sequence[str] = (*_PartitionOperator.template_fields, "model", "aod_conn_id")
+
+    def __init__(self, *, model: str | None = None, aod_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.aod_conn_id = aod_conn_id
+
+    @cached_property
+    def endpoints(self) -> ModelEndpoints:
+        """The ``aod`` connection's models (none when no connection is named)."""
+        conn_id = _optional_str(self.aod_conn_id)
+        return ModelEndpoints() if conn_id is None else AoDHook(conn_id).get_conn()
+
+    def overrides(self) -> dict[str, Any]:
+        """The connection's models, then ``model``, in place of the spec's."""
+        fields = self.endpoints.overrides()
+        model = _optional_str(self.model)
+        if model is not None:
+            fields["dlm"] = {**fields.get("dlm", {}), "model": model}
+        return fields
+
+
+class AoDOptimizeOperator(_ModelOperator):
+    """Run the AoD loop for one partition and write its best prompt artifact.
+
+    Returns ``{"partition", "prompt_uri", "history_uri", "best_reward"}``; the artifact is
+    ``<out_dir>/prompts/<partition>/prompt.json``.
+
+    :param rounds: the loop's maximum rounds instead of the spec's.
+    :param candidates: candidates per round instead of the spec's.
+    """
+
+    template_fields: Sequence[str] = (*_ModelOperator.template_fields, "rounds", "candidates")
+
+    def __init__(
+        self, *, rounds: int | str | None = None, candidates: int | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.rounds = rounds
+        self.candidates = candidates
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Optimize the partition's prompt."""
+        from aod_ops.loop import optimize_partition
+
+        with self.reporting_errors(context):
+            partition = self.load()
+            with self.endpoints.environment():
+                result = optimize_partition(
+                    partition,
+                    Path(self.out_dir) / PROMPTS,
+                    rounds=_optional_int(self.rounds, "rounds"),
+                    candidates=_optional_int(self.candidates, "candidates"),
+                )
+        prompt = Path(result.prompt_path).resolve()
+        self.log.info("Partition %s: best reward %.3f, prompt %s", partition.name, result.best_reward, prompt)
+        return {
+            "partition": partition.name,
+            "prompt_uri": prompt.as_uri(),
+            "history_uri": (prompt.parent / "history.json").as_uri(),
+            "best_reward": float(result.best_reward),
+        }
+
+
+class AoDSynthesizeOperator(_ModelOperator):
+    """Synthesize one partition's table into ``<out_dir>/tables/<partition>/``.
+
+    ``execution_mode="local"`` runs the synthesis in the worker (embedded Ray);
+    ``"ray_job"`` submits ``aod synthesize`` to the cluster of ``ray_conn_id`` through the Ray
+    Jobs API, with the spec's folder and the prompt artifact in its runtime_env, pushes the job
+    id to XCom (``ray_job_id``) and waits for it: in the worker, or with ``deferrable=True`` in
+    the triggerer. A failed job's logs are copied into the task log; ``on_kill`` stops the job.
+    The job writes to ``out_dir`` as the cluster sees it, which must be storage the worker also
+    sees (the validation reads it). Returns ``{"partition", "table_uri", "report_uri", "rows",
+    "rejected", "ray_job_id"}``.
+
+    :param prompt_dir: a folder of ``<partition>/prompt.json`` artifacts (default:
+        ``<out_dir>/prompts``, where ``AoDOptimizeOperator`` writes); None-like values use it.
+    :param rows: rows to write instead of the spec's.
+    :param actors: DLM actors instead of the synthesis default.
+    :param execution_mode: ``"local"`` or ``"ray_job"``.
+    :param ray_conn_id: the ``ray`` connection (``ray_job`` mode).
+    :param deferrable: wait for the job in the triggerer (``ray_job`` mode).
+    :param poll_interval: seconds between job status polls.
+    :param job_timeout: seconds to wait for the job before stopping it (None: no limit).
+    """
+
+    template_fields: Sequence[str] = (
+        *_ModelOperator.template_fields,
+        "prompt_dir",
+        "rows",
+        "actors",
+        "execution_mode",
+        "ray_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        prompt_dir: str | None = None,
+        rows: int | str | None = None,
+        actors: int | str | None = None,
+        execution_mode: str = "local",
+        ray_conn_id: str = RayHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 10.0,
+        job_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt_dir = prompt_dir
+        self.rows = rows
+        self.actors = actors
+        self.execution_mode = execution_mode
+        self.ray_conn_id = ray_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.job_timeout = job_timeout
+        self.job_id: str | None = None
+
+    @cached_property
+    def ray_jobs(self) -> RayJobs:
+        """The Jobs API of the ``ray`` connection's cluster."""
+        return RayHook(self.ray_conn_id).get_conn()
+
+    def prompts(self) -> Path:
+        """The folder of prompt artifacts."""
+        given = _optional_str(self.prompt_dir)
+        return Path(given) if given is not None else Path(self.out_dir) / PROMPTS
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Synthesize locally, or submit the Ray job and wait for it (or defer)."""
+        if self.execution_mode not in ("local", "ray_job"):
+            raise AoDInputError(f"execution_mode must be 'local' or 'ray_job', got {self.execution_mode!r}")
+        with self.reporting_errors(context):
+            partition = self.load()
+            rows = _optional_int(self.rows, "rows")
+            actors = _optional_int(self.actors, "actors")
+            if self.execution_mode == "local":
+                self._synthesize_locally(rows, actors)
+                return self._table_summary()
+            self.job_id = self._submit(context, partition, rows, actors)
+        if self.deferrable:
+            self.defer(
+                trigger=RayJobTrigger(self.ray_conn_id, self.job_id, self.poll_interval, self.job_timeout),
+                method_name="execute_complete",
+            )
+        with self.reporting_errors(context):
+            state = self.ray_jobs.wait(self.job_id, self.poll_interval, self.job_timeout)
+            if not state.terminal:
+                self.ray_jobs.stop(self.job_id)
+            self._check_job(state.job_id, state.status, state.message, state.succeeded, state.terminal)
+            return self._table_summary()
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Finish after the trigger fired: the table's summary, or the failed job's logs."""
+        with self.reporting_errors(context):
+            if event is None or event.get("status") not in EVENT_STATUSES:
+                raise AoDTriggerEventError(f"unexpected event from RayJobTrigger: {event!r}")
+            self.job_id = str(event["job_id"])
+            if event["status"] == "timeout":
+                self.ray_jobs.stop(self.job_id)
+            succeeded = event["status"] == "success"
+            self._check_job(self.job_id, event["job_status"], event["message"], succeeded, True)
+            return self._table_summary()
+
+    def on_kill(self) -> None:
+        """Stop the Ray job when the task is killed while it waits in the worker."""
+        if self.job_id is not None:
+            self.log.info("Stopping Ray job %s", self.job_id)
+            self.ray_jobs.stop(self.job_id)
+
+    def _synthesize_locally(self, rows: int | None, actors: int | None) -> None:
+        from aod_ops.ray.synthesize import SynthesisOptions, synthesize
+
+        options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts())
+        with (
+            partition_spec(self.spec_path, self.partition, self.overrides()) as spec,
+            self.endpoints.environment(),
+        ):
+            (result,) = synthesize(
+                spec, Path(self.out_dir) / TABLES, partition=self.partition, options=options
+            )
+        self.log.info(
+            "Partition %s: %s, %d rows from %d candidates (%d rejected) in %.1f s",
+            result.partition,
+            result.status,
+            result.rows,
+            result.candidates,
+            result.rejected,
+            result.seconds,
+        )
+
+    def _submit(self, context: Context, partition: Partition, rows: int | None, actors: int | None) -> str:
+        from aod_ops.ray.jobs import SynthesisJob
+
+        job = SynthesisJob(
+            spec_path=Path(self.spec_path),
+            out=str(Path(self.out_dir) / TABLES),
+            partition=partition.name,
+            rows=rows,
+            actors=actors,
+            model=partition.dlm.model,
+            prompt_dir=self.prompts(),
+        )
+        ti = context["ti"]
+        metadata = {
+            "airflow_dag_id": ti.dag_id,
+            "airflow_run_id": ti.run_id,
+            "airflow_task_id": ti.task_id,
+            "airflow_map_index": str(ti.map_index),
+        }
+        job_id = self.ray_jobs.submit(job, metadata)
+        ti.xcom_push(key="ray_job_id", value=job_id)
+        self.log.info("Submitted Ray job %s to %s: %s", job_id, self.ray_jobs.address, job.entrypoint())
+        return job_id
+
+    def _check_job(self, job_id: str, status: str, message: str, succeeded: bool, terminal: bool) -> None:
+        """Raise ``RayJobFailed`` with the job's logs (also written to the task log) unless it succeeded."""
+        if succeeded:
+            self.log.info("Ray job %s succeeded", job_id)
+            return
+        if not terminal:
+            message = f"not done after {self.job_timeout:g} s; stop requested"
+        try:
+            logs = self.ray_jobs.logs(job_id)
+        except Exception as exc:  # the failure itself is what matters; say why the logs are missing
+            logs = f"(could not fetch the job's logs: {exc})"
+        self.log.error("Ray job %s ended %s: %s\n%s", job_id, status, message, logs)
+        raise RayJobFailed(job_id, status, message, logs)
+
+    def _table_summary(self) -> dict[str, Any]:
+        from aod_ops.output import REPORT, read_report
+
+        report = read_report(Path(self.out_dir) / TABLES, self.partition)
+        if report is None:
+            raise AoDInputError(
+                f"partition {self.partition!r}: no intact output at {self.table_dir} after the synthesis; "
+                "a Ray job must write to storage the Airflow worker also sees"
+            )
+        return {
+            "partition": self.partition,
+            "table_uri": (self.table_dir / "data").resolve().as_uri(),
+            "report_uri": (self.table_dir / REPORT).resolve().as_uri(),
+            "rows": report["counts"]["rows"],
+            "rejected": report["counts"]["rejected"],
+            "ray_job_id": self.job_id,
+        }
+
+
+class AoDValidateOperator(_PartitionOperator):
+    """Run one partition table's GX checkpoint and privacy gates, then publish it as an asset.
+
+    Pushes the validation summary (verdict, counts, failed expectations, privacy verdicts, the
+    result files' paths) to XCom, then raises ``AoDValidationFailed`` if anything failed; a table
+    that passed is announced under the ``aod_tables`` alias as ``aod://tables/<partition>``.
+
+    :param rows: the row count the table must reach instead of the spec's (as synthesized).
+    :param extra_suite: the user's own expectations: a GX suite JSON file or ``"module:function"``.
+    """
+
+    template_fields: Sequence[str] = (*_PartitionOperator.template_fields, "rows", "extra_suite")
+
+    def __init__(
+        self, *, rows: int | str | None = None, extra_suite: str | None = None, **kwargs: Any
+    ) -> None:
+        kwargs["outlets"] = [*kwargs.get("outlets", []), AssetAlias(TABLES_ALIAS)]
+        super().__init__(**kwargs)
+        self.rows = rows
+        self.extra_suite = extra_suite
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Validate the partition's table."""
+        from aod_ops.quality import ValidationFailed, validate_partition
+        from aod_ops.spec import load_reference
+
+        with self.reporting_errors(context):
+            partition = self.load()
+            summary = validate_partition(
+                self.table_dir / "data",
+                partition.schema_path,
+                load_reference(partition),
+                _optional_int(self.rows, "rows") or partition.rows,
+                partition=partition.name,
+                sensitive=partition.sensitive,
+                holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
+                extra_suite=_optional_str(self.extra_suite),
+            )
+            result = summary.as_dict()
+            context["ti"].xcom_push(key="return_value", value=result)
+            if not summary.success:
+                raise AoDValidationFailed(str(ValidationFailed(summary)), result)
+        data_uri = (self.table_dir / "data").resolve().as_uri()
+        context["outlet_events"][AssetAlias(TABLES_ALIAS)].add(
+            table_asset(partition.name), extra={"path": data_uri, "rows": summary.rows}
+        )
+        self.log.info("Partition %s passed: %d rows at %s", partition.name, summary.rows, data_uri)
+        return result
+
+
+@dataclass(frozen=True)
+class PartitionOutcome:
+    """How one partition's run went: each step's state, the first failed step and its error."""
+
+    partition: str
+    succeeded: bool
+    states: dict[str, str | None]
+    failed_step: str | None = None
+    error: str | None = None
+    validation: dict[str, Any] | None = None
+
+
+def partition_outcomes(
+    names: Sequence[str],
+    steps: Sequence[str],
+    states: Mapping[str, str | None],
+    errors: Mapping[str, str | None],
+    validations: Sequence[dict[str, Any] | None],
+) -> list[PartitionOutcome]:
+    """Each partition's outcome from its steps' task states and pushed errors.
+
+    ``states`` and ``errors`` are keyed ``"<step>_<map index>"``; ``validations`` holds the
+    validate step's summaries by map index. A partition succeeded when all its steps did.
+    """
+    outcomes = []
+    for index, name in enumerate(names):
+        step_states = {step: states.get(f"{step}_{index}") for step in steps}
+        failed = next((step for step in steps if step_states[step] != "success"), None)
+        outcomes.append(
+            PartitionOutcome(
+                partition=name,
+                succeeded=failed is None,
+                states=step_states,
+                failed_step=failed,
+                error=errors.get(f"{failed}_{index}") if failed else None,
+                validation=validations[index] if index < len(validations) else None,
+            )
+        )
+    return outcomes
+
+
+class AoDSummaryOperator(BaseOperator):
+    """Report every partition's outcome after the mapped steps, even when some failed.
+
+    Writes ``<out_dir>/summary.json``, logs one line per partition, returns the outcomes, and
+    raises ``AoDPartitionsFailed`` naming each failed partition and step, so that the DAG run
+    fails when any partition failed. Runs with ``trigger_rule="all_done"`` by default.
+
+    :param partitions: the partitions' names, in map index order (a list or the planning task's
+        XCom).
+    :param group_id: the mapped task group holding the steps.
+    :param steps: the steps' task ids inside the group, in order.
+    :param out_dir: the run's output folder.
+    """
+
+    template_fields: Sequence[str] = ("partitions", "out_dir")
+
+    def __init__(
+        self,
+        *,
+        partitions: Any,
+        group_id: str,
+        out_dir: str,
+        steps: Sequence[str] = ("optimize", "synthesize", "validate"),
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        super().__init__(**kwargs)
+        self.partitions = partitions
+        self.group_id = group_id
+        self.out_dir = out_dir
+        self.steps = tuple(steps)
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        """Collect the states and errors, write the summary, fail if any partition failed."""
+        ti = context["ti"]
+        names = list(self.partitions or [])
+        task_ids = [f"{self.group_id}.{step}" for step in self.steps]
+        by_run = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=task_ids)
+        prefix = f"{self.group_id}."
+        states = {key.removeprefix(prefix): state for key, state in by_run.get(ti.run_id, {}).items()}
+        errors = {
+            f"{step}_{index}": ti.xcom_pull(task_ids=task_id, key=ERROR_KEY, map_indexes=index)
+            for step, task_id in zip(self.steps, task_ids, strict=True)
+            for index in range(len(names))
+        }
+        validations = [ti.xcom_pull(task_ids=task_ids[-1], map_indexes=index) for index in range(len(names))]
+        outcomes = partition_outcomes(names, self.steps, states, errors, validations)
+        records = [asdict(outcome) for outcome in outcomes]
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        for outcome in outcomes:
+            if outcome.succeeded:
+                rows = (outcome.validation or {}).get("rows")
+                self.log.info("partition %s: succeeded (%s rows, validation passed)", outcome.partition, rows)
+            else:
+                self.log.error(
+                    "partition %s: FAILED at %s (%s): %s",
+                    outcome.partition,
+                    outcome.failed_step,
+                    outcome.states[outcome.failed_step or ""],
+                    outcome.error or "see that task's log",
+                )
+        failed = [o for o in outcomes if not o.succeeded]
+        if failed:
+            raise AoDPartitionsFailed(
+                f"{len(failed)} of {len(outcomes)} partitions failed: "
+                + "; ".join(f"{o.partition} at {o.failed_step}: {o.error or 'see its log'}" for o in failed)
+            )
+        return records
