@@ -1,0 +1,272 @@
+"""The partition operators without a scheduler: arguments, spec loading, Ray job handling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import TaskDeferred
+
+from aod_ops.airflow.exceptions import AoDInputError, AoDTriggerEventError, RayJobFailed
+from aod_ops.airflow.operators import (
+    AoDOptimizeOperator,
+    AoDSynthesizeOperator,
+    AoDValidateOperator,
+    _optional_int,
+    load_partition,
+    partition_names,
+    partition_outcomes,
+)
+from aod_ops.airflow.triggers import RayJobTrigger
+from aod_ops.errors import AodError, SpecError
+from aod_ops.ray.jobs import JobState, SynthesisJob, job_bundle
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def spec_with_broken_partition(tmp_path: Path) -> Path:
+    """The example spec plus a partition whose schema is not a valid JSON Schema."""
+    root = tmp_path / "spec"
+    shutil.copytree(EXAMPLES, root)
+    (root / "schemas" / "broken.json").write_text(
+        json.dumps({"type": "object", "properties": {"x": {"type": "strin"}}})
+    )
+    spec = root / "partitions.yaml"
+    raw = yaml.safe_load(spec.read_text())
+    broken_entry = {"name": "broken", "schema": "schemas/broken.json", "rows": 4}
+    raw["partitions"].append({**broken_entry, "reference": "data/cars_reference.jsonl"})
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return spec
+
+
+class FakeTI:
+    """The task instance fields the operators use, with XComs kept in a dict."""
+
+    dag_id, run_id, task_id, map_index = "aod_synthesis", "manual__1", "partition.synthesize", 0
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+class FakeJobs:
+    """A RayJobs stand-in: records submissions and stops, answers with a given final state."""
+
+    address = "http://head:8265"
+
+    def __init__(self, final: str = "SUCCEEDED") -> None:
+        self.final = final
+        self.submitted: list[SynthesisJob] = []
+        self.stopped: list[str] = []
+
+    def submit(self, job: SynthesisJob, metadata: dict[str, str]) -> str:
+        self.submitted.append(job)
+        return "aod-cars-0123"
+
+    def wait(self, job_id: str, poll_interval: float, timeout: float | None) -> JobState:
+        return JobState(job_id, self.final, "boom" if self.final == "FAILED" else "")
+
+    def logs(self, job_id: str, lines: int = 200) -> str:
+        return "Traceback (most recent call last):\nValueError: the DLM ran out of memory"
+
+    def stop(self, job_id: str) -> bool:
+        self.stopped.append(job_id)
+        return True
+
+
+def context(ti: FakeTI) -> Any:
+    """A task context holding only ``ti`` (all that these operator paths read)."""
+    return {"ti": ti}
+
+
+def synthesize_op(tmp_path: Path, **kwargs: Any) -> AoDSynthesizeOperator:
+    op = AoDSynthesizeOperator(
+        task_id="synthesize",
+        spec_path=str(EXAMPLES / "partitions.yaml"),
+        partition="cars",
+        out_dir=str(tmp_path / "run"),
+        execution_mode="ray_job",
+        **kwargs,
+    )
+    return op
+
+
+def test_constructors_do_no_io_and_template_paths_names_and_counts(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere" / "spec.yaml")
+    with DAG("t", schedule=None, start_date=dt.datetime(2026, 1, 1)):
+        optimize = AoDOptimizeOperator(
+            task_id="o", spec_path=missing, partition="{{ params.p }}", out_dir="{{ ds }}", aod_conn_id="nope"
+        )
+        synthesize = AoDSynthesizeOperator(task_id="s", spec_path=missing, partition="x", out_dir="o")
+        validate = AoDValidateOperator(task_id="v", spec_path=missing, partition="x", out_dir="o")
+    assert not (tmp_path / "nowhere").exists()
+    for op in (optimize, synthesize, validate):
+        assert {"spec_path", "partition", "out_dir"} <= set(op.template_fields)
+    assert {"rounds", "candidates", "model", "aod_conn_id"} <= set(optimize.template_fields)
+    assert {"rows", "execution_mode", "prompt_dir", "ray_conn_id"} <= set(synthesize.template_fields)
+    assert [o.name for o in validate.outlets] == ["aod_tables"]  # the partitions' tables, at run time
+
+
+def test_partition_names_reads_only_the_names(spec_with_broken_partition: Path) -> None:
+    names = ["cars", "airports", "la-riots", "seattle-weather", "broken"]
+    assert partition_names(spec_with_broken_partition) == names
+    assert partition_names(spec_with_broken_partition, ["broken", "cars"]) == ["cars", "broken"]
+    with pytest.raises(SpecError, match="no partition named 'trucks'"):
+        partition_names(spec_with_broken_partition, ["trucks"])
+
+
+def test_a_broken_partition_does_not_stop_its_siblings(spec_with_broken_partition: Path) -> None:
+    cars = load_partition(spec_with_broken_partition, "cars")
+    assert cars.name == "cars" and cars.rows == 1000
+    assert cars.schema_path == spec_with_broken_partition.parent / "schemas" / "cars.json"
+    with pytest.raises(SpecError) as caught:
+        load_partition(spec_with_broken_partition, "broken")
+    message = str(caught.value)
+    assert message.startswith(f"{spec_with_broken_partition}: partition 'broken': field 'schema'")
+    assert "'strin' is not valid" in message
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("None", None), (3, 3), ("8", 8)])
+def test_optional_counts_accept_native_and_rendered_values(value: Any, expected: int | None) -> None:
+    assert _optional_int(value, "rows") == expected
+
+
+@pytest.mark.parametrize("value", ["eight", 0, "2.5", -1])
+def test_optional_counts_reject_what_is_not_a_positive_whole_number(value: Any) -> None:
+    with pytest.raises(AoDInputError, match="rows must be a whole number"):
+        _optional_int(value, "rows")
+
+
+def test_partition_outcomes_name_the_first_failed_step_and_its_error() -> None:
+    states = {
+        "optimize_0": "success",
+        "synthesize_0": "success",
+        "validate_0": "success",
+        "optimize_1": "failed",
+        "synthesize_1": "upstream_failed",
+        "validate_1": "upstream_failed",
+    }
+    errors = {"optimize_1": "partitions.yaml: partition 'broken': field 'schema': invalid"}
+    good, bad = partition_outcomes(
+        ["cars", "broken"], ("optimize", "synthesize", "validate"), states, errors, [{"rows": 8}, None]
+    )
+    assert good.succeeded and good.failed_step is None and good.validation == {"rows": 8}
+    assert not bad.succeeded
+    assert (bad.failed_step, bad.error) == ("optimize", errors["optimize_1"])
+    assert bad.states["synthesize"] == "upstream_failed"
+
+
+def test_ray_job_mode_submits_records_the_job_and_defers(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path, deferrable=True, rows=8, model="tiny-random", ray_conn_id="ray_x")
+    op.ray_jobs = FakeJobs()  # type: ignore[assignment]
+    ti = FakeTI()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context(ti))
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, RayJobTrigger)
+    assert (trigger.job_id, trigger.ray_conn_id) == ("aod-cars-0123", "ray_x")
+    assert ti.xcoms["ray_job_id"] == "aod-cars-0123"
+    (job,) = op.ray_jobs.submitted  # type: ignore[attr-defined]
+    assert (job.partition, job.rows, job.model) == ("cars", 8, "tiny-random")
+    assert job.prompt_dir == tmp_path / "run" / "prompts"
+    assert job.out == str(tmp_path / "run" / "tables")
+
+
+def test_a_failed_job_puts_its_logs_in_the_error(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path, deferrable=False)
+    op.ray_jobs = FakeJobs(final="FAILED")  # type: ignore[assignment]
+    ti = FakeTI()
+    with pytest.raises(RayJobFailed, match="the DLM ran out of memory") as caught:
+        op.execute(context(ti))
+    assert caught.value.job_id == "aod-cars-0123" and caught.value.status == "FAILED"
+    assert "ran out of memory" in ti.xcoms["error"]
+
+
+def test_execute_complete_stops_a_timed_out_job_and_rejects_unknown_events(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path)
+    op.ray_jobs = FakeJobs()  # type: ignore[assignment]
+    event = {
+        "status": "timeout",
+        "job_id": "aod-cars-9",
+        "job_status": "RUNNING",
+        "message": "not done after 60 s",
+    }
+    with pytest.raises(RayJobFailed, match="ended RUNNING: not done after 60 s"):
+        op.execute_complete(context(FakeTI()), event)
+    assert op.ray_jobs.stopped == ["aod-cars-9"]  # type: ignore[attr-defined]
+    with pytest.raises(AoDTriggerEventError, match="unexpected event"):
+        op.execute_complete(context(FakeTI()), None)
+
+
+def test_on_kill_stops_the_submitted_job(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path)
+    op.ray_jobs = FakeJobs()  # type: ignore[assignment]
+    op.on_kill()
+    assert op.ray_jobs.stopped == []  # type: ignore[attr-defined]
+    op.job_id = "aod-cars-7"
+    op.on_kill()
+    assert op.ray_jobs.stopped == ["aod-cars-7"]  # type: ignore[attr-defined]
+
+
+def test_an_unknown_execution_mode_is_an_input_error(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path)
+    op.execution_mode = "cluster"
+    with pytest.raises(AoDInputError, match="execution_mode must be 'local' or 'ray_job'"):
+        op.execute(context(FakeTI()))
+
+
+def test_an_input_error_is_pushed_for_the_summary_and_not_retried(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path, deferrable=True)
+    op.partition = "trucks"
+    op.ray_jobs = FakeJobs()  # type: ignore[assignment]
+    ti = FakeTI()
+    with pytest.raises(AoDInputError, match="no partition named 'trucks'"):
+        op.execute(context(ti))
+    assert "no partition named 'trucks'" in ti.xcoms["error"]
+    assert op.ray_jobs.submitted == []  # type: ignore[attr-defined]
+
+
+def test_job_entrypoint_and_bundle_carry_the_spec_and_prompt(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts" / "cars"
+    prompts.mkdir(parents=True)
+    (prompts / "prompt.json").write_text('{"instruction": "x"}')
+    job = SynthesisJob(
+        EXAMPLES / "partitions.yaml", "out/run", "cars", rows=8, prompt_dir=tmp_path / "prompts"
+    )
+    entry = job.entrypoint()
+    assert entry.startswith("aod synthesize --spec spec/partitions.yaml --out /")
+    assert entry.endswith("out/run --partition cars --rows 8 --prompt-dir prompts")
+    with job_bundle(job) as bundle:
+        assert (bundle / "spec" / "partitions.yaml").is_file()
+        assert (bundle / "spec" / "schemas" / "cars.json").is_file()
+        assert (bundle / "prompts" / "cars" / "prompt.json").read_text() == '{"instruction": "x"}'
+        assert not (bundle / "prompts" / "airports").exists()
+    assert not bundle.exists()
+
+
+def test_job_bundle_refuses_a_missing_prompt_or_a_file_outside_the_spec(tmp_path: Path) -> None:
+    job = SynthesisJob(EXAMPLES / "partitions.yaml", str(tmp_path), "cars", prompt_dir=tmp_path)
+    with pytest.raises(AodError, match="no prompt artifact for partition 'cars'"), job_bundle(job):
+        pass
+    root = tmp_path / "spec"
+    root.mkdir()
+    shutil.copy(EXAMPLES / "partitions.yaml", root / "partitions.yaml")
+    text = (
+        (root / "partitions.yaml")
+        .read_text()
+        .replace("schemas/", f"{EXAMPLES}/schemas/")
+        .replace("data/", f"{EXAMPLES}/data/")
+    )
+    (root / "partitions.yaml").write_text(text)
+    job = SynthesisJob(root / "partitions.yaml", str(tmp_path), "cars")
+    with pytest.raises(AodError, match="outside the spec's folder"), job_bundle(job):
+        pass
