@@ -24,7 +24,7 @@ from typing import Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin,
 import yaml
 
 from aod_ops.agents.prompt import check_decoding
-from aod_ops.dlm.generate import DecodingSettings
+from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, SpecError
 from aod_ops.privacy import sensitive_columns
 from aod_ops.schema import load_schema

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from aod_ops.dlm.models import Denoiser, tiny_random_denoiser
-from aod_ops.dlm.sampler import SamplerSettings, denoise
+from aod_ops.dlm.sampler import denoise
+from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.dlm.skeleton import (
     Vocab,
     decide_choices,

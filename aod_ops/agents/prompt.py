@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from aod_ops.dlm.generate import DecodingSettings
 from aod_ops.dlm.prompting import render_prompt
+from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import DataError
 
 if TYPE_CHECKING:

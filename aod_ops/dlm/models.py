@@ -134,7 +134,7 @@ def smollm2_denoiser(adapter: Path | None = None) -> Denoiser:
         apply_adapter(model, adapter)
         name = "aod-smol-dlm"
     model.eval()
-    mask_id = tokenizer.convert_tokens_to_ids(SMOLLM2_MASK_TOKEN)
+    mask_id: int = tokenizer.convert_tokens_to_ids(SMOLLM2_MASK_TOKEN)  # type: ignore[assignment]
     return Denoiser(model, tokenizer, mask_id, tokenizer.eos_token_id, True, name)
 
 

@@ -12,11 +12,11 @@ tokens are legal there (digits in a number slot, no quote inside a string), and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from aod_ops.dlm.models import Denoiser
+from aod_ops.dlm.settings import SamplerSettings
 
 TOP_K = 64
 
@@ -24,15 +24,6 @@ TOP_K = 64
 # masked positions; commits in ``ids``, in place, at least the leftmost masked position of every
 # span it owns, so it always makes progress.
 OrderedHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """Decoding settings of the masked-diffusion sampler."""
-
-    steps: int = 16
-    block_length: int = 32
-    temperature: float = 0.8
 
 
 def sample(

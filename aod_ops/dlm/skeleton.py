@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from aod_ops.dlm.models import Denoiser
-from aod_ops.dlm.sampler import SamplerSettings, denoise, sample
+from aod_ops.dlm.sampler import denoise, sample
+from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.schema.nodes import (
     ArrayNode,
     ChoiceNode,
@@ -126,6 +127,9 @@ def walk(node: Node, plan: list[Piece], pointer: str = "", defer: bool = True) -
         plan += ['"', slot, '"'] if isinstance(node, StringNode) else [slot]
         return slot
     if isinstance(node, UnionNode):
+        if not node.branches:  # nothing satisfies the schema here: write null, validation says why
+            plan.append("null")
+            return None
         k = (yield [preview(b) for b in node.branches]) if len(node.branches) > 1 else 0
         return (yield from walk(node.branches[k], plan, pointer))
     if isinstance(node, ObjectNode):
@@ -157,17 +161,18 @@ def _walk_object(node: ObjectNode, plan: list[Piece], pointer: str) -> Walker:
 def _walk_array(node: ArrayNode, plan: list[Piece], pointer: str) -> Walker:
     plan.append("[")
     value: list[Any] = []
-    for item in node.prefix:
+    for positional in node.prefix:
         plan.append(", " if value else "")
-        value.append((yield from walk(item, plan, f"{pointer}/{len(value)}")))
+        value.append((yield from walk(positional, plan, f"{pointer}/{len(value)}")))
     most = (
         node.max_items if node.max_items is not None else max(node.min_items, len(value)) + ARRAY_EXTRA_ITEMS
     )
     contains = node.contains
     while len(value) < most:
-        item = contains if contains is not None else node.items
-        if item is None:
+        next_item = contains if contains is not None else node.items
+        if next_item is None:
             break
+        item: Node = next_item
         if node.unique and isinstance(item, ChoiceNode):
             item = ChoiceNode(tuple(o for o in item.options if o not in value))
             if not item.options:
@@ -465,9 +470,9 @@ def infill(
     rows: list[list[int]] = []
     spans: list[list[tuple[Slot, int]]] = []
     for plan in plans:
-        at: list[tuple[Piece, int]] = []
-        rows.append(prompt_ids + _plan_ids(vocab, plan, at))
-        spans.append([(p, len(prompt_ids) + o) for p, o in at if isinstance(p, Slot)])
+        pieces: list[tuple[Piece, int]] = []
+        rows.append(prompt_ids + _plan_ids(vocab, plan, pieces))
+        spans.append([(p, len(prompt_ids) + o) for p, o in pieces if isinstance(p, Slot)])
     ids, attention = _pad(rows, den.eos_id)
     vocab_class = torch.full_like(ids, ANY)
     owned = torch.zeros_like(ids, dtype=torch.bool)
@@ -538,8 +543,8 @@ class _PatternHook:
             scores = scores / self.temperature - torch.log(-torch.log(u))
         return top.indices[scores.argsort(descending=True)].tolist()
 
-    def _first_legal(self, ranked: list[int], prefix: list[int], node: StringNode) -> int:
-        assert node.pattern is not None
+    def _first_legal(self, ranked: list[int], prefix: list[int], node: StringNode | NumberNode) -> int:
+        assert isinstance(node, StringNode) and node.pattern is not None
         eos = self.den.eos_id
         done = self.den.decode(prefix)
         for token in ranked:

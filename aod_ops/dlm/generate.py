@@ -1,0 +1,148 @@
+"""Candidate records from a denoiser: skeleton infilling (default) or free mode (the baseline).
+
+``Generator.generate`` is the batch primitive: one candidate per seed, reproducible from the
+seed (the record's random draws come from its own streams). Every candidate is parsed and
+validated against the schema; model output is untrusted, so a record that does not parse or
+does not validate comes back as a candidate with its errors, never as an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from aod_ops.dlm.models import Denoiser
+from aod_ops.dlm.sampler import denoise
+from aod_ops.dlm.settings import DecodingSettings
+from aod_ops.dlm.skeleton import ANY, Vocab, decide_choices, fill, infill, plan_records
+from aod_ops.schema import CompiledSchema, LoadedSchema, compile_schema
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One generated record: its text, the parsed value (None when it did not parse), errors."""
+
+    text: str
+    record: Any | None
+    errors: tuple[str, ...] = ()
+    seed: int = 0
+
+    @property
+    def valid(self) -> bool:
+        """Parsed and valid against the schema."""
+        return self.record is not None and not self.errors
+
+
+@dataclass
+class GenerationStats:
+    """Cost counters of a generator: model forward passes, records, seconds."""
+
+    forwards: int = 0
+    records: int = 0
+    seconds: float = 0.0
+
+
+def record_seed(seed: int, index: int) -> int:
+    """The seed of record ``index`` of a run seeded with ``seed`` (runs do not overlap)."""
+    return (seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def parse_free_text(text: str) -> Any | None:
+    """The first JSON object or array in a free-mode response, or None."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[min(starts) :])
+    except json.JSONDecodeError:
+        return None
+    return value
+
+
+@dataclass
+class Generator:
+    """Writes candidate records for one schema with one denoiser."""
+
+    denoiser: Denoiser
+    schema: LoadedSchema
+    compiled: CompiledSchema | None = None
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __post_init__(self) -> None:
+        if self.compiled is None:
+            self.compiled = compile_schema(self.schema)
+        self.vocab = Vocab(self.denoiser)
+
+    def generate(self, prompt: str, seeds: Sequence[int], settings: DecodingSettings) -> list[Candidate]:
+        """One candidate per seed, generated as one batch."""
+        started, forwards = time.perf_counter(), self.denoiser.forwards
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        prompt_ids = self.denoiser.encode(prompt)
+        if settings.mode == "free":
+            texts = self._free(prompt_ids, settings, generators)
+            candidates = [self._check(t, parse_free_text(t), s) for t, s in zip(texts, seeds, strict=True)]
+        else:
+            assert self.compiled is not None
+            planned = plan_records(
+                self.vocab, prompt_ids, self.compiled.root, settings.temperature, generators
+            )
+            rngs = [random.Random(s) for s in seeds]
+            decide_choices(self.vocab, prompt_ids, [p for p, _ in planned], settings.temperature, generators)
+            infill(self.vocab, prompt_ids, [p for p, _ in planned], settings, generators, rngs)
+            records = [fill(value) for _, value in planned]
+            candidates = [
+                self._check(json.dumps(r, ensure_ascii=False), r, s)
+                for r, s in zip(records, seeds, strict=True)
+            ]
+        self.stats.forwards += self.denoiser.forwards - forwards
+        self.stats.records += len(candidates)
+        self.stats.seconds += time.perf_counter() - started
+        return candidates
+
+    def sample(
+        self,
+        prompt: str,
+        n: int,
+        settings: DecodingSettings,
+        seed: int = 0,
+        batch_size: int = 16,
+        on_batch: Callable[[list[Candidate]], None] | None = None,
+    ) -> list[Candidate]:
+        """``n`` candidates in batches of ``batch_size``; ``on_batch`` is told after each batch."""
+        out: list[Candidate] = []
+        for lo in range(0, n, batch_size):
+            batch = self.generate(
+                prompt, [record_seed(seed, i) for i in range(lo, min(n, lo + batch_size))], settings
+            )
+            out += batch
+            if on_batch is not None:
+                on_batch(batch)
+        return out
+
+    def _free(
+        self, prompt_ids: list[int], settings: DecodingSettings, generators: list[torch.Generator]
+    ) -> list[str]:
+        den = self.denoiser
+        row = prompt_ids + [den.mask_id] * settings.max_new_tokens
+        ids = torch.tensor([row] * len(generators))
+        attention = torch.ones_like(ids, dtype=torch.bool)
+        vocab_class = torch.full_like(ids, ANY)
+        filled = denoise(den, ids, attention, settings, generators, vocab_class, self.vocab.class_masks)
+        texts = []
+        for tokens in filled[:, len(prompt_ids) :].tolist():
+            if den.eos_id in tokens:
+                tokens = tokens[: tokens.index(den.eos_id)]
+            texts.append(den.decode(tokens))
+        return texts
+
+    def _check(self, text: str, record: Any | None, seed: int) -> Candidate:
+        if record is None:
+            return Candidate(text, None, ("parse error: the output is not a JSON document",), seed)
+        errors = tuple(f"{e.pointer or '/'}: {e.message}" for e in self.schema.errors(record))
+        return Candidate(text, record, errors, seed)
