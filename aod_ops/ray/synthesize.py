@@ -1,0 +1,506 @@
+"""Synthesis at scale: seeds -> DLM actor pool -> judge -> exactly N valid rows as Parquet.
+
+For each partition of a spec, ``synthesize`` streams candidate seeds through a pool of
+``DLMGenerator`` actors and a ``CandidateJudge`` stage, and reads the judged candidates back in
+seed order. A candidate the judge accepts and that repeats no earlier row becomes a row; every
+other one goes to the quarantine dataset with its reasons. The stream stops as soon as the
+target count is reached, so the output holds exactly that many rows, and which rows they are
+depends only on the spec, the prompt and the model (not on the actor count or the timing). When
+the candidate budget is spent first, the partition fails with the counts, or keeps the rows it
+has when partial output was asked for.
+
+Everything that can be checked is checked before Ray starts: the spec, schemas, reference
+samples, prompt artifacts, the model name and the output columns. Each partition is committed
+atomically (``aod_ops.output``); a rerun skips a partition whose committed output was made with
+the same settings, and a run that died is cleaned up and redone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from functools import cache, partial
+from pathlib import Path
+from typing import Any, Literal
+
+from aod_ops.agents.prompt import Prompt, initial_prompt
+from aod_ops.dlm.generate import record_seed
+from aod_ops.dlm.models import ADAPTER_DIR, BUILTIN_MODELS
+from aod_ops.errors import AodError, DataError, ModelError
+from aod_ops.metrics import canonical_json, compute_metrics
+from aod_ops.output import PartitionWriter, Provenance, output_schema, read_report, record_id, recover
+from aod_ops.privacy import privacy_report
+from aod_ops.ray import adapter
+from aod_ops.ray.generator import DLMGenerator
+from aod_ops.ray.judging import CandidateJudge
+from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
+from aod_ops.spec import Partition, load_reference, load_spec
+
+CANDIDATE_FACTOR = 10
+"""The default candidate budget is this many candidates per target row."""
+MAX_DEFAULT_ACTORS = 8
+"""Generator actors started by default at most (one per CPU, or one per GPU)."""
+PROMPT_FILE = "prompt.json"
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """How to run a synthesis; None means the spec's value or the default.
+
+    :param rows: target rows per partition (default: the partition's ``rows``).
+    :param actors: generator actors (default: one per GPU, else one per CPU, at most 8).
+    :param batch_size: candidates per model batch (one ``map_batches`` batch).
+    :param threads_per_actor: torch CPU threads per actor, and the CPUs it reserves (default:
+        the cluster's CPUs shared among the actors when ``actors`` is given, else 1).
+    :param gpus_per_actor: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
+    :param prompt_dir: folder holding ``<partition>/prompt.json`` from the AoD loop; a partition
+        without one uses its initial prompt.
+    :param model: the DLM for every partition (default: each partition's ``dlm``).
+    :param max_candidates: candidate budget per partition (default: 10 per target row).
+    :param allow_partial: keep the rows made when the budget runs out instead of failing.
+    :param ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else embedded Ray).
+    """
+
+    rows: int | None = None
+    actors: int | None = None
+    batch_size: int = 16
+    threads_per_actor: int | None = None
+    gpus_per_actor: float | None = None
+    prompt_dir: Path | None = None
+    model: str | None = None
+    max_candidates: int | None = None
+    allow_partial: bool = False
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "actors", "batch_size", "threads_per_actor", "max_candidates"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise AodError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise AodError(f"gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where one partition stands: valid rows of the target, rejected and judged candidates."""
+
+    partition: str
+    target: int
+    valid: int
+    rejected: int
+    candidates: int
+    seconds: float
+
+    @property
+    def records_per_s(self) -> float:
+        """Judged candidates per second so far."""
+        return self.candidates / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """One partition's outcome: ``complete`` (the target reached), ``partial`` (fewer rows, as
+    allowed) or ``unchanged`` (the committed output already matched these settings)."""
+
+    partition: str
+    path: Path
+    status: Literal["complete", "partial", "unchanged"]
+    rows: int
+    target: int
+    candidates: int
+    rejected: int
+    seconds: float
+    report: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One partition with everything loaded and checked before Ray starts."""
+
+    partition: Partition
+    schema: LoadedSchema
+    reference: list[Any]
+    holdout: list[Any] | None
+    prompt: Prompt
+    prompt_source: str
+    model: str
+    target: int
+    budget: int
+
+    @property
+    def name(self) -> str:
+        return self.partition.name
+
+    def fingerprint(self, allow_partial: bool) -> str:
+        """A hash of every setting that decides which rows the partition gets."""
+        p = self.partition
+        settings = {
+            "partition": p.name,
+            "schema": canonical_json(self.schema.contents),
+            "reference": canonical_json(self.reference),
+            "target": self.target,
+            "budget": self.budget,
+            "allow_partial": allow_partial,
+            "model": self.model,
+            "trust_remote_code": p.dlm.trust_remote_code,
+            "prompt": self.prompt.to_json(),
+            "seed": p.seed,
+            "sensitive": list(p.sensitive),
+            "critic": p.critic and asdict(p.agent),
+        }
+        return hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """The generator pool's shape on the cluster at hand."""
+
+    actors: int
+    threads: int
+    cpus: float
+    gpus: float
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus > 0 else "cpu"
+
+
+def synthesize(
+    spec: str | Path,
+    out: str | Path,
+    *,
+    partition: str | None = None,
+    options: SynthesisOptions | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> list[PartitionResult]:
+    """Synthesize the spec's partitions (or the one named) into ``out/<partition>/``.
+
+    :param spec: the partition spec (YAML).
+    :param out: the output folder.
+    :param partition: only this partition.
+    :param options: run settings (``SynthesisOptions``).
+    :param on_progress: told after every judged batch, and once when a partition starts.
+    :raises AodError: for a bad spec, schema, reference, prompt, model or option (before any
+        actor starts), or when a partition's candidate budget is spent before its target.
+    """
+    options = options or SynthesisOptions()
+    jobs = [_plan(p, options) for p in load_spec(spec).select(partition)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, PartitionResult] = {}
+    for job in jobs:
+        recover(out, job.name)
+        report = read_report(out, job.name)
+        if report is not None and report.get("fingerprint") == job.fingerprint(options.allow_partial):
+            results[job.name] = _result(out / job.name, "unchanged", report)
+    pending = [job for job in jobs if job.name not in results]
+    if pending:
+        with adapter.session(options.ray_address) as cluster:
+            pool = _pool(cluster, options)
+            for job in pending:
+                results[job.name] = _run(job, out, pool, options, on_progress)
+    return [results[job.name] for job in jobs]
+
+
+def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
+    """Load and check everything a partition needs (no Ray involved)."""
+    schema = load_schema(partition.schema_path)
+    output_schema(schema)  # a property named like a provenance column fails here
+    reference = load_reference(partition)
+    prompt, source = _prompt(partition, schema, reference, options.prompt_dir)
+    model = options.model or partition.dlm.model
+    if partition.dlm.base_url is not None and options.model is None:
+        raise ModelError(
+            f"partition {partition.name!r}: synthesize runs the DLM in its actors; a DLM server "
+            f"({partition.dlm.base_url}) is not supported here (pass --model)"
+        )
+    _check_model(model)
+    target = options.rows or partition.rows
+    return _Job(
+        partition=partition,
+        schema=schema,
+        reference=reference,
+        holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
+        prompt=prompt,
+        prompt_source=source,
+        model=model,
+        target=target,
+        budget=options.max_candidates or CANDIDATE_FACTOR * target,
+    )
+
+
+def _prompt(
+    partition: Partition, schema: LoadedSchema, reference: list[Any], prompt_dir: Path | None
+) -> tuple[Prompt, str]:
+    """The partition's optimized prompt from ``prompt_dir``, else its initial prompt."""
+    if prompt_dir is not None:
+        path = Path(prompt_dir) / partition.name / PROMPT_FILE
+        if path.is_file():
+            try:
+                return Prompt.from_json(path.read_text(encoding="utf-8")), str(path)
+            except (DataError, OSError, UnicodeDecodeError) as exc:
+                raise DataError(f"{path}: {exc}") from exc
+    return initial_prompt(partition, schema.contents, reference), "initial"
+
+
+def _check_model(model: str) -> None:
+    """Fail now, not in every actor, when the model cannot be found."""
+    if model == "aod-smol-dlm" and not (ADAPTER_DIR / "adapter.safetensors").is_file():
+        raise ModelError(f"the aod-smol-dlm adapter is missing from {ADAPTER_DIR}")
+    if model not in BUILTIN_MODELS and not Path(model).is_dir():
+        raise ModelError(
+            f"unknown model {model!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) and not a local folder"
+        )
+
+
+def _pool(cluster: adapter.Cluster, options: SynthesisOptions) -> _Pool:
+    """The generator pool for ``cluster``: one GPU per actor when there are GPUs, else CPU threads."""
+    gpus = options.gpus_per_actor if options.gpus_per_actor is not None else float(cluster.gpus >= 1)
+    if gpus > 0:
+        actors = options.actors or max(1, min(MAX_DEFAULT_ACTORS, int(cluster.gpus // gpus)))
+        threads = options.threads_per_actor or 1
+        if actors * gpus > cluster.gpus:
+            raise AodError(
+                f"{actors} actors with {gpus:g} GPU each need more GPUs than the cluster's {cluster.gpus:g}"
+            )
+        return _Pool(actors, threads, cpus=1.0, gpus=gpus)
+    if options.actors is not None:
+        actors = options.actors
+        threads = options.threads_per_actor or max(1, int(cluster.cpus // actors))
+    else:
+        threads = options.threads_per_actor or 1
+        actors = max(1, min(MAX_DEFAULT_ACTORS, int(cluster.cpus // threads)))
+    if actors * threads > cluster.cpus:
+        raise AodError(
+            f"{actors} actors x {threads} threads need {actors * threads} CPUs; the Ray cluster has "
+            f"{cluster.cpus:g} (lower --actors)"
+        )
+    return _Pool(actors, threads, cpus=float(threads), gpus=0.0)
+
+
+def _seeds(job: _Job) -> list[dict[str, int]]:
+    """The candidate budget: each candidate's index in the run and its seed."""
+    return [{"index": i, "seed": record_seed(job.partition.seed, i)} for i in range(job.budget)]
+
+
+def _stages(job: _Job, pool: _Pool, batch_size: int) -> list[adapter.Stage]:
+    p = job.partition
+    generator = adapter.Stage(
+        DLMGenerator,
+        {
+            "schema": job.schema,
+            "model": job.model,
+            "trust_remote_code": p.dlm.trust_remote_code,
+            "prompt": job.prompt.render(job.schema.contents),
+            "decoding": job.prompt.decoding,
+            "threads": pool.threads,
+            "device": pool.device,
+        },
+        actors=pool.actors,
+        batch_size=batch_size,
+        num_cpus=pool.cpus,
+        num_gpus=pool.gpus,
+    )
+    judge = adapter.Stage(
+        CandidateJudge,
+        {
+            "schema": job.schema,
+            "reference": adapter.put(job.reference),  # once per partition, shared by the batches
+            "sensitive": p.sensitive,
+            "notes": p.notes,
+            "critic": p.agent if p.critic else None,
+            "seed": p.seed,
+        },
+        # Light work, and on a small machine the generator pool holds every CPU: it reserves none.
+        num_cpus=0.0,
+    )
+    return [generator, judge]
+
+
+@dataclass
+class _Tally:
+    """The judged candidates of a partition so far, in seed order."""
+
+    records: list[Any] = field(default_factory=list)
+    valid: list[bool] = field(default_factory=list)
+    critic_passed: list[bool] = field(default_factory=list)
+    rejections: Counter[str] = field(default_factory=Counter)
+    seen: set[str] = field(default_factory=set)
+    forwards: float = 0.0
+    rejected: int = 0
+    surplus: int = 0
+
+
+def _run(
+    job: _Job,
+    out: Path,
+    pool: _Pool,
+    options: SynthesisOptions,
+    on_progress: Callable[[Progress], None] | None,
+) -> PartitionResult:
+    """Synthesize one partition and commit it (or fail with the counts)."""
+    started = time.perf_counter()
+    writer = PartitionWriter(out, job.schema, Provenance(job.name, job.prompt.version, job.model))
+    tally = _Tally()
+    first_batch = 0.0  # seconds until the first judged batch: starting the actors, loading the model
+
+    def report_progress() -> None:
+        if on_progress is not None:
+            on_progress(
+                Progress(
+                    job.name,
+                    job.target,
+                    len(writer.ids),
+                    tally.rejected,
+                    len(tally.records),
+                    time.perf_counter() - started,
+                )
+            )
+
+    try:
+        report_progress()
+        stages = _stages(job, pool, options.batch_size)
+        with closing(adapter.stream(_seeds(job), options.batch_size, stages)) as batches:
+            for batch in batches:
+                first_batch = first_batch or time.perf_counter() - started
+                rows = batch.to_pylist()
+                for position, row in enumerate(rows):
+                    if len(writer.ids) == job.target:
+                        tally.surplus += len(rows) - position
+                        break
+                    _take(job, writer, tally, row)
+                report_progress()
+                if len(writer.ids) == job.target:
+                    break
+        seconds = time.perf_counter() - started
+        rows_made = len(writer.ids)
+        if rows_made < job.target and not options.allow_partial:
+            problems = ", ".join(f"{kind} {count}" for kind, count in tally.rejections.most_common())
+            raise AodError(
+                f"partition {job.name!r}: {rows_made} of {job.target} rows after {len(tally.records)} "
+                f"candidates (the budget); {tally.rejected} rejected ({problems or 'none'}). Raise "
+                "--max-candidates, optimize the prompt, or pass --allow-partial to keep the rows"
+            )
+        report = _report(job, writer, tally, pool, options, seconds, first_batch)
+        path = writer.commit(report)
+    except BaseException:
+        writer.abort()
+        raise
+    return _result(path, report["status"], report)
+
+
+def _take(job: _Job, writer: PartitionWriter, tally: _Tally, row: dict[str, Any]) -> None:
+    """Accept one judged candidate as a row, or quarantine it with its reasons."""
+    record = None if row["record"] is None else json.loads(row["record"])
+    tally.records.append(record)
+    tally.valid.append(bool(row["valid"]))
+    tally.critic_passed.append("critic" not in row["kinds"])
+    tally.forwards += row["forwards"]
+    kinds, reasons = list(row["kinds"]), list(row["reasons"])
+    ok = bool(row["ok"])
+    if ok:
+        rid = record_id(job.name, record)
+        if rid in tally.seen:
+            ok = False
+            kinds, reasons = (
+                ["duplicate", *kinds],
+                [f"repeats an earlier row of the partition ({rid})", *reasons],
+            )
+        else:
+            tally.seen.add(writer.add(record, row["seed"]))
+    if not ok:
+        tally.rejected += 1
+        tally.rejections[next((k for k in kinds if k != "copied"), "rejected")] += 1
+        writer.reject(row["seed"], row["text"], record, kinds, reasons)
+
+
+def _report(
+    job: _Job,
+    writer: PartitionWriter,
+    tally: _Tally,
+    pool: _Pool,
+    options: SynthesisOptions,
+    seconds: float,
+    startup: float,
+) -> dict[str, Any]:
+    """``report.json``: counts, metrics (DESIGN names), privacy figures, timings and settings."""
+    skip_leaf = cache(partial(is_choice_leaf, compile_schema(job.schema).root))
+    p = job.partition
+    metrics = compute_metrics(
+        tally.records,
+        tally.valid,
+        job.reference,
+        skip_leaf=skip_leaf,
+        critic_passed=tally.critic_passed if p.critic else None,
+        forwards=round(tally.forwards),
+        seconds=seconds,
+    )
+    privacy = privacy_report(
+        writer.records,
+        job.reference,
+        skip_leaf=skip_leaf,
+        sensitive=p.sensitive,
+        ids=writer.ids,
+        holdout=job.holdout,
+    )
+    rows = len(writer.ids)
+    return {
+        "partition": job.name,
+        "status": "complete" if rows == job.target else "partial",
+        "fingerprint": job.fingerprint(options.allow_partial),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "counts": {
+            "target": job.target,
+            "rows": rows,
+            "candidates": len(tally.records),
+            "valid": sum(tally.valid),
+            "rejected": tally.rejected,
+            "surplus": tally.surplus,
+            "budget": job.budget,
+        },
+        "rejections": dict(tally.rejections.most_common()),
+        "metrics": metrics.as_dict(),
+        "privacy": privacy.as_dict(),
+        "timings": {
+            "seconds": round(seconds, 3),
+            "startup_seconds": round(startup, 3),
+            "records_per_s": round(len(tally.records) / seconds, 3) if seconds > 0 else None,
+            "rows_per_s": round(rows / seconds, 3) if seconds > 0 else None,
+        },
+        "prompt": {"version": job.prompt.version, "source": job.prompt_source},
+        "settings": {
+            "model": job.model,
+            "trust_remote_code": p.dlm.trust_remote_code,
+            "seed": p.seed,
+            "decoding": asdict(job.prompt.decoding),
+            "actors": pool.actors,
+            "threads_per_actor": pool.threads,
+            "gpus_per_actor": pool.gpus,
+            "batch_size": options.batch_size,
+            "max_candidates": job.budget,
+            "allow_partial": options.allow_partial,
+            "critic": p.critic,
+        },
+    }
+
+
+def _result(path: Path, status: Any, report: dict[str, Any]) -> PartitionResult:
+    counts = report["counts"]
+    return PartitionResult(
+        partition=report["partition"],
+        path=path,
+        status=status,
+        rows=counts["rows"],
+        target=counts["target"],
+        candidates=counts["candidates"],
+        rejected=counts["rejected"],
+        seconds=report["timings"]["seconds"],
+        report=report,
+    )
