@@ -364,21 +364,62 @@ class _Compiler:
         return _union_of(branches)
 
     def _one_of(self, rest: list[_Part], members: list[_Part], stack: tuple[int, ...], pointer: str) -> Node:
-        """oneOf: each branch also excludes the others where that is expressible (type, required)."""
+        """oneOf: each branch also excludes the others where that is expressible (type, required).
+
+        Branches that stay open to each other's values are listed as unsupported, unless their
+        types or fixed values are disjoint, or a required property with fixed values tells them
+        apart.
+        """
         negations = [self._resolve_negated(replace(m, negated=True), stack) for m in members]
         expressible = [
             _absent_names(n, self.loaded) is not None or set(_validation_keys(n, self.loaded)) == {"type"}
             for n in negations
         ]
-        options = [
-            [member] + [n for j, n in enumerate(negations) if j != i and expressible[j]]
-            for i, member in enumerate(members)
-        ]
-        node = self._union(rest, options, stack, pointer, "oneOf")
-        branches: list[Node] = list(node.branches) if isinstance(node, UnionNode) else [node]
-        if not all(expressible) and not _exclusive(branches):
-            self.note(pointer, "oneOf", "branches not made exclusive; a record matching two is invalid")
-        return node
+        nodes: dict[int, Node] = {}
+        last: _Impossible | None = None
+        for i, member in enumerate(members[:MAX_BRANCHES]):
+            others = [n for j, n in enumerate(negations) if j != i and expressible[j]]
+            try:
+                nodes[i] = self.compile([*rest, member, *others], stack)
+            except _Impossible as error:
+                last = error
+        if not nodes:
+            reason = "no branch of oneOf can be satisfied" + (f" ({last.reason})" if last else "")
+            raise _Impossible(last.pointer if last else pointer, last.keyword if last else "oneOf", reason)
+        # A value from branch i must fail every other member j: j's negation was applied to i,
+        # or their types or fixed values are disjoint, or a discriminating property differs.
+        facts = [self._member_facts(m, stack) for m in members]
+        for i in nodes:
+            for j in range(len(members)):
+                apart = expressible[j] or _disjoint(facts[i], facts[j])
+                if j != i and not apart and not (j in nodes and _discriminated(nodes[i], nodes[j])):
+                    self.note(
+                        pointer, "oneOf", "branches not made exclusive; a value matching two is invalid"
+                    )
+        live = sorted(nodes)
+        return _union_of([nodes[i] for i in live])
+
+    def _member_facts(self, member: _Part, stack: tuple[int, ...]) -> tuple[set[str] | None, set[str] | None]:
+        """A oneOf member's declared types and fixed values (None: not limited by the member)."""
+        try:
+            parts, _ = self._flatten([member], stack)
+        except _Impossible:
+            return set(), set()
+        types: set[str] | None = None
+        values: set[str] | None = None
+        for part in parts:
+            if part.negated:
+                continue
+            declared = part.get("type")
+            if declared is not None:
+                names = set(_strings(declared if isinstance(declared, list) else [declared]))
+                names |= {"integer"} if "number" in names else set()
+                types = names if types is None else types & names
+            fixed = [part.schema["const"]] if "const" in _keys(part) else part.get("enum")
+            if isinstance(fixed, list):
+                keys = {_json_key(v) for v in fixed}
+                values = keys if values is None else values & keys
+        return types, values
 
     def _if_branches(self, part: _Part) -> list[list[_Part]]:
         """``if``/``then``/``else`` as branches: (if and then), (else and not if)."""
@@ -484,13 +525,18 @@ class _Compiler:
         return self._array(positive, stack)
 
     def _apply_negations(self, type_name: str, negative: list[_Part]) -> None:
-        """Negations that the object builder cannot express: strict ones make the branch impossible."""
+        """Check negations for a non-choice type: inexpressible strict ones make it impossible."""
         for neg in negative:
             keys = set(_validation_keys(neg, self.loaded))
             if keys == {"type"}:
                 continue  # applied when choosing types
-            if type_name == "object" and _absent_names(neg, self.loaded) is not None:
-                continue  # applied by the object builder
+            if _absent_names(neg, self.loaded) is not None:
+                if type_name == "object":
+                    continue  # applied by the object builder
+                # 'required' holds for every non-object, so its negation holds for none.
+                raise _Impossible(
+                    neg.pointer, "not", f"a {type_name} satisfies 'required', so 'not' rejects it"
+                )
             if neg.strict:
                 raise _Impossible(
                     neg.pointer, "else", "the 'else' branch needs 'not if', which cannot be expressed"
@@ -710,6 +756,10 @@ class _Compiler:
         min_properties = max([_int(p.get("minProperties"), 0) for p in parts], default=0)
         maxima = [_int(p.get("maxProperties"), -1) for p in parts if _int(p.get("maxProperties"), -1) >= 0]
         max_properties = min(maxima) if maxima else None
+        if max_properties is not None and min_properties > max_properties:
+            raise _Impossible(
+                pointer, "minProperties", f"{min_properties} exceeds maxProperties {max_properties}"
+            )
 
         nodes: dict[str, Node] = {}
         for name in names:
@@ -876,9 +926,10 @@ class _Compiler:
             for part in parts:
                 if part.get("maxContains") is not None:
                     self.note(part.at("maxContains"), "maxContains", "not compiled; checked after generation")
-        if unique and isinstance(item_node, ChoiceNode) and not prefix:
-            choices = len(item_node.options)
-            max_items = choices if max_items is None else min(max_items, choices)
+        if unique and item_node is not None and not prefix:
+            # Distinct items run out when the item node has few values (an enum, an empty object).
+            distinct = _value_count(item_node, limit=max(min_items, EXTRA_ITEMS) + 1)
+            max_items = distinct if max_items is None else min(max_items, distinct)
         most = len(prefix) if item_node is None else max(min_items, len(prefix)) + EXTRA_ITEMS
         max_items = most if max_items is None else min(max_items, most)
         if min_items > max_items:
@@ -994,14 +1045,9 @@ def _property_dependencies(parts: list[_Part]) -> dict[str, list[str]]:
     return merged
 
 
-def _kinds(node: Node) -> set[str]:
-    """The JSON types a node can produce (integers count as numbers)."""
-    if isinstance(node, UnionNode):
-        return set().union(*(_kinds(b) for b in node.branches))
-    if isinstance(node, ChoiceNode):
-        names = {"null" if o is None else type(o).__name__ for o in node.options}
-        return {"number" if n in ("int", "float") else n for n in names}
-    return {type(node).__name__}
+def _disjoint(a: tuple[set[str] | None, set[str] | None], b: tuple[set[str] | None, set[str] | None]) -> bool:
+    """Whether no value fits both of two (types, fixed values) descriptions."""
+    return any(x is not None and y is not None and not x & y for x, y in zip(a, b, strict=True))
 
 
 def _discriminated(a: Node, b: Node) -> bool:
@@ -1020,13 +1066,32 @@ def _discriminated(a: Node, b: Node) -> bool:
     )
 
 
-def _exclusive(branches: list[Node]) -> bool:
-    """Whether no value can come from two branches (by JSON type or a discriminating property)."""
-    for i, a in enumerate(branches):
-        for b in branches[i + 1 :]:
-            if _kinds(a) & _kinds(b) and not _discriminated(a, b):
-                return False
-    return True
+def _value_count(node: Node, limit: int) -> int:
+    """How many distinct values ``node`` can produce, counted up to ``limit``."""
+    if isinstance(node, ChoiceNode):
+        return min(len(node.options), limit)
+    if isinstance(node, UnionNode):
+        return min(sum(_value_count(b, limit) for b in node.branches), limit)
+    if isinstance(node, ObjectNode):
+        count = 1
+        for prop in node.properties:
+            count *= _value_count(prop.node, limit) + (0 if prop.required else 1)
+            if count >= limit:
+                return limit
+        return count
+    if (
+        isinstance(node, NumberNode)
+        and node.integer
+        and node.minimum is not None
+        and node.maximum is not None
+    ):
+        step = node.multiple_of or 1
+        return min(max(0, math.floor(node.maximum / step) - math.ceil(node.minimum / step) + 1), limit)
+    if isinstance(node, StringNode) and node.max_length == 0:
+        return 1
+    if isinstance(node, ArrayNode) and node.max_items == 0:
+        return 1
+    return limit
 
 
 def _union_of(nodes: list[Node]) -> Node:
