@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +250,9 @@ def test_loads_fast_enough_for_a_coverage_run() -> None:
     for _ in range(20):
         load_schema(schema)
     assert (time.monotonic() - started) / 20 < 0.05
+
+
+def test_the_schema_package_imports_neither_ray_nor_airflow() -> None:
+    code = "import sys, aod_ops.schema; print(sorted(m for m in ('ray', 'airflow') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
