@@ -249,7 +249,7 @@ def test_loads_fast_enough_for_a_coverage_run() -> None:
     started = time.monotonic()
     for _ in range(20):
         load_schema(schema)
-    assert (time.monotonic() - started) / 20 < 0.05
+    assert (time.monotonic() - started) / 20 < 0.2
 
 
 def test_the_schema_package_imports_neither_ray_nor_airflow() -> None:
