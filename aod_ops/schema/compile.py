@@ -14,13 +14,14 @@ whole location is. A keyword that is enforced by the validator but not expressed
 is listed in ``CompiledSchema.unsupported`` with its schema pointer; generated records are
 validated afterwards, so such a keyword is checked, never silently dropped.
 
-Known approximations (all listed as unsupported where they can make a record invalid):
-``oneOf`` is compiled like ``anyOf`` (a record that satisfies two branches fails validation);
-``not`` is honoured for the forms ``not: {}``, ``not: {type}``, ``not: {required}``,
-``not: {anyOf: [...]}`` of those, and any ``not`` over enum/const/boolean choices; the ``else``
-branch of ``if`` is kept only where ``not if`` is expressible the same way; an optional property
-with a schema dependency (``dependentSchemas``) is left out; ``$dynamicRef``/``$recursiveRef``
-resolve statically.
+Known approximations (listed as unsupported where they can make a record invalid): each
+``oneOf`` branch excludes the other members only where their negation is expressible (a
+``type`` or ``required`` member) or they are disjoint anyway (types, fixed values, a required
+discriminating property); otherwise a value may match two members. ``not`` is honoured for the
+forms ``not: {}``, ``not: {type}``, ``not: {required}``, ``not: {anyOf: [...]}`` of those, and
+any ``not`` over enum/const/boolean choices; the ``else`` branch of ``if`` is kept only where
+``not if`` is expressible the same way; an optional property with a schema dependency
+(``dependentSchemas``) is left out; ``$dynamicRef``/``$recursiveRef`` resolve statically.
 """
 
 from __future__ import annotations
