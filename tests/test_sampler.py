@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from aod_ops.dlm.models import Denoiser, tiny_random_denoiser
+from aod_ops.dlm.models import Denoiser, PromptState, tiny_random_denoiser
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.dlm.skeleton import (
@@ -57,7 +57,7 @@ def den() -> Denoiser:
 def run(den: Denoiser, seeds: list[int], steps: int = 6, temperature: float = 1.0) -> list[dict]:
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     vocab = Vocab(den)
-    prompt = den.encode("Write a record.\nRecord:\n")
+    prompt = den.encode_prompt(den.encode("Write a record.\nRecord:\n"))
     planned = plan_records(vocab, prompt, ROOT, temperature, gens)
     decide_choices(vocab, prompt, [p for p, _ in planned], temperature, gens)
     infill(
@@ -95,24 +95,40 @@ def test_optional_properties_and_branches_vary_across_records(den: Denoiser) -> 
 
 
 def test_denoise_leaves_no_mask_and_counts_forward_passes(den: Denoiser) -> None:
-    ids = torch.tensor([den.encode("hello ") + [den.mask_id] * 20] * 3)
+    prompt = den.encode_prompt(den.encode("hello "))
+    ids = torch.full((3, 20), den.mask_id)
     before = den.forwards
     out = denoise(
         den,
+        prompt,
         ids,
         torch.ones_like(ids, dtype=torch.bool),
         SamplerSettings(steps=8, block_length=8),
         [torch.Generator().manual_seed(i) for i in range(3)],
     )
     assert not (out == den.mask_id).any()
-    assert (out[:, :6] == ids[:, :6]).all()  # the prompt is never rewritten
     assert den.forwards - before == 6  # 20 masks = 3 blocks of 8, each gets 8 // 3 = 2 steps
     # greedy decoding is deterministic whatever the seeds
     greedy = SamplerSettings(steps=4, block_length=32, temperature=0)
     mask = torch.ones_like(ids, dtype=torch.bool)
-    a = denoise(den, ids, mask, greedy, [torch.Generator().manual_seed(i) for i in range(3)])
-    b = denoise(den, ids, mask, greedy, [torch.Generator().manual_seed(i + 9) for i in range(3)])
+    a = denoise(den, prompt, ids, mask, greedy, [torch.Generator().manual_seed(i) for i in range(3)])
+    b = denoise(den, prompt, ids, mask, greedy, [torch.Generator().manual_seed(i + 9) for i in range(3)])
     assert torch.equal(a, b)
+
+
+def test_the_cached_prompt_gives_the_logits_of_the_prepended_prompt(den: Denoiser) -> None:
+    prompt_ids = den.encode("Write a record about cars.")
+    cached = den.encode_prompt(prompt_ids)
+    assert cached.layers is not None and cached.last_hidden is not None
+    plain = PromptState(tuple(prompt_ids))  # no keys and values: the prompt is prepended
+    ids = torch.tensor([den.encode('{"a": ') + [den.mask_id] * 6, den.encode('{"bb": 1') + [den.mask_id] * 4])
+    attention = torch.ones_like(ids, dtype=torch.bool)
+    attention[1, -1] = False  # padding
+    where = ids == den.mask_id
+    where[0, 0] = True  # the first token after the prompt is scored from the prompt's last state
+    a = den.logits(ids, attention, where, cached)
+    b = den.logits(ids, attention, where, plain)
+    assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_fit_number_folds_into_bounds_and_multiples() -> None:

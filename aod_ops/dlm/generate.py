@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from aod_ops.dlm.models import Denoiser
+from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.dlm.skeleton import ANY, Vocab, decide_choices, fill, infill, plan_records
@@ -78,23 +78,22 @@ class Generator:
         if self.compiled is None:
             self.compiled = compile_schema(self.schema)
         self.vocab = Vocab(self.denoiser)
+        self._last_prompt: tuple[str, PromptState] | None = None
 
     def generate(self, prompt: str, seeds: Sequence[int], settings: DecodingSettings) -> list[Candidate]:
         """One candidate per seed, generated as one batch."""
         started, forwards = time.perf_counter(), self.denoiser.forwards
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        prompt_ids = self.denoiser.encode(prompt)
+        state = self._prompt_state(prompt)
         if settings.mode == "free":
-            texts = self._free(prompt_ids, settings, generators)
+            texts = self._free(state, settings, generators)
             candidates = [self._check(t, parse_free_text(t), s) for t, s in zip(texts, seeds, strict=True)]
         else:
             assert self.compiled is not None
-            planned = plan_records(
-                self.vocab, prompt_ids, self.compiled.root, settings.temperature, generators
-            )
+            planned = plan_records(self.vocab, state, self.compiled.root, settings.temperature, generators)
             rngs = [random.Random(s) for s in seeds]
-            decide_choices(self.vocab, prompt_ids, [p for p, _ in planned], settings.temperature, generators)
-            infill(self.vocab, prompt_ids, [p for p, _ in planned], settings, generators, rngs)
+            decide_choices(self.vocab, state, [p for p, _ in planned], settings.temperature, generators)
+            infill(self.vocab, state, [p for p, _ in planned], settings, generators, rngs)
             records = [fill(value) for _, value in planned]
             candidates = [
                 self._check(json.dumps(r, ensure_ascii=False), r, s)
@@ -126,20 +125,28 @@ class Generator:
         return out
 
     def _free(
-        self, prompt_ids: list[int], settings: DecodingSettings, generators: list[torch.Generator]
+        self, prompt: PromptState, settings: DecodingSettings, generators: list[torch.Generator]
     ) -> list[str]:
         den = self.denoiser
-        row = prompt_ids + [den.mask_id] * settings.max_new_tokens
+        row = [den.mask_id] * settings.max_new_tokens
         ids = torch.tensor([row] * len(generators))
         attention = torch.ones_like(ids, dtype=torch.bool)
         vocab_class = torch.full_like(ids, ANY)
-        filled = denoise(den, ids, attention, settings, generators, vocab_class, self.vocab.class_masks)
+        filled = denoise(
+            den, prompt, ids, attention, settings, generators, vocab_class, self.vocab.class_masks
+        )
         texts = []
-        for tokens in filled[:, len(prompt_ids) :].tolist():
+        for tokens in filled.tolist():
             if den.eos_id in tokens:
                 tokens = tokens[: tokens.index(den.eos_id)]
             texts.append(den.decode(tokens))
         return texts
+
+    def _prompt_state(self, prompt: str) -> PromptState:
+        """The encoded prompt; a loop samples one prompt in many batches, so the last is kept."""
+        if self._last_prompt is None or self._last_prompt[0] != prompt:
+            self._last_prompt = (prompt, self.denoiser.encode_prompt(self.denoiser.encode(prompt)))
+        return self._last_prompt[1]
 
     def _check(self, text: str, record: Any | None, seed: int) -> Candidate:
         if record is None:

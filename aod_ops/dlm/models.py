@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from aod_ops.errors import ModelError
 from aod_ops.hf import smollm2_dir
@@ -33,6 +34,21 @@ from aod_ops.hf import smollm2_dir
 SMOLLM2_MASK_TOKEN = "<reponame>"
 ADAPTER_DIR = Path(__file__).parent / "weights" / "aod-smol-dlm"
 BUILTIN_MODELS = ("aod-smol-dlm", "smollm2-bidir", "tiny-random")
+
+
+@dataclass(frozen=True)
+class PromptState:
+    """A prompt encoded once for many forward passes.
+
+    The prompt attends to itself only (a prefix-LM mask), so the record's tokens never change
+    it: its keys and values are computed once per prompt and reused by every step of the
+    sampler, and every record of a batch. ``layers`` is None for models without the standard
+    ``transformers`` body (LLaDA's own code): their prompt is prepended on every pass instead.
+    """
+
+    ids: tuple[int, ...]
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+    last_hidden: torch.Tensor | None = None  # the prompt's last hidden state, for shifted heads
 
 
 @dataclass
@@ -47,26 +63,63 @@ class Denoiser:
     name: str
     forwards: int = field(default=0)
 
+    def _body(self) -> tuple[Any, Any] | None:
+        body, head = getattr(self.model, "model", None), self.model.get_output_embeddings()
+        return (body, head) if body is not None and head is not None else None
+
     @torch.no_grad()
-    def logits(self, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    def encode_prompt(self, prompt_ids: list[int]) -> PromptState:
+        """The prompt's keys and values (one forward pass), for ``logits``."""
+        parts = self._body()
+        if parts is None or not prompt_ids:
+            return PromptState(tuple(prompt_ids))
+        ids = torch.tensor([prompt_ids])
+        square = torch.ones((1, 1, len(prompt_ids), len(prompt_ids)), dtype=torch.bool)
+        out = parts[0](input_ids=ids, attention_mask=square, use_cache=True)
+        self.forwards += 1
+        layers = tuple((layer.keys, layer.values) for layer in out.cache.layers)
+        return PromptState(tuple(prompt_ids), layers, out.last_hidden_state[:, -1])
+
+    @torch.no_grad()
+    def logits(
+        self, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor, prompt: PromptState
+    ) -> torch.Tensor:
         """Float logits ``[N, V]`` for the ``N`` positions where ``where`` (``[B, L]`` bool) is set.
 
-        Row n scores the token at the n-th selected position (in ``where.nonzero()`` order).
-        ``attention`` is ``[B, L]`` bool, False on padding; passing it as a 4D mask makes the
-        model attend both ways (transformers uses a 4D mask as given). Only the selected
-        positions go through the output layer, which is most of the memory at large vocabularies.
+        ``ids`` are the tokens after ``prompt``; row n of the result scores the token at the
+        n-th selected position (in ``where.nonzero()`` order). ``attention`` is ``[B, L]`` bool,
+        False on padding. Passing a 4D mask makes the model attend both ways (transformers uses
+        a 4D mask as given). Only the selected positions go through the output layer, which is
+        most of the memory at large vocabularies.
         """
         batch, length = ids.shape
-        mask = attention[:, None, None, :].expand(batch, 1, length, length)
+        n = len(prompt.ids)
         rows, cols = where.nonzero(as_tuple=True)
-        if self.shift:
-            cols = (cols - 1).clamp_min(0)
-        body, head = getattr(self.model, "model", None), self.model.get_output_embeddings()
+        keys = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention], 1)
+        parts = self._body()
         self.forwards += 1
-        if body is None or head is None:
-            return self.model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-        return head(hidden[rows, cols]).float()
+        if prompt.layers is None or parts is None:
+            full = torch.cat([torch.tensor([prompt.ids], dtype=torch.long).expand(batch, n), ids], 1)
+            mask = keys[:, None, None, :].expand(batch, 1, n + length, n + length).clone()
+            mask[:, :, :n, n:] = False  # the prompt attends to itself only, as in the cached path
+            at = (n + cols - int(self.shift)).clamp_min(0)
+            if parts is None:
+                return self.model(input_ids=full, attention_mask=mask).logits[rows, at].float()
+            hidden = parts[0](input_ids=full, attention_mask=mask).last_hidden_state
+            return parts[1](hidden[rows, at]).float()
+        cache = DynamicCache(config=self.model.config)
+        for i, (k, v) in enumerate(prompt.layers):
+            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        positions = torch.arange(n, n + length)[None].expand(batch, length)
+        mask = keys[:, None, None, :].expand(batch, 1, length, n + length)
+        hidden = parts[0](
+            input_ids=ids, attention_mask=mask, cache=cache, position_ids=positions
+        ).last_hidden_state
+        if self.shift:
+            assert prompt.last_hidden is not None
+            first = prompt.last_hidden[:, None].expand(batch, 1, hidden.shape[-1])
+            hidden = torch.cat([first, hidden[:, :-1]], 1)
+        return parts[1](hidden[rows, cols]).float()
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from aod_ops.dlm.models import Denoiser
+from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.settings import SamplerSettings
 
 TOP_K = 64
@@ -56,9 +56,10 @@ def constrained_logits(
     where: torch.Tensor,
     vocab_class: torch.Tensor | None,
     class_masks: torch.Tensor | None,
+    prompt: PromptState,
 ) -> torch.Tensor:
     """Logits at the ``where`` positions with the tokens illegal there set to minus infinity."""
-    logits = denoiser.logits(ids, attention, where)
+    logits = denoiser.logits(ids, attention, where, prompt)
     logits[:, denoiser.mask_id] = float("-inf")  # committing a mask would never finish
     if vocab_class is not None and class_masks is not None:
         rows, cols = where.nonzero(as_tuple=True)
@@ -68,6 +69,7 @@ def constrained_logits(
 
 def denoise(
     denoiser: Denoiser,
+    prompt: PromptState,
     ids: torch.Tensor,
     attention: torch.Tensor,
     settings: SamplerSettings,
@@ -76,7 +78,7 @@ def denoise(
     class_masks: torch.Tensor | None = None,
     ordered: tuple[torch.Tensor, OrderedHook] | None = None,
 ) -> torch.Tensor:
-    """Fill every mask in ``ids`` (``[B, L]``) and return the filled ids.
+    """Fill every mask in ``ids`` (``[B, L]``, the tokens after ``prompt``); return the filled ids.
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
     the confidence rule fills the others.
@@ -97,7 +99,7 @@ def denoise(
             and not free[:, first + block * settings.block_length :][:, : settings.block_length].any()
         ):
             block, step = block + 1, 0
-        logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks)
+        logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks, prompt)
         rows, cols = masked.nonzero(as_tuple=True)
         if ordered is not None:
             ordered[1](logits, rows, cols, ids)

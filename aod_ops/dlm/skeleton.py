@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from aod_ops.dlm.models import Denoiser
+from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise, sample
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.schema.nodes import (
@@ -378,7 +378,7 @@ def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def plan_records(
     vocab: Vocab,
-    prompt_ids: list[int],
+    prompt: PromptState,
     root: Node,
     temperature: float,
     generators: list[torch.Generator],
@@ -403,14 +403,14 @@ def plan_records(
         order = sorted(pending)
         options = [[vocab.encode(t) or [den.eos_id] for t in pending[i]] for i in order]
         spans = [max(len(o) for o in opts) for opts in options]
-        rows = [prompt_ids + _plan_ids(vocab, plans[i]) for i in order]
+        rows = [_plan_ids(vocab, plans[i]) for i in order]
         starts = [len(r) for r in rows]
         rows = [r + [den.mask_id] * (s + TAIL_MASKS) for r, s in zip(rows, spans, strict=True)]
         ids, attention = _pad(rows, den.eos_id)
         where = torch.zeros_like(ids, dtype=torch.bool)
         for b, (start, span) in enumerate(zip(starts, spans, strict=True)):
             where[b, start : start + span] = True
-        logprobs = torch.log_softmax(den.logits(ids, attention, where), -1)
+        logprobs = torch.log_softmax(den.logits(ids, attention, where, prompt), -1)
         offset = 0
         for b, i in enumerate(order):
             lp = logprobs[offset : offset + spans[b]]
@@ -428,7 +428,7 @@ def score_options(logprobs: torch.Tensor, options: list[list[int]]) -> torch.Ten
 
 def decide_choices(
     vocab: Vocab,
-    prompt_ids: list[int],
+    prompt: PromptState,
     plans: Sequence[list[Piece]],
     temperature: float,
     generators: list[torch.Generator],
@@ -438,8 +438,8 @@ def decide_choices(
     rows, choices = [], []
     for plan in plans:
         at: list[tuple[Piece, int]] = []
-        rows.append(prompt_ids + _plan_ids(vocab, plan, at))
-        choices.append([(p, len(prompt_ids) + o) for p, o in at if isinstance(p, Choice)])
+        rows.append(_plan_ids(vocab, plan, at))
+        choices.append([(p, o) for p, o in at if isinstance(p, Choice)])
     if not any(choices):
         return
     ids, attention = _pad(rows, den.eos_id)
@@ -447,7 +447,7 @@ def decide_choices(
     for b, found in enumerate(choices):
         for choice, start in found:
             where[b, start : start + _choice_length(vocab, choice)] = True
-    logprobs = torch.log_softmax(den.logits(ids, attention, where), -1)
+    logprobs = torch.log_softmax(den.logits(ids, attention, where, prompt), -1)
     index = {(int(r), int(c)): n for n, (r, c) in enumerate(where.nonzero().tolist())}
     for b, found in enumerate(choices):
         for choice, start in found:
@@ -459,7 +459,7 @@ def decide_choices(
 
 def infill(
     vocab: Vocab,
-    prompt_ids: list[int],
+    prompt: PromptState,
     plans: Sequence[list[Piece]],
     settings: SamplerSettings,
     generators: list[torch.Generator],
@@ -471,8 +471,8 @@ def infill(
     spans: list[list[tuple[Slot, int]]] = []
     for plan in plans:
         pieces: list[tuple[Piece, int]] = []
-        rows.append(prompt_ids + _plan_ids(vocab, plan, pieces))
-        spans.append([(p, len(prompt_ids) + o) for p, o in pieces if isinstance(p, Slot)])
+        rows.append(_plan_ids(vocab, plan, pieces))
+        spans.append([(p, o) for p, o in pieces if isinstance(p, Slot)])
     ids, attention = _pad(rows, den.eos_id)
     vocab_class = torch.full_like(ids, ANY)
     owned = torch.zeros_like(ids, dtype=torch.bool)
@@ -487,6 +487,7 @@ def infill(
     hook = _PatternHook(den, patterned, settings.temperature, generators)
     filled = denoise(
         den,
+        prompt,
         ids,
         attention,
         settings,
