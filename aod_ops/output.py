@@ -246,14 +246,19 @@ class PartitionWriter:
             shutil.rmtree(old)
         else:
             os.rename(self.staging, final)
-        shutil.rmtree(self.staging.parent, ignore_errors=True)
-        with contextlib.suppress(OSError):  # other partitions may be staging beside it
-            (self.out / STAGING).rmdir()
+        self._tidy()
         return final
 
     def abort(self) -> None:
         """Drop everything written so far (the committed output, if any, is left as it was)."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove the staging folders left empty (other partitions may be staging beside this one)."""
+        for folder in (self.staging.parent, self.staging.parent.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def _flush(self, kind: str, always: bool = False) -> None:
         rows = self._rows if kind == "data" else self._rejects

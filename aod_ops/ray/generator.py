@@ -13,8 +13,9 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from aod_ops.dlm.generate import DecodingSettings, Generator
+from aod_ops.dlm.generate import Generator
 from aod_ops.dlm.models import load_denoiser
+from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.schema import LoadedSchema
 
 CANDIDATES = pa.schema(
