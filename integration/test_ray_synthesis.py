@@ -8,6 +8,7 @@ one of them in the reference: its target of four cannot be met, so it ends parti
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -27,7 +28,9 @@ from ray.data import ActorPoolStrategy
 
 from aod_ops.errors import AodError, SpecError
 from aod_ops.output import STAGING, record_id
-from aod_ops.ray import PartitionResult, Progress, SynthesisOptions, adapter, synthesize
+from aod_ops.ray import adapter
+from aod_ops.ray.command import add_synthesize_parser
+from aod_ops.ray.synthesize import PartitionResult, Progress, SynthesisOptions, synthesize
 
 pytestmark = pytest.mark.integration
 
@@ -259,6 +262,23 @@ def test_a_second_run_into_the_same_output_changes_nothing(first_run: dict[str, 
     assert [(r.partition, r.status) for r in results] == [(n, "unchanged") for n in TARGETS]
     assert {name: _data(out, name) for name in TARGETS} == before
     assert not (out / STAGING).exists()
+
+
+def test_the_command_summarizes_each_partition(
+    first_run: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="aod")
+    add_synthesize_parser(parser.add_subparsers(dest="command"))
+    spec, out = str(first_run["spec"]), str(first_run["out"])
+    # Nothing changed since the first run: the command reports every partition without starting Ray.
+    args = parser.parse_args(["synthesize", "--spec", spec, "--out", out, "--allow-partial"])
+    assert args.handler(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines]
+    shown = {cells[0]: cells[1:4] for cells in table if cells and cells[0] in TARGETS}
+    results = first_run["results"].items()
+    expected = {name: ["unchanged", f"{r.rows}/{r.target}", str(r.candidates)] for name, r in results}
+    assert shown == expected
 
 
 def _generator_workers() -> list[psutil.Process]:

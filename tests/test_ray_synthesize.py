@@ -15,10 +15,10 @@ import yaml
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, ModelError, SchemaError, SpecError
-from aod_ops.ray import SynthesisOptions, adapter, synthesize
+from aod_ops.ray import adapter
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator
 from aod_ops.ray.judging import VERDICTS, CandidateJudge
-from aod_ops.ray.synthesize import _pool
+from aod_ops.ray.synthesize import SynthesisOptions, _pool, synthesize
 from aod_ops.schema import load_schema
 
 SCHEMA: dict[str, Any] = {

@@ -1,9 +1,7 @@
 """Synthesis on Ray Data: a pool of DLM actors, a judge stage, exactly N valid rows as Parquet.
 
-``synthesize`` is the entry point (``aod synthesize`` calls it); ``DLMGenerator`` and
-``CandidateJudge`` are the ``map_batches`` stages; every Ray call lives in ``adapter``.
+``synthesize.synthesize`` is the entry point and ``command`` its ``aod synthesize`` subcommand;
+``generator.DLMGenerator`` and ``judging.CandidateJudge`` are the ``map_batches`` stages; every
+Ray call lives in ``adapter``. Nothing here is imported with the package, so the CLI's other
+commands do not load Ray.
 """
-
-from aod_ops.ray.synthesize import PartitionResult, Progress, SynthesisOptions, synthesize
-
-__all__ = ["PartitionResult", "Progress", "SynthesisOptions", "synthesize"]

@@ -75,8 +75,8 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise AodError(f"cannot connect to Ray at {address or 'the local machine'}: {exc}") from exc
+    except Exception as exc:  # Ray raises bare Exceptions too (a node that timed out starting)
+        raise AodError(f"cannot start or join Ray at {address or 'the local machine'}: {exc}") from exc
     try:
         yield _cluster()
     finally:
