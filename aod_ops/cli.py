@@ -203,6 +203,51 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``aod validate``: the GX suite and privacy gates on each synthesized partition."""
+    from aod_ops.errors import DataError
+    from aod_ops.quality import validate_partition
+    from aod_ops.spec import load_reference, load_spec
+
+    spec = load_spec(args.spec)
+    root = Path(args.data)
+    failed = []
+    for p in spec.select(args.partition):
+        folder = root / p.name
+        if not (folder / "data").is_dir():
+            raise DataError(f"{folder}: no synthesized partition here (expected {folder / 'data'})")
+        summary = validate_partition(
+            folder / "data",
+            p.schema_path,
+            load_reference(p),
+            p.rows,
+            partition=p.name,
+            sensitive=p.sensitive,
+            holdout=load_reference(p, holdout=True) if p.holdout_path else None,
+            docs_dir=folder / "docs" if args.docs else None,
+            out_dir=folder,
+        )
+        table = Table(title=f"{p.name}: {'passed' if summary.success else 'FAILED'} ({summary.rows} rows)")
+        for column in ("expectation", "column", "observed", "result"):
+            table.add_column(column, overflow="fold")
+        for o in summary.outcomes:
+            table.add_row(o.expectation, o.column or "", o.observed, "pass" if o.success else "[red]FAIL[/]")
+        Console().print(table)
+        for o in summary.failed:
+            console.print(
+                f"{p.name}: failed {o.expectation} on column {o.column}: {o.observed}", markup=False
+            )
+        console.print(f"{p.name}: results in {summary.result_path} and {summary.privacy_report_path}")
+        if summary.docs_path:
+            console.print(f"{p.name}: data docs at {summary.docs_path}")
+        if not summary.success:
+            failed.append(p.name)
+    if failed:
+        console.print(f"validation failed for: {', '.join(failed)}")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``aod`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="aod", description=__doc__)
@@ -225,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_args(p)
     # The structure must come from the compiler: coverage runs the tiny random model by default.
     p.set_defaults(handler=cmd_coverage, model="tiny-random", steps=4, temperature=1.0)
+
+    p = sub.add_parser("validate", help="GX suite and privacy gates on synthesized partitions")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--data", required=True, help="output folder of aod synthesize")
+    p.add_argument("--partition")
+    p.add_argument("--docs", action="store_true", help="write GX Data Docs HTML")
+    p.set_defaults(handler=cmd_validate)
     return parser
 
 

@@ -76,7 +76,12 @@ Piece = str | Slot | Choice
 def slot_length(node: StringNode | NumberNode) -> int:
     """How many tokens the sampler gets for a value (the value, then end-of-text padding)."""
     if isinstance(node, NumberNode):
-        return NUMBER_TOKENS
+        if node.minimum is None or node.maximum is None:
+            return NUMBER_TOKENS
+        # Every token of a slot costs compute at every step: bounded numbers get the digits
+        # their bounds allow, three decimals when not integral, and one end-of-text.
+        digits = len(str(int(max(abs(node.minimum), abs(node.maximum)))))
+        return min(NUMBER_TOKENS, digits + (node.minimum < 0) + (0 if node.integer else 3) + 1)
     if node.pattern is not None:
         return PATTERN_TOKENS
     n = STRING_TOKENS

@@ -126,6 +126,7 @@ def validate_partition(
     holdout: Sequence[Any] | None = None,
     extra_suite: str | Path | None = None,
     docs_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
     raise_on_failure: bool = False,
 ) -> ValidationSummary:
     """Run the partition's GX checkpoint and privacy gates and write their results beside the data.
@@ -141,6 +142,7 @@ def validate_partition(
     :param holdout: held-out real rows for the DCR baseline (see ``aod_ops.privacy``).
     :param extra_suite: the user's own expectations: a GX suite JSON file or ``"module:function"``.
     :param docs_dir: a folder for GX Data Docs HTML; none are written when None.
+    :param out_dir: where the result files go; by default the dataset's own folder.
     :param raise_on_failure: raise ``ValidationFailed`` (carrying the summary) when anything fails.
     """
     path = Path(data_path)
@@ -167,7 +169,7 @@ def validate_partition(
     )
     docs = Path(docs_dir) if docs_dir is not None else None
     run = run_checkpoint(name, table.to_pandas(), specs, docs)
-    out_dir = path if path.is_dir() else path.parent
+    out_dir = Path(out_dir) if out_dir is not None else path if path.is_dir() else path.parent
     result_path = out_dir / RESULT_FILE
     try:
         result_path.write_text(json.dumps(run.result, indent=2, default=str) + "\n", encoding="utf-8")
