@@ -148,9 +148,11 @@ def cover_one(path: Path, generator_model: Any, settings: Any, attempts: int) ->
         if candidate.valid:
             return True, ""
         issues = schema.errors(candidate.record) if candidate.record is not None else []
+        unsupported = generator.compiled.unsupported
+        if not issues and unsupported:  # nothing could be built: the compiler says why
+            return False, f"unsupported {unsupported[0].keyword}: {unsupported[0].reason}"
         keyword = issues[0].keyword if issues else "parse"
-        unsupported = {u.keyword for u in generator.compiled.unsupported}
-        if keyword in unsupported:
+        if keyword in {u.keyword for u in unsupported}:
             keyword = f"unsupported {keyword}"
         reason = f"{keyword}: {candidate.errors[0]}"
     return False, reason
