@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aod_ops.errors import AodError
+from aod_ops.ray.command import add_synthesize_parser
 
 console = Console(stderr=True)
 DEFAULT_DLM = "aod-smol-dlm"
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_args(p)
     # The structure must come from the compiler: coverage runs the tiny random model by default.
     p.set_defaults(handler=cmd_coverage, model="tiny-random", steps=4, temperature=1.0)
+
+    add_synthesize_parser(sub)
 
     p = sub.add_parser("validate", help="GX suite and privacy gates on synthesized partitions")
     p.add_argument("--spec", required=True)
