@@ -29,6 +29,8 @@ from aod_ops.errors import AodError
 # though nothing sets them (ray-project/ray#65302, still in 2.60); only these are silenced, so a
 # deprecated argument of ours still fails the tests.
 _RAY_OWN_DEPRECATIONS = re.compile(r"`(use_push_based_shuffle|use_polars|use_arrow_tensor_v2)` is deprecated")
+# A local Ray node must register within a fixed 30 s, which an overloaded machine can miss.
+_START_ATTEMPTS = 2
 # Tasks queued on each actor: enough to keep it busy, few enough that little work is thrown away
 # when the target is reached and the stream is stopped.
 _TASKS_IN_FLIGHT = 2
@@ -73,10 +75,15 @@ def session(address: str | None = None) -> Iterator[Cluster]:
         yield _cluster()
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-    except Exception as exc:  # Ray raises bare Exceptions too (a node that timed out starting)
-        raise AodError(f"cannot start or join Ray at {address or 'the local machine'}: {exc}") from exc
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            break
+        except Exception as exc:  # Ray raises bare Exceptions too (a node that timed out starting)
+            ray.shutdown()
+            if attempt == _START_ATTEMPTS:
+                where = address or "the local machine"
+                raise AodError(f"cannot start or join Ray at {where} ({attempt} attempts): {exc}") from exc
     try:
         yield _cluster()
     finally:
