@@ -44,6 +44,8 @@ with DAG(
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    # A model or Ray out of reach may pass on a retry; a bad spec, schema or table is not retried.
+    default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=30)},
     render_template_as_native_obj=True,
     tags=["aod"],
     params={

@@ -1,8 +1,9 @@
 """The provider's own exception types.
 
-Input errors (a bad spec, schema or connection) and failed quality gates are not retried: the
-same input fails the same way, so they derive from ``AirflowFailException``. A failed or lost Ray
-job may succeed on a retry, so it is a plain ``AirflowException``.
+Input errors (a bad spec, schema, reference sample or connection) and failed quality gates are
+not retried: the same input fails the same way, so they derive from ``AirflowFailException``.
+Other failures (a model or Ray that cannot be reached or started, a failed Ray job) may pass on a
+retry, so they are plain ``AirflowException``s.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ class AoDProviderError(AirflowException):
 
 
 class AoDInputError(AoDProviderError, AirflowFailException):
-    """The task's input is wrong (spec, schema, reference sample, model or connection settings).
+    """The task's input is wrong (spec, schema, reference sample, connection or argument).
 
     The message is the engine's, naming the file, partition and field; retrying cannot help.
     """
+
+
+class AoDTaskError(AoDProviderError):
+    """The engine failed for another reason (a model or Ray out of reach, a spent candidate
+    budget); the message is the engine's. Retried as the task's ``retries`` allow."""
 
 
 class AoDConnectionError(AoDInputError):

@@ -11,9 +11,9 @@ All of them take a partition spec and a partition's name and work under one run 
 arguments: nothing is read when a DAG is parsed. XCom carries URIs and small summaries.
 
 Each partition is loaded on its own (``load_partition``), so a broken partition fails its own
-tasks with the spec's message and the others carry on. An input error (``AodError``) becomes
-``AoDInputError``, which Airflow does not retry; its message is also pushed to XCom under
-``error`` for the summary.
+tasks with the spec's message and the others carry on. A bad spec, schema or data becomes
+``AoDInputError``, which Airflow does not retry; other engine errors become ``AoDTaskError``.
+Each failure's message is also pushed to XCom under ``error`` for the summary.
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ from aod_ops.airflow.exceptions import (
     AoDInputError,
     AoDPartitionsFailed,
     AoDProviderError,
+    AoDTaskError,
     AoDTriggerEventError,
     AoDValidationFailed,
     RayJobFailed,
 )
 from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook
 from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger
-from aod_ops.errors import AodError, SpecError
+from aod_ops.errors import AodError, DataError, SchemaError, SpecError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -179,12 +180,16 @@ class _PartitionOperator(BaseOperator):
 
     @contextmanager
     def reporting_errors(self, context: Context) -> Iterator[None]:
-        """Push a failure's message to XCom (``error``); an ``AodError`` becomes ``AoDInputError``."""
+        """Push a failure's message to XCom (``error``) and raise it as the provider's type:
+        ``AoDInputError`` for a bad spec, schema or data (not retried), else ``AoDTaskError``."""
         try:
             yield
-        except AodError as exc:
+        except (SpecError, SchemaError, DataError) as exc:
             context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
             raise AoDInputError(str(exc)) from exc
+        except AodError as exc:
+            context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
+            raise AoDTaskError(str(exc)) from exc
         except AoDProviderError as exc:
             context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
             raise
@@ -224,6 +229,7 @@ class _ModelOperator(_PartitionOperator):
 class AoDOptimizeOperator(_ModelOperator):
     """Run the AoD loop for one partition and write its best prompt artifact.
 
+    A rerun replaces the partition's recorded loop run in ``<out_dir>/prompts/<partition>/``.
     Returns ``{"partition", "prompt_uri", "history_uri", "best_reward"}``; the artifact is
     ``<out_dir>/prompts/<partition>/prompt.json``.
 
@@ -252,13 +258,21 @@ class AoDOptimizeOperator(_ModelOperator):
                     Path(self.out_dir) / PROMPTS,
                     rounds=_optional_int(self.rounds, "rounds"),
                     candidates=_optional_int(self.candidates, "candidates"),
+                    restart=True,  # a rerun replaces the recorded run, whatever its settings were
                 )
-        prompt = Path(result.prompt_path).resolve()
-        self.log.info("Partition %s: best reward %.3f, prompt %s", partition.name, result.best_reward, prompt)
+        prompt = result.prompt_path.resolve()
+        self.log.info(
+            "Partition %s: best reward %.3f after %d rounds (%s); prompt %s",
+            partition.name,
+            result.best_reward,
+            len(result.rounds),
+            result.stop,
+            prompt,
+        )
         return {
             "partition": partition.name,
             "prompt_uri": prompt.as_uri(),
-            "history_uri": (prompt.parent / "history.json").as_uri(),
+            "history_uri": result.history_path.resolve().as_uri(),
             "best_reward": float(result.best_reward),
         }
 
@@ -331,9 +345,10 @@ class AoDSynthesizeOperator(_ModelOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Synthesize locally, or submit the Ray job and wait for it (or defer)."""
-        if self.execution_mode not in ("local", "ray_job"):
-            raise AoDInputError(f"execution_mode must be 'local' or 'ray_job', got {self.execution_mode!r}")
         with self.reporting_errors(context):
+            if self.execution_mode not in ("local", "ray_job"):
+                mode = self.execution_mode
+                raise AoDInputError(f"execution_mode must be 'local' or 'ray_job', got {mode!r}")
             partition = self.load()
             rows = _optional_int(self.rows, "rows")
             actors = _optional_int(self.actors, "actors")
@@ -486,6 +501,7 @@ class AoDValidateOperator(_PartitionOperator):
                 sensitive=partition.sensitive,
                 holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
                 extra_suite=_optional_str(self.extra_suite),
+                out_dir=self.table_dir,
             )
             result = summary.as_dict()
             context["ti"].xcom_push(key="return_value", value=result)
@@ -580,12 +596,19 @@ class AoDSummaryOperator(BaseOperator):
         by_run = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=task_ids)
         prefix = f"{self.group_id}."
         states = {key.removeprefix(prefix): state for key, state in by_run.get(ti.run_id, {}).items()}
+        # Pull only what exists (a missing XCom is logged as an error by the task SDK).
         errors = {
             f"{step}_{index}": ti.xcom_pull(task_ids=task_id, key=ERROR_KEY, map_indexes=index)
             for step, task_id in zip(self.steps, task_ids, strict=True)
             for index in range(len(names))
+            if states.get(f"{step}_{index}") == "failed"
         }
-        validations = [ti.xcom_pull(task_ids=task_ids[-1], map_indexes=index) for index in range(len(names))]
+        validations = [
+            ti.xcom_pull(task_ids=task_ids[-1], map_indexes=index)
+            if states.get(f"{self.steps[-1]}_{index}") in ("success", "failed")
+            else None
+            for index in range(len(names))
+        ]
         outcomes = partition_outcomes(names, self.steps, states, errors, validations)
         records = [asdict(outcome) for outcome in outcomes]
         out = Path(self.out_dir)

@@ -111,7 +111,7 @@ def job_bundle(job: SynthesisJob) -> Iterator[Path]:
     """A temporary folder holding what the job needs: ``spec/`` and ``prompts/<partition>/``.
 
     The spec is loaded first, so a bad spec fails here with its own message instead of on the
-    cluster; a partition file outside the spec's folder, or a missing prompt, is an ``AodError``.
+    cluster; a partition file outside the spec's folder is an ``AodError``.
     """
     spec = load_spec(job.spec_path)
     partitions = spec.select(job.partition)
@@ -130,11 +130,9 @@ def job_bundle(job: SynthesisJob) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="aod-job-") as tmp:
         bundle = Path(tmp)
         shutil.copytree(root, bundle / SPEC_DIR, ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        if job.prompt_dir is not None:
-            for partition in partitions:
-                prompt = job.prompt_dir / partition.name / PROMPT_FILE
-                if not prompt.is_file():
-                    raise AodError(f"no prompt artifact for partition {partition.name!r}: {prompt} not found")
+        for partition in partitions if job.prompt_dir is not None else ():
+            prompt = job.prompt_dir / partition.name / PROMPT_FILE
+            if prompt.is_file():  # as in a local run, a partition without one uses its initial prompt
                 target = bundle / PROMPT_DIR / partition.name / PROMPT_FILE
                 target.parent.mkdir(parents=True)
                 shutil.copyfile(prompt, target)
@@ -204,20 +202,20 @@ class RayJobs:
 
 
 def run_synthesis_job(
-    address: str,
+    jobs: RayJobs,
     job: SynthesisJob,
     poll_interval: float = 5.0,
     timeout: float | None = None,
     echo: Callable[[str], None] = print,
 ) -> JobState:
-    """Submit ``job`` to the cluster at ``address`` and wait for it (``aod synthesize --ray-address``).
+    """Submit ``job`` to a cluster and wait for it: the whole round trip for the command line.
 
-    Ctrl-C stops the job before re-raising. A job that fails, is stopped, or runs past
-    ``timeout`` raises ``AodError`` with the tail of its logs.
+    ``RayJobs(address)`` authenticates as Ray's own tools do (``RAY_AUTH_TOKEN``). Ctrl-C stops
+    the job before re-raising. A job that fails, is stopped, or runs past ``timeout`` raises
+    ``AodError`` with the tail of its logs.
     """
-    jobs = RayJobs(address)
     job_id = jobs.submit(job)
-    echo(f"submitted Ray job {job_id} to {address}")
+    echo(f"submitted Ray job {job_id} to {jobs.address}")
     try:
         state = jobs.wait(job_id, poll_interval, timeout)
     except KeyboardInterrupt:
