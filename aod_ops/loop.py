@@ -1,0 +1,610 @@
+"""The AoD loop: optimize one partition's DLM prompt over rounds of sample, judge, propose, accept.
+
+Round r of a partition's run:
+
+1. The current prompt's judgement. In round 1 the initial prompt is sampled (K candidates) and
+   judged. Later rounds reuse the judgement made when the current prompt was evaluated (in the
+   round that accepted it, or in an earlier round that kept it): the current prompt is never
+   sampled twice, which saves K of every (M + 1) K records (a quarter with the default M = 3),
+   and keeps each prompt's reward one fixed number, so the accepted reward cannot go down. That
+   reward is the best of M noisy estimates, so it is optimistic: acceptance is conservative.
+2. The optimizer proposes M revised prompts; each is sampled on fresh seeds and judged.
+3. The best proposal (the first of equals) is accepted if its reward is not lower than the
+   current prompt's. A round *improves* when the accepted reward is strictly higher.
+4. The run stops when the reward reaches the target, after ``patience`` rounds in a row without
+   improvement, or after ``rounds`` rounds (checked in that order). When the initial prompt
+   already reaches the target, round 1 proposes nothing.
+
+Every round is written to the run directory before the next starts, so an interrupted run
+resumes where it stopped; seeds depend only on the partition's seed, the round and the slot, so
+a resumed run samples what an uninterrupted one would have. A run directory holds::
+
+    <out_dir>/<partition>/
+        run.json            the settings the rounds depend on; a resume must match them
+        rounds/round_NN.json  each round: the prompt in force after it, its reward, metrics and
+                            feedback, the starting prompt's evaluation, every proposal with its
+                            reward, whether it was accepted, the candidates, timings
+        history.json        one summary line per round, the best prompt and why the run stopped
+        prompt.json         the best prompt (``Prompt.to_json``): what synthesis reads
+
+The rounds' stopping settings (``rounds``, ``target_reward``, ``patience``) may change between
+runs: a finished run asked for more rounds goes on; one that is done is not redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aod_ops.agents.chat import ChatModel, chat_model_from_spec
+from aod_ops.agents.judge import Judge, Judgement
+from aod_ops.agents.optimizer import Optimizer, Trial
+from aod_ops.agents.prompt import Prompt, initial_prompt
+from aod_ops.dlm.generate import Candidate, Generator
+from aod_ops.errors import DataError, ModelError, SpecError
+from aod_ops.metrics import Metrics
+from aod_ops.spec import LoopSettings, Partition, load_reference
+
+PROMPT_FILE = "prompt.json"
+HISTORY_FILE = "history.json"
+RUN_FILE = "run.json"
+ROUNDS_DIR = "rounds"
+STOP_REASONS = ("target", "patience", "rounds")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A prompt sampled once (K candidates on its own seeds) and judged.
+
+    ``source`` is ``"initial"``, ``"editor"`` or ``"agent"``; ``note`` says what the optimizer
+    changed; ``seed`` is the run seed its candidates were drawn from; ``sampling_s`` and
+    ``judging_s`` are wall-clock seconds, ``forwards`` the DLM's forward passes.
+    """
+
+    prompt: Prompt
+    source: str
+    note: str
+    reward: float
+    metrics: Metrics
+    feedback: str
+    seed: int
+    sampling_s: float
+    judging_s: float
+    forwards: int
+    candidates: tuple[Candidate, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The evaluation as JSON-ready data (the prompt as its artifact's object)."""
+        data = asdict(self)
+        data["prompt"] = json.loads(self.prompt.to_json())
+        data["metrics"] = self.metrics.as_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        """Read back ``to_dict``'s data (``KeyError``/``TypeError``/``DataError`` when malformed)."""
+        return cls(
+            prompt=Prompt.from_json(json.dumps(data["prompt"])),
+            source=str(data["source"]),
+            note=str(data["note"]),
+            reward=float(data["reward"]),
+            metrics=Metrics(**data["metrics"]),
+            feedback=str(data["feedback"]),
+            seed=int(data["seed"]),
+            sampling_s=float(data["sampling_s"]),
+            judging_s=float(data["judging_s"]),
+            forwards=int(data["forwards"]),
+            candidates=tuple(
+                Candidate(c["text"], c["record"], tuple(c["errors"]), int(c["seed"]))
+                for c in data["candidates"]
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round: the prompt it started from, the proposals, and which one (if any) was accepted.
+
+    ``sampled_start`` is True when the starting prompt was sampled in this round (round 1);
+    ``accepted`` is the accepted proposal's version; ``proposing_s`` is the optimizer's time;
+    ``agent_failures`` counts the agent's malformed or missing answers in this round.
+    """
+
+    number: int
+    start: Evaluation
+    sampled_start: bool
+    proposals: tuple[Evaluation, ...]
+    accepted: int | None
+    proposing_s: float
+    agent_failures: int = 0
+
+    @property
+    def best(self) -> Evaluation:
+        """The evaluation of the prompt in force after the round."""
+        return next((p for p in self.proposals if p.prompt.version == self.accepted), self.start)
+
+    @property
+    def improved(self) -> bool:
+        """Whether the round raised the reward (an accepted equal reward is no improvement)."""
+        return self.best.reward > self.start.reward
+
+    @property
+    def seconds(self) -> float:
+        """The round's wall-clock time: sampling and judging what it sampled, and proposing."""
+        sampled = [*([self.start] if self.sampled_start else []), *self.proposals]
+        return sum(e.sampling_s + e.judging_s for e in sampled) + self.proposing_s
+
+    @property
+    def forwards(self) -> int:
+        """DLM forward passes spent in the round."""
+        sampled = [*([self.start] if self.sampled_start else []), *self.proposals]
+        return sum(e.forwards for e in sampled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The round file's content: the prompt in force after the round with its reward, metrics
+        and feedback first, then how the round got there."""
+        best = self.best
+        sampled = [*([self.start] if self.sampled_start else []), *self.proposals]
+        return {
+            "round": self.number,
+            "prompt": json.loads(best.prompt.to_json()),
+            "reward": best.reward,
+            "metrics": best.metrics.as_dict(),
+            "feedback": best.feedback,
+            "accepted": self.accepted,
+            "improved": self.improved,
+            "start": {**self.start.to_dict(), "sampled": self.sampled_start},
+            "proposals": [
+                {**p.to_dict(), "accepted": p.prompt.version == self.accepted} for p in self.proposals
+            ],
+            "timings": {
+                "seconds": self.seconds,
+                "sampling_s": sum(e.sampling_s for e in sampled),
+                "judging_s": sum(e.judging_s for e in sampled),
+                "proposing_s": self.proposing_s,
+            },
+            "forwards": self.forwards,
+            "agent_failures": self.agent_failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundRecord:
+        """Read back ``to_dict``'s data (``KeyError``/``TypeError``/``DataError`` when malformed)."""
+        return cls(
+            number=int(data["round"]),
+            start=Evaluation.from_dict(data["start"]),
+            sampled_start=bool(data["start"]["sampled"]),
+            proposals=tuple(Evaluation.from_dict(p) for p in data["proposals"]),
+            accepted=None if data["accepted"] is None else int(data["accepted"]),
+            proposing_s=float(data["timings"]["proposing_s"]),
+            agent_failures=int(data["agent_failures"]),
+        )
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """A partition's optimized prompt and how the loop got there.
+
+    ``stop`` is why the run ended (one of ``STOP_REASONS``); ``resumed`` is how many rounds were
+    read back from the run directory instead of run.
+    """
+
+    partition: str
+    run_dir: Path
+    rounds: tuple[RoundRecord, ...]
+    stop: str
+    resumed: int
+
+    @property
+    def best(self) -> Evaluation:
+        """The best prompt's evaluation."""
+        return self.rounds[-1].best
+
+    @property
+    def best_prompt(self) -> Prompt:
+        """The best prompt."""
+        return self.best.prompt
+
+    @property
+    def best_reward(self) -> float:
+        """The best prompt's reward."""
+        return self.best.reward
+
+    @property
+    def prompt_path(self) -> Path:
+        """The best prompt's artifact, ``<run_dir>/prompt.json``."""
+        return self.run_dir / PROMPT_FILE
+
+    @property
+    def history_path(self) -> Path:
+        """The run's summary, ``<run_dir>/history.json``."""
+        return self.run_dir / HISTORY_FILE
+
+
+def stop_reason(rounds: Sequence[RoundRecord], settings: LoopSettings) -> str | None:
+    """Why a run with these rounds is over under ``settings``, or None when it goes on."""
+    if not rounds:
+        return None
+    if rounds[-1].best.reward >= settings.target_reward:
+        return "target"
+    stale = 0
+    for record in reversed(rounds):
+        if record.improved:
+            break
+        stale += 1
+    if stale >= settings.patience:
+        return "patience"
+    if len(rounds) >= settings.rounds:
+        return "rounds"
+    return None
+
+
+def evaluation_seed(seed: int, round_number: int, slot: int) -> int:
+    """The run seed of one evaluation: slot 0 is the round's starting prompt, 1..M its proposals.
+    Every (partition seed, round, slot) draws fresh candidates."""
+    digest = hashlib.sha256(f"aod-loop:{seed}:{round_number}:{slot}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+class _CallBudget:
+    """A chat model that answers at most ``calls`` times per round, then raises ``ModelError``:
+    the optimizer treats that as an agent that is gone for the round, and its editor fills in."""
+
+    def __init__(self, model: ChatModel, calls: int) -> None:
+        self.model = model
+        self.name = model.name
+        self.calls = calls
+        self.left = calls
+        self.refused = 0
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
+        """The model's reply while the round's budget lasts."""
+        if self.left <= 0:
+            self.refused += 1
+            raise ModelError(f"the agent's {self.calls} calls for this round are spent")
+        self.left -= 1
+        return self.model.complete(messages, max_tokens, temperature)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_settings(partition: Partition, settings: LoopSettings, agent_calls: int | None) -> dict[str, Any]:
+    """What the rounds' content depends on (the stopping rules aside): a resume must match it."""
+    return {
+        "partition": partition.name,
+        "schema_sha256": _file_digest(partition.schema_path),
+        "reference_sha256": _file_digest(partition.reference_path),
+        "notes": partition.notes,
+        "sensitive": list(partition.sensitive),
+        "dlm": asdict(partition.dlm),
+        "agent": {"base_url": partition.agent.base_url, "model": partition.agent.model},
+        "critic": partition.critic,
+        "seed": partition.seed,
+        "decoding": asdict(partition.decoding),
+        "candidates": settings.candidates,
+        "proposals": settings.proposals,
+        "agent_calls": agent_calls,
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file atomically: a reader (synthesis, a resume) never sees a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the loop's record: {exc}") from exc
+
+
+def read_rounds(run_dir: Path) -> list[RoundRecord]:
+    """The rounds recorded in a run directory, in order (round files must be 1, 2, ... n).
+
+    :raises DataError: naming the round file that is missing or malformed.
+    """
+    folder = run_dir / ROUNDS_DIR
+    files = sorted(folder.glob("round_*.json")) if folder.is_dir() else []
+    rounds = []
+    for number, path in enumerate(files, start=1):
+        if path.name != round_file(run_dir, number).name:
+            raise DataError(
+                f"{path}: expected {round_file(run_dir, number).name} (rounds are numbered in order)"
+            )
+        try:
+            record = RoundRecord.from_dict(_read_json(path))
+        except (KeyError, TypeError, ValueError, DataError) as exc:
+            raise DataError(f"{path}: not a round record: {exc}") from exc
+        if record.number != number:
+            raise DataError(f"{path}: holds round {record.number}, expected {number}")
+        rounds.append(record)
+    return rounds
+
+
+def round_file(run_dir: Path, number: int) -> Path:
+    """The file of round ``number``."""
+    return run_dir / ROUNDS_DIR / f"round_{number:02d}.json"
+
+
+def _summary(metrics: Metrics) -> dict[str, Any]:
+    """The metrics without the per-field diversity (the round files keep it)."""
+    return {k: v for k, v in metrics.as_dict().items() if k != "field_diversity"}
+
+
+def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> dict[str, Any]:
+    """The run's summary (``history.json``): the initial prompt's figures, one line per round (the
+    prompt in force after it, the proposals' rewards), the best prompt, and the stop reason (None
+    while the run goes on)."""
+    lines = []
+    for record in rounds:
+        best = record.best
+        lines.append(
+            {
+                "round": record.number,
+                "reward": best.reward,
+                "version": best.prompt.version,
+                "start_version": record.start.prompt.version,
+                "start_reward": record.start.reward,
+                "accepted": record.accepted,
+                "improved": record.improved,
+                "metrics": _summary(best.metrics),
+                "proposals": [
+                    {
+                        "version": p.prompt.version,
+                        "source": p.source,
+                        "note": p.note,
+                        "reward": p.reward,
+                        "validity": p.metrics.validity,
+                        "tsr": p.metrics.tsr,
+                        "field_overlap": p.metrics.field_overlap,
+                    }
+                    for p in record.proposals
+                ],
+                "seconds": record.seconds,
+                "forwards": record.forwards,
+            }
+        )
+    final = rounds[-1].best if rounds else None
+    initial = rounds[0].start if rounds else None
+    return {
+        "partition": partition,
+        "initial": None
+        if initial is None
+        else {
+            "version": initial.prompt.version,
+            "reward": initial.reward,
+            "metrics": _summary(initial.metrics),
+        },
+        "rounds": lines,
+        "best": None
+        if final is None
+        else {"version": final.prompt.version, "reward": final.reward, "metrics": final.metrics.as_dict()},
+        "stop": stop,
+    }
+
+
+class _Parts:
+    """The loop's working parts for one partition, built once per run (models load lazily)."""
+
+    def __init__(self, partition: Partition, settings: LoopSettings, agent_calls: int | None) -> None:
+        from aod_ops.dlm.models import load_denoiser
+        from aod_ops.schema import load_schema
+
+        if partition.dlm.base_url is not None:
+            raise ModelError(
+                f"partition {partition.name!r}: the loop runs a local DLM; a DLM server "
+                f"({partition.dlm.base_url}) is not supported here"
+            )
+        self.partition = partition
+        self.settings = settings
+        self.schema = load_schema(partition.schema_path)
+        self.reference = load_reference(partition)
+        # The local SmolLM2 agent is too weak and slow to write proposals by default: the editor
+        # does, unless the agent is an endpoint or ``agent_calls`` asks for it.
+        use_agent = agent_calls != 0 and (partition.agent.base_url is not None or agent_calls is not None)
+        chat = (
+            chat_model_from_spec(partition.agent, partition.seed) if use_agent or partition.critic else None
+        )
+        self.budget = _CallBudget(chat, agent_calls) if chat is not None and agent_calls else None
+        agent: ChatModel | None = (self.budget or chat) if use_agent else None
+        self.judge = Judge(
+            self.schema,
+            self.reference,
+            partition.sensitive,
+            partition.notes,
+            critic=chat if partition.critic else None,
+        )
+        self.optimizer = Optimizer(agent=agent)
+        self.generator = Generator(
+            load_denoiser(partition.dlm.model, partition.dlm.trust_remote_code), self.schema
+        )
+
+    def evaluate(
+        self, prompt: Prompt, source: str, note: str, seed: int, on_batch: Callable[[int], None] | None
+    ) -> tuple[Evaluation, Judgement]:
+        """Sample K candidates with ``prompt`` on run seed ``seed`` and judge them."""
+        started, forwards = time.perf_counter(), self.generator.stats.forwards
+        candidates = self.generator.sample(
+            prompt.render(self.schema.contents),
+            self.settings.candidates,
+            prompt.decoding,
+            seed=seed,
+            on_batch=None if on_batch is None else lambda batch: on_batch(len(batch)),
+        )
+        sampling_s = time.perf_counter() - started
+        spent = self.generator.stats.forwards - forwards
+        judgement = self.judge.judge(candidates, sampling_s, spent)
+        evaluation = Evaluation(
+            prompt=prompt,
+            source=source,
+            note=note,
+            reward=judgement.reward,
+            metrics=judgement.metrics,
+            feedback=judgement.feedback,
+            seed=seed,
+            sampling_s=sampling_s,
+            judging_s=time.perf_counter() - started - sampling_s,
+            forwards=spent,
+            candidates=tuple(candidates),
+        )
+        return evaluation, judgement
+
+    def rejudge(self, evaluation: Evaluation) -> Judgement:
+        """The judgement of recorded candidates (a resume needs its problems for the optimizer)."""
+        return self.judge.judge(evaluation.candidates, evaluation.sampling_s, evaluation.forwards)
+
+    def run_round(
+        self,
+        number: int,
+        start: Evaluation,
+        judgement: Judgement,
+        trials: list[Trial],
+        next_version: int,
+        on_batch: Callable[[int], None] | None,
+    ) -> tuple[RoundRecord, Judgement]:
+        """Propose, evaluate and accept for one round; returns the round and the judgement of the
+        prompt in force after it."""
+        proposals: list[Evaluation] = []
+        judgements: list[Judgement] = []
+        proposing_s = 0.0
+        failures = 0
+        if start.reward < self.settings.target_reward:
+            if self.budget is not None:
+                self.budget.left = self.budget.calls
+            refused, malformed = self.budget.refused if self.budget else 0, self.optimizer.malformed
+            started = time.perf_counter()
+            revised = self.optimizer.propose(
+                start.prompt, judgement, trials, self.settings.proposals, next_version
+            )
+            proposing_s = time.perf_counter() - started
+            # Refusals of the spent budget are the cap working, not the agent failing.
+            failures = (self.optimizer.malformed - malformed) - (
+                (self.budget.refused if self.budget else 0) - refused
+            )
+            for slot, proposal in enumerate(revised, start=1):
+                seed = evaluation_seed(self.partition.seed, number, slot)
+                evaluation, judged = self.evaluate(
+                    proposal.prompt, proposal.source, proposal.note, seed, on_batch
+                )
+                proposals.append(evaluation)
+                judgements.append(judged)
+                trials.append(Trial(evaluation.prompt, evaluation.reward, evaluation.metrics))
+        accepted, after = None, judgement
+        if proposals:
+            index = max(range(len(proposals)), key=lambda i: (proposals[i].reward, -i))
+            if proposals[index].reward >= start.reward:
+                accepted, after = proposals[index].prompt.version, judgements[index]
+        record = RoundRecord(number, start, number == 1, tuple(proposals), accepted, proposing_s, failures)
+        return record, after
+
+
+def optimize_partition(
+    partition: Partition,
+    out_dir: str | Path,
+    rounds: int | None = None,
+    candidates: int | None = None,
+    *,
+    proposals: int | None = None,
+    agent_calls: int | None = None,
+    restart: bool = False,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> LoopResult:
+    """Run (or resume) the AoD loop for one partition; write its run directory
+    ``<out_dir>/<partition>/`` and return the best prompt and the rounds.
+
+    :param rounds: the most rounds (default: the spec's ``loop.rounds``).
+    :param candidates: K, candidates per evaluation (default: the spec's).
+    :param proposals: M, revised prompts per round (default: the spec's).
+    :param agent_calls: chat calls per round the agent may spend writing proposals. None: all
+        the optimizer asks for when the agent is an endpoint, none for the local SmolLM2 (the
+        deterministic editor writes them); 0: never.
+    :param restart: discard a recorded run of this partition instead of resuming it.
+    :param on_round: told each round once it is written (raising there stops the run; it
+        resumes from the next round).
+    :param on_batch: told how many candidates each finished DLM batch held (for progress).
+    :raises SpecError: for a loop setting out of range.
+    :raises DataError: when the run directory was made with other settings, or is unreadable.
+    """
+    overrides = {"rounds": rounds, "candidates": candidates, "proposals": proposals}
+    try:
+        settings = replace(partition.loop, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise SpecError(f"partition {partition.name!r}: loop: {exc}") from exc
+    if agent_calls is not None and agent_calls < 0:
+        raise SpecError(f"partition {partition.name!r}: agent_calls must be at least 0, got {agent_calls}")
+    run_dir = Path(out_dir) / partition.name
+    wanted = run_settings(partition, settings, agent_calls)
+    if restart and run_dir.is_dir():
+        for name in (RUN_FILE, HISTORY_FILE, PROMPT_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / ROUNDS_DIR, ignore_errors=True)
+    records = read_rounds(run_dir)
+    if records:
+        recorded = _read_json(run_dir / RUN_FILE)
+        changed = sorted(k for k in wanted.keys() | recorded.keys() if wanted.get(k) != recorded.get(k))
+        if changed:
+            raise DataError(
+                f"{run_dir}: a run of other settings is recorded here ({', '.join(changed)} differ); "
+                "use another output folder, or restart it"
+            )
+    _write_json(run_dir / RUN_FILE, wanted)  # with no round recorded, there is nothing to keep
+    resumed = len(records)
+
+    def finish(stop: str) -> LoopResult:
+        _write_json(run_dir / HISTORY_FILE, history(partition.name, records, stop))
+        return LoopResult(partition.name, run_dir, tuple(records), stop, resumed)
+
+    stop = stop_reason(records, settings)
+    if stop is not None:
+        return finish(stop)
+    parts = _Parts(partition, settings, agent_calls)
+    if records:
+        trials = [
+            Trial(e.prompt, e.reward, e.metrics)
+            for r in records
+            for e in ([r.start] if r.sampled_start else []) + list(r.proposals)
+        ]
+        current = records[-1].best
+        judgement = parts.rejudge(current)
+    else:
+        first = initial_prompt(partition, parts.schema.contents, parts.reference)
+        seed = evaluation_seed(partition.seed, 1, 0)
+        current, judgement = parts.evaluate(
+            first, "initial", "the spec's notes and exemplars", seed, on_batch
+        )
+        trials = [Trial(current.prompt, current.reward, current.metrics)]
+    while stop is None:
+        number = len(records) + 1
+        next_version = max(t.prompt.version for t in trials) + 1
+        record, judgement = parts.run_round(number, current, judgement, trials, next_version, on_batch)
+        records.append(record)
+        current = record.best
+        stop = stop_reason(records, settings)
+        _write_json(round_file(run_dir, number), record.to_dict())
+        _write_text(run_dir / PROMPT_FILE, current.prompt.to_json() + "\n")
+        _write_json(run_dir / HISTORY_FILE, history(partition.name, records, stop))
+        if on_round is not None:
+            on_round(record)
+    return finish(stop)
