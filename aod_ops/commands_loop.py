@@ -1,0 +1,123 @@
+"""The ``aod optimize`` and ``aod report`` subcommands (registered by ``aod_ops.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+
+def round_line(partition: str, record: Any) -> str:
+    """One line per round: round, reward, validity, TSR, field overlap, accepted or not, time."""
+    best = record.best
+    metrics = best.metrics
+    if record.accepted is None:
+        outcome = f"kept v{best.prompt.version}" if record.proposals else "no proposals"
+    else:
+        outcome = f"accepted v{record.accepted} ({best.source})"
+    return (
+        f"{partition} round {record.number}: reward {best.reward:.3f}  validity {metrics.validity:.2f}  "
+        f"TSR {metrics.tsr:.2f}  field overlap {metrics.field_overlap:.2f}  {outcome}  {record.seconds:.1f} s"
+    )
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    """``aod optimize``: run or resume the AoD loop for each selected partition."""
+    from aod_ops.spec import DLMSetting, load_spec
+
+    for partition in load_spec(args.spec).select(args.partition):
+        if args.model is not None:
+            dlm = DLMSetting(model=args.model, trust_remote_code=args.trust_remote_code)
+            partition = replace(partition, dlm=dlm)
+        optimize_one(args, partition)
+    return 0
+
+
+def optimize_one(args: argparse.Namespace, partition: Any) -> None:
+    """Optimize one partition, with a progress bar and a line per round."""
+    from aod_ops.cli import console, progress_bar
+    from aod_ops.loop import optimize_partition
+
+    loop = partition.loop
+    rounds = args.rounds or loop.rounds
+    k, m = args.candidates or loop.candidates, args.proposals or loop.proposals
+    console.print(
+        f"{partition.name}: up to {rounds} rounds of {m} proposals x {k} candidates, "
+        f"DLM {partition.dlm.model} -> {Path(args.out) / partition.name}",
+        markup=False,
+        highlight=False,
+    )
+    with progress_bar() as bar:
+        # An upper bound: the run may stop early, or resume with rounds already done.
+        task = bar.add_task(f"{partition.name} records", total=k * (1 + m * rounds), status="")
+
+        def on_round(record: Any) -> None:
+            bar.console.print(round_line(partition.name, record), markup=False, highlight=False)
+            bar.update(task, status=f"round {record.number}: reward {record.best.reward:.3f}")
+
+        result = optimize_partition(
+            partition,
+            args.out,
+            rounds=args.rounds,
+            candidates=args.candidates,
+            proposals=args.proposals,
+            agent_calls=args.agent_calls,
+            restart=args.restart,
+            on_round=on_round,
+            on_batch=lambda n: bar.update(task, advance=n),
+        )
+    if result.resumed:
+        console.print(
+            f"{partition.name}: rounds 1-{result.resumed} were read back from {result.run_dir}",
+            markup=False,
+            highlight=False,
+        )
+    console.print(
+        f"{partition.name}: best reward {result.best_reward:.3f} (prompt v{result.best_prompt.version}) "
+        f"after {len(result.rounds)} round(s), stopped: {result.stop} -> {result.prompt_path}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def add_optimize_parser(sub: Any) -> None:
+    """Register ``aod optimize`` on the subparsers ``sub``."""
+    p = sub.add_parser("optimize", help="optimize each partition's DLM prompt with the AoD loop")
+    p.add_argument("--spec", required=True, help="partition spec (YAML)")
+    p.add_argument("--partition", help="only this partition (default: all, one after another)")
+    p.add_argument("--out", required=True, help="output folder: one run directory per partition")
+    p.add_argument("--rounds", type=int, help="most rounds (default: the spec's loop.rounds)")
+    p.add_argument("--candidates", type=int, help="candidates sampled per prompt (default: the spec's)")
+    p.add_argument("--proposals", type=int, help="revised prompts per round (default: the spec's)")
+    p.add_argument("--model", help="DLM instead of the spec's (built-in name or local folder)")
+    p.add_argument("--trust-remote-code", action="store_true", help="with --model: allow LLaDA/Dream code")
+    p.add_argument(
+        "--agent-calls",
+        type=int,
+        help="agent chat calls per round for proposals (default: all asked with an endpoint agent, "
+        "none with the local SmolLM2, whose proposals the deterministic editor writes)",
+    )
+    p.add_argument("--restart", action="store_true", help="discard a recorded run instead of resuming it")
+    p.set_defaults(handler=cmd_optimize)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``aod report``: plot reward and metrics per round into the folder."""
+    from aod_ops.cli import console
+    from aod_ops.report import write_report
+
+    report = write_report(args.dir)
+    console.print(
+        f"report of {', '.join(report.partitions)}: {report.png} and {report.html}",
+        markup=False,
+        highlight=False,
+    )
+    return 0
+
+
+def add_report_parser(sub: Any) -> None:
+    """Register ``aod report`` on the subparsers ``sub``."""
+    p = sub.add_parser("report", help="plot the AoD loop's reward and metrics per round (PNG + HTML)")
+    p.add_argument("dir", help="an `aod optimize --out` folder, or one partition's run directory in it")
+    p.set_defaults(handler=cmd_report)
