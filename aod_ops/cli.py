@@ -252,6 +252,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``aod run``: optimize, synthesize and validate the partitions, the DAG's steps without
+    Airflow, each step exactly as its own ``aod`` command runs it."""
+    out = Path(args.out)
+    prompts, tables = out / "prompts", out / "tables"
+    common = ["--spec", args.spec] + (["--partition", args.partition] if args.partition else [])
+    model = ["--model", args.model] if args.model else []
+    counts = [f"--{k}={v}" for k, v in (("rounds", args.rounds), ("candidates", args.candidates)) if v]
+    steps = [
+        ["optimize", *common, *model, *counts, "--out", str(prompts)],
+        ["report", str(prompts)],
+        ["synthesize", *common, *model, "--prompt-dir", str(prompts), "--out", str(tables)]
+        + ([f"--rows={args.rows}"] if args.rows else []),
+        ["validate", *common, "--data", str(tables)] + (["--docs"] if args.docs else []),
+    ]
+    code = 0
+    for step in steps:
+        console.rule(f"aod {step[0]}")
+        step_args = build_parser().parse_args(step)
+        code = int(step_args.handler(step_args))
+        if code and step[0] != "validate":
+            return code
+    console.print(
+        f"tables: {tables}/<partition>/data (rejects in quarantine/, report.json, validation_result.json, "
+        f"privacy_report.json); loop runs and prompts: {prompts}/<partition>; plot: {prompts}/report.html",
+        markup=False,
+        highlight=False,
+    )
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``aod`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="aod", description=__doc__)
@@ -285,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition")
     p.add_argument("--docs", action="store_true", help="write GX Data Docs HTML")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("run", help="optimize, synthesize and validate: the whole pipeline without Airflow")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--partition")
+    p.add_argument("--model", help="DLM for every partition (default: the spec's)")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--candidates", type=int)
+    p.add_argument("--rows", type=int)
+    p.add_argument("--docs", action="store_true")
+    p.set_defaults(handler=cmd_run)
     return parser
 
 
