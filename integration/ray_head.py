@@ -72,16 +72,17 @@ def _stop(process: subprocess.Popen[bytes], temp_dir: Path) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)  # `ray start --block` then shuts its node down
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-    deadline = time.monotonic() + 15
-    while (left := _own_processes(process.pid, str(temp_dir))) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in left:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        for pid in _own_processes(process.pid, str(temp_dir)):
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while _own_processes(process.pid, str(temp_dir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @contextmanager
