@@ -1,0 +1,131 @@
+"""Smoke tests of the quality benchmark (bench/quality.py) at tiny sizes, so that it cannot rot.
+
+The DLM and AoD systems run end to end on the tiny random DLM; the autoregressive systems run on
+the real SmolLM2 weights with a few tokens (marked slow: they load SmolLM2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aod_ops.agents.judge import Judge
+from aod_ops.schema import load_schema
+from aod_ops.spec import load_reference, load_spec
+from bench import quality
+
+SPEC = Path(__file__).resolve().parent.parent / "examples" / "partitions.yaml"
+KEYS = {
+    "system",
+    "partition",
+    "validity",
+    "tsr",
+    "field_overlap",
+    "exact_match_rate",
+    "diversity",
+    "dcr_p5",
+    "records_per_s",
+    "forwards_per_valid_record",
+    "wall_s",
+}
+
+
+def test_cli_runs_dlm_and_aod_systems_and_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "quality.json"
+    systems = ["dlm-free", "dlm-skeleton", "aod-skeleton", "aod-free"]
+    code = quality.main(
+        ["--model", "tiny-random", "--partitions", "seattle-weather", "--systems", ",".join(systems),
+         "--candidates", "2", "--rounds", "1", "--proposals", "1", "--max-new-tokens", "8",
+         "--out", str(out), "--work", str(tmp_path / "work")]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    rows = results["rows"]
+    assert [r["system"] for r in rows] == systems
+    for r in rows:
+        assert r.keys() >= KEYS
+        assert r["partition"] == "seattle-weather"
+        assert r["candidates"] == 2
+        assert 0.0 <= r["validity"] <= 1.0 and 0.0 <= r["tsr"] <= r["validity"]
+        assert r["records_per_s"] > 0 and r["wall_s"] > 0
+    by = {r["system"]: r for r in rows}
+    # Skeleton infilling makes the structure: even a random model's records validate.
+    assert by["dlm-skeleton"]["validity"] == 1.0 and by["aod-skeleton"]["validity"] == 1.0
+    # An AoD system's time includes its loop: more than sampling its records alone.
+    assert by["aod-skeleton"]["wall_s"] > 2 / by["aod-skeleton"]["records_per_s"]
+    runs = {r["system"]: r for r in results["rewards"]}
+    assert set(runs) == {"aod-skeleton", "aod-free"}
+    for run in runs.values():
+        assert len(run["rewards"]) == 2  # the initial prompt and one round
+        assert all(0.0 <= x <= 1.0 for x in run["rewards"])
+        assert run["rewards"][1] >= run["rewards"][0]  # a prompt is accepted only if not worse
+        assert run["stop"] in ("target", "patience", "rounds")
+    assert (tmp_path / "work" / "aod-skeleton" / "seattle-weather" / "history.json").is_file()
+    assert [m["system"] for m in results["means"]] == systems
+    baseline = results["dcr_baseline"]["seattle-weather"]
+    assert baseline["holdout_records"] > 0 and 0.0 <= baseline["dcr_p5"] <= baseline["dcr_median"]
+    settings = results["settings"]
+    assert settings["candidates_per_system_and_partition"] == 2 and settings["loop_rounds"] == 1
+    assert settings["dlm"] == "tiny-random" and len(settings["load_average_before"]) == 3
+    markdown = out.with_suffix(".md").read_text()
+    for system in systems:
+        assert f"| {system} |" in markdown
+    assert "paper (LLaDA-8B, 8-9B agents) | – | 0.79 | 0.29" in markdown
+    assert "### Targets (aod-skeleton)" in markdown
+    assert (out.parent / "quality_rewards.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _row(system: str, partition: str, **values: float) -> dict[str, float | str]:
+    base = {"validity": 1.0, "tsr": 0.95, "field_overlap": 0.1, "exact_match_rate": 0.0, "records_per_s": 1.0}
+    return {"system": system, "partition": partition, **base, **values}
+
+
+def test_targets_mark_each_partition_and_say_met_or_missed() -> None:
+    rows = [
+        _row("aod-skeleton", "a"),
+        _row("aod-skeleton", "b", field_overlap=0.3, exact_match_rate=0.05),
+        _row("ar", "a", tsr=0.5),
+        _row("ar", "b", tsr=0.97),
+        _row("dlm-skeleton", "a", records_per_s=9.0),
+        _row("dlm-skeleton", "b", records_per_s=9.0, validity=0.5),
+        _row("ar-constrained", "a", records_per_s=2.0, validity=0.9),
+        _row("ar-constrained", "b", records_per_s=2.0, validity=0.9),
+    ]
+    checks = {t["target"]: t for t in quality.targets(rows)}
+    assert checks["validity"]["met"] and checks["tsr"]["met"]
+    assert not checks["field_overlap"]["met"] and checks["field_overlap"]["values"] == {"a": 0.1, "b": 0.3}
+    assert not checks["exact_match_rate"]["met"]
+    above = checks["tsr above every baseline"]
+    assert not above["met"] and above["values"]["b"] == {"aod": 0.95, "best_baseline": 0.97}
+    speed = checks["dlm-skeleton records/s >= 3x ar-constrained at equal validity"]
+    assert speed["values"]["a"]["ratio"] == 4.5
+    assert not speed["met"]  # partition b is fast enough, but at lower validity
+
+
+def test_bad_settings_and_unknown_systems_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="candidates must be at least 1"):
+        quality.BenchSettings(candidates=0)
+    with pytest.raises(ValueError, match="unknown systems \\['llm'\\]"):
+        quality.run_benchmark(SPEC, ["cars"], ["llm"], quality.BenchSettings(), tmp_path)
+
+
+@pytest.mark.slow
+def test_ar_systems_sample_smollm2_with_and_without_the_json_grammar() -> None:
+    partition = load_spec(SPEC).select("cars")[0]
+    schema = load_schema(partition.schema_path)
+    ctx = quality.Context(partition, schema, load_reference(partition), [])
+    settings = quality.BenchSettings(candidates=2, max_new_tokens=4)
+    judge = Judge(schema, ctx.reference)
+    for constrained in (False, True):
+        run = quality.run_ar(ctx, constrained, settings)
+        assert run.system == ("ar-constrained" if constrained else "ar")
+        assert len(run.candidates) == 2 and 1 <= run.forwards <= 4
+        assert run.wall_s >= run.sampling_s > 0
+        if constrained:  # the grammar allows nothing but the start of a JSON object
+            assert all(c.text.lstrip().startswith("{") for c in run.candidates)
+        r = quality.row(run, judge)
+        assert r.keys() >= KEYS and r["candidates"] == 2
+        # Four tokens cannot hold a whole record: every candidate is counted invalid, none crashes.
+        assert r["validity"] == 0.0 and r["forwards_per_valid_record"] is None
