@@ -13,8 +13,8 @@ apart, as ``startup_s``). The floors: two actors at least 1.6x one actor, and on
 15 % slower than in-process. The machine's load average is recorded before and after, since a
 busy machine moves every figure.
 
-    python bench/ray_scaling.py [--model smollm2-bidir] [--partition cars] [--batch-size 8]
-        [--batches 8] [--out bench/results/ray_scaling.json]
+    python bench/ray_scaling.py [--model smollm2-bidir] [--partition seattle-weather]
+        [--batch-size 8] [--batches 4] [--out bench/results/ray_scaling.json]
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ def on_ray(job: dict[str, Any], actors: int, batches: int, warmup: int) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", default=str(ROOT / "examples" / "partitions.yaml"))
-    parser.add_argument("--partition", default="cars")
+    parser.add_argument("--partition", default="seattle-weather")
     parser.add_argument("--model", default="smollm2-bidir")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=8, help="measured batches per actor")
+    parser.add_argument("--batches", type=int, default=4, help="measured batches per actor")
     parser.add_argument("--warmup", type=int, default=1, help="batches per actor left out of the rate")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ray_scaling.json"))
     args = parser.parse_args(argv)
@@ -115,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     load_before = os.getloadavg()
     results: dict[str, Any] = {"in_process": in_process(job, args.batches, args.warmup)}
+    results["in_process"]["load_1min_after"] = round(os.getloadavg()[0], 2)
     print(f"in-process: {results['in_process']}", file=sys.stderr)
     with adapter.session("local"):  # a fresh embedded instance, never a cluster already running here
         for actors, name in ((1, "ray_1_actor"), (2, "ray_2_actors")):
             # Two actors get twice the batches, so each actor does the same work as the one actor.
             results[name] = on_ray(job, actors, args.batches * actors, args.warmup)
+            results[name]["load_1min_after"] = round(os.getloadavg()[0], 2)
             print(f"{name}: {results[name]}", file=sys.stderr)
     load_after = os.getloadavg()
     speedup = results["ray_2_actors"]["records_per_s"] / results["ray_1_actor"]["records_per_s"]
