@@ -252,6 +252,11 @@ def test_a_scheduler_runs_the_dag_with_ray_jobs_to_success(
     ours = [j for j in jobs if (j.metadata or {}).get("airflow_run_id") == run_id]
     assert sorted((j.metadata or {})["airflow_map_index"] for j in ours) == ["0", "1"]
     assert {j.status.value for j in ours} == {"SUCCEEDED"}
-    assert "RayJobTrigger" in logs["triggerer"].read_text()
+    run_logs = home / "logs" / "dag_id=aod_synthesis" / f"run_id={run_id}" / "task_id=partition.synthesize"
+    for index in range(len(GOOD)):
+        task_log = run_logs / f"map_index={index}" / "attempt=1.log"
+        assert "Pausing task as DEFERRED" in task_log.read_text()
+        trigger_log = task_log.with_name("attempt=1.log.trigger.1.log").read_text()
+        assert "Trigger fired event" in trigger_log and "'status': 'success'" in trigger_log
     for name in GOOD:
         assert pq.read_table(out / DATE / "tables" / name / "data").num_rows == 8
