@@ -49,10 +49,10 @@ AOD_EXTRA_FIELDS: dict[str, Any] = {
 #: The ``ray`` connection's form.
 RAY_UI_FIELDS: dict[str, Any] = {
     "hidden-fields": ["schema", "login"],
-    "relabeling": {"host": "Dashboard address", "port": "Dashboard port", "password": "Bearer token"},
+    "relabeling": {"host": "Dashboard address", "port": "Dashboard port", "password": "Auth token"},
     "placeholders": {
         "host": "http://ray-head:8265",
-        "password": "optional, for a dashboard behind an authenticating proxy",
+        "password": "the cluster's RAY_AUTH_TOKEN (token auth), or a proxy's bearer token",
     },
 }
 RAY_EXTRA_FIELDS: dict[str, Any] = {

@@ -166,8 +166,9 @@ class RayHook(BaseHook):
     """The Jobs API of the Ray cluster a ``ray`` connection names.
 
     Host: the dashboard's address (``http://ray-head:8265``, or a bare host name with the port in
-    the port field, 8265 by default); password: an optional Bearer token for an authenticating
-    proxy; extra ``verify``: check the dashboard's TLS certificate (default true).
+    the port field, 8265 by default); password: the token sent as ``Authorization: Bearer``, the
+    cluster's ``RAY_AUTH_TOKEN`` when it runs with ``RAY_AUTH_MODE=token`` (or an authenticating
+    proxy's token); extra ``verify``: check the dashboard's TLS certificate (default true).
 
     :param ray_conn_id: the ``ray`` connection's id.
     """
