@@ -130,12 +130,12 @@ def job_bundle(job: SynthesisJob) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="aod-job-") as tmp:
         bundle = Path(tmp)
         shutil.copytree(root, bundle / SPEC_DIR, ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        for partition in partitions if job.prompt_dir is not None else ():
-            prompt = job.prompt_dir / partition.name / PROMPT_FILE
-            if prompt.is_file():  # as in a local run, a partition without one uses its initial prompt
-                target = bundle / PROMPT_DIR / partition.name / PROMPT_FILE
-                target.parent.mkdir(parents=True)
-                shutil.copyfile(prompt, target)
+        # As in a local run, a partition without a prompt artifact uses its initial prompt.
+        prompts = [] if job.prompt_dir is None else [job.prompt_dir / p.name / PROMPT_FILE for p in partitions]
+        for prompt in filter(Path.is_file, prompts):
+            target = bundle / PROMPT_DIR / prompt.parent.name / PROMPT_FILE
+            target.parent.mkdir(parents=True)
+            shutil.copyfile(prompt, target)
         yield bundle
 
 
