@@ -131,7 +131,8 @@ def job_bundle(job: SynthesisJob) -> Iterator[Path]:
         bundle = Path(tmp)
         shutil.copytree(root, bundle / SPEC_DIR, ignore=shutil.ignore_patterns(".*", "__pycache__"))
         # As in a local run, a partition without a prompt artifact uses its initial prompt.
-        prompts = [] if job.prompt_dir is None else [job.prompt_dir / p.name / PROMPT_FILE for p in partitions]
+        folder = job.prompt_dir
+        prompts = [] if folder is None else [folder / p.name / PROMPT_FILE for p in partitions]
         for prompt in filter(Path.is_file, prompts):
             target = bundle / PROMPT_DIR / prompt.parent.name / PROMPT_FILE
             target.parent.mkdir(parents=True)
