@@ -47,13 +47,16 @@ def optimize_one(args: argparse.Namespace, partition: Any) -> None:
         f"DLM {partition.dlm.model} -> {Path(args.out) / partition.name}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     with progress_bar() as bar:
         # An upper bound: the run may stop early, or resume with rounds already done.
         task = bar.add_task(f"{partition.name} records", total=k * (1 + m * rounds), status="")
 
         def on_round(record: Any) -> None:
-            bar.console.print(round_line(partition.name, record), markup=False, highlight=False)
+            bar.console.print(
+                round_line(partition.name, record), markup=False, highlight=False, soft_wrap=True
+            )
             bar.update(task, status=f"round {record.number}: reward {record.best.reward:.3f}")
 
         result = optimize_partition(
@@ -72,12 +75,14 @@ def optimize_one(args: argparse.Namespace, partition: Any) -> None:
             f"{partition.name}: rounds 1-{result.resumed} were read back from {result.run_dir}",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
     console.print(
         f"{partition.name}: best reward {result.best_reward:.3f} (prompt v{result.best_prompt.version}) "
         f"after {len(result.rounds)} round(s), stopped: {result.stop} -> {result.prompt_path}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -112,6 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"report of {', '.join(report.partitions)}: {report.png} and {report.html}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     return 0
 

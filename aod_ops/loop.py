@@ -405,7 +405,8 @@ def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> 
 
 
 class _Parts:
-    """The loop's working parts for one partition, built once per run (models load lazily)."""
+    """The loop's working parts for one partition, built once per run; the chat model is loaded
+    only when the critic or the agent will be asked."""
 
     def __init__(self, partition: Partition, settings: LoopSettings, agent_calls: int | None) -> None:
         from aod_ops.dlm.models import load_denoiser
@@ -471,7 +472,8 @@ class _Parts:
         return evaluation, judgement
 
     def rejudge(self, evaluation: Evaluation) -> Judgement:
-        """The judgement of recorded candidates (a resume needs its problems for the optimizer)."""
+        """The judgement of recorded candidates: a resume needs its problems for the optimizer. The
+        recorded reward stands (a critic, when configured, is asked again and may differ)."""
         return self.judge.judge(evaluation.candidates, evaluation.sampling_s, evaluation.forwards)
 
     def run_round(

@@ -204,7 +204,7 @@ def page(runs: list[RunSummary]) -> str:
                 point.reward,
                 *(point.metrics.get(key) for key, _, _ in METRICS),
                 accepted,
-                point.seconds,
+                "" if point.seconds is None else f"{point.seconds:.1f}",
             ]
             parts.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
