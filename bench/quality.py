@@ -465,7 +465,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     if not s["complete"]:
         out += ["**Partial run**: the rows below are those measured before the run stopped.", ""]
-    for name in s["partitions"]:
+    for name in [p for p in s["partitions"] if p in results["dcr_baseline"]]:  # a partial run has fewer
         base = results["dcr_baseline"][name]
         out += [f"### {name}", ""]
         out += _table([r for r in results["rows"] if r["partition"] == name], "system")

@@ -129,3 +129,31 @@ def test_ar_systems_sample_smollm2_with_and_without_the_json_grammar() -> None:
         assert r.keys() >= KEYS and r["candidates"] == 2
         # Four tokens cannot hold a whole record: every candidate is counted invalid, none crashes.
         assert r["validity"] == 0.0 and r["forwards_per_valid_record"] is None
+
+
+def test_markdown_of_a_partial_run_shows_the_partitions_measured_so_far() -> None:
+    rows = [
+        {**_row(system, "cars"), "diversity": 1.0, "dcr_p5": 0.3, "forwards_per_valid_record": 2.0,
+         "wall_s": 5.0, "reward": 0.5}
+        for system in ("dlm-skeleton", "aod-skeleton")
+    ]  # fmt: skip
+    settings = {
+        "complete": False, "partitions": ["cars", "airports"], "candidates_per_system_and_partition": 8,
+        "dlm": "smollm2-bidir", "loop_rounds": 2, "loop_proposals": 2, "ar_model": "SmolLM2",
+        "constrained_decoding": "outlines", "torch_threads": 1, "cpus": 2,
+        "load_average_before": [9.0, 9.0, 9.0], "load_average_after": [8.0, 8.0, 8.0], "total_s": 600.0,
+    }  # fmt: skip
+    results = {
+        "rows": rows,
+        "means": quality.means(rows, quality.SYSTEMS),
+        "dcr_baseline": {"cars": {"dcr_p5": 0.1, "dcr_median": 0.2, "holdout_records": 100,
+                                  "reference_records": 200}},
+        "rewards": [],
+        "targets": quality.targets(rows),
+        "settings": settings,
+    }  # fmt: skip
+    markdown = quality.render_markdown(results)
+    assert "**Partial run**" in markdown
+    assert "### cars" in markdown and "### airports" not in markdown
+    assert "held-out real records to the reference, p5 0.10, median 0.20" in markdown
+    assert "| tsr above every baseline | > max(a-d) | cars: 0.95/0.95 | **missed** |" in markdown
