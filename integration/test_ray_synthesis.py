@@ -232,6 +232,11 @@ def test_progress_counts_up_to_the_target(first_run: dict[str, Any]) -> None:
     assert shirts[-1].records_per_s > 0
 
 
+def test_the_session_already_open_is_used_and_left_open(first_run: dict[str, Any]) -> None:
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2
+    assert first_run["results"]["shirts"].report["settings"]["threads_per_actor"] == 1
+
+
 def test_the_pipeline_raises_no_deprecation_warning(first_run: dict[str, Any]) -> None:
     deprecations = [w for w in first_run["warnings"] if issubclass(w.category, DeprecationWarning)]
     assert deprecations == []
