@@ -24,6 +24,7 @@ from tiny_specs import write_tiny_spec
 
 from aod_ops.agents.prompt import initial_prompt
 from aod_ops.airflow.operators import AoDSynthesizeOperator
+from aod_ops.cli import main
 from aod_ops.errors import AodError
 from aod_ops.ray.jobs import RayJobs, SynthesisJob, run_synthesis_job
 from aod_ops.schema import load_schema
@@ -73,6 +74,22 @@ def test_a_synthesis_job_writes_the_partition_with_the_prompt_it_carried(
     report = json.loads((out / partition.name / "report.json").read_text())
     assert report["counts"]["rows"] == 4
     assert report["prompt"]["source"].endswith("prompts/seattle-weather/prompt.json")
+
+
+def test_aod_synthesize_with_a_dashboard_address_submits_a_ray_job(
+    head: RayHead,
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("RAY_AUTH_TOKEN", head.token)  # the cluster's token, as Ray's own tools take it
+    out = tmp_path / "tables"
+    args = ["synthesize", "--spec", str(spec), "--partition", "car-specs", "--rows", "3", "--actors", "1"]
+    assert main([*args, "--out", str(out), "--ray-address", head.address]) == 0
+    assert pq.read_table(out / "car-specs" / "data").num_rows == 3
+    err = capsys.readouterr().err
+    assert f"to {head.address}" in err and "succeeded" in err
 
 
 def test_a_failing_jobs_logs_are_fetched(jobs: RayJobs, spec: Path, tmp_path: Path) -> None:

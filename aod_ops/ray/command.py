@@ -7,6 +7,7 @@ when the command runs, so the other commands start fast.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,31 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", help="DLM for every partition (default: the spec's dlm)")
     p.add_argument("--max-candidates", type=int, help="candidate budget per partition (default: 10 per row)")
     p.add_argument("--allow-partial", action="store_true", help="keep the rows made when the budget runs out")
-    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else embedded Ray)")
+    p.add_argument(
+        "--ray-address",
+        help="Ray cluster: a dashboard URL (http://head:8265) submits a Ray job through the Jobs API; "
+        "another address is joined (default: RAY_ADDRESS, else embedded Ray)",
+    )
     p.set_defaults(handler=cmd_synthesize)
     return p
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    """Run ``synthesize`` with a progress bar per partition, then print a summary table."""
+    """Run ``synthesize`` with a progress bar per partition, then print a summary table.
+
+    A dashboard address (``http(s)://host:8265``) submits the run as a Ray job through the Jobs
+    API instead and waits for it; any other address is joined as a Ray client.
+    """
+    if args.ray_address and args.ray_address.startswith(("http://", "https://")):
+        from aod_ops.ray.jobs import RayJobs, SynthesisJob, run_synthesis_job
+
+        job = SynthesisJob(
+            Path(args.spec), args.out, args.partition, args.rows, args.actors, args.model, args.prompt_dir
+        )
+        token = os.environ.get("RAY_AUTH_TOKEN")  # a cluster with token authentication
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        run_synthesis_job(RayJobs(args.ray_address, headers=headers), job, echo=Console(stderr=True).print)
+        return 0
     from aod_ops.ray.synthesize import Progress as Step
     from aod_ops.ray.synthesize import SynthesisOptions, synthesize
 
