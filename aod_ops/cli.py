@@ -252,6 +252,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt_dlm(args: argparse.Namespace) -> int:
+    """``aod adapt-dlm``: train the masked-diffusion adapter on a corpus (resumable)."""
+    from aod_ops.dlm.adapt import adapt
+
+    result = adapt(Path(args.corpus), Path(args.out), args.minutes, args.device, max_steps=args.max_steps)
+    console.print(
+        f"{result.steps} steps in {result.minutes:.1f} min; held-out masked CE "
+        f"{result.heldout_ce_initial} -> {result.heldout_ce}; adapter in {result.out_dir} (copy its "
+        "adapter.safetensors and adapter_config.json into aod_ops/dlm/weights/aod-smol-dlm to make it "
+        "aod-smol-dlm, or load it with aod_ops.dlm.models.smollm2_denoiser(adapter=PATH))",
+        markup=False,
+        highlight=False,
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``aod run``: optimize, synthesize and validate the partitions, the DAG's steps without
     Airflow, each step exactly as its own ``aod`` command runs it."""
@@ -316,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition")
     p.add_argument("--docs", action="store_true", help="write GX Data Docs HTML")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("adapt-dlm", help="adapt SmolLM2 into a masked-diffusion LM on a corpus")
+    p.add_argument("--corpus", required=True, help="folder with train.jsonl and heldout.jsonl")
+    p.add_argument("--out", required=True, help="checkpoints and the adapter; an existing run resumes")
+    p.add_argument("--minutes", type=float, default=60.0, help="training time over all resumed runs")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--max-steps", type=int)
+    p.set_defaults(handler=cmd_adapt_dlm)
 
     p = sub.add_parser("run", help="optimize, synthesize and validate: the whole pipeline without Airflow")
     p.add_argument("--spec", required=True)
