@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from aod_ops.dlm.adapt import (
-    ADAPTER_FILE,
     AdapterConfig,
     Batch,
     DiffusionModel,
     Example,
     TrainConfig,
+    TrainItem,
     adapt,
     apply_adapter,
     corrupt,
@@ -37,7 +37,7 @@ SCHEMA = {
     "properties": {"c": {"type": "string", "enum": ["ab", "cd"]}, "n": {"type": "integer"}},
 }
 FAST = TrainConfig(batch_size=4, lr=2e-2, warmup_steps=1, eval_examples=8, checkpoint_minutes=60)
-SMALL = AdapterConfig(rank=4, alpha=8, first_layer=0)
+SMALL = AdapterConfig(rank=4, alpha=8, first_layer=0, train_mask_embedding=True)
 
 
 def write_corpus(folder: Path, n: int = 16) -> Path:
@@ -79,11 +79,27 @@ def test_corrupt_masks_maskable_tokens_only_at_ratio_t() -> None:
     ids = torch.arange(1, 41).reshape(2, 20)
     maskable = torch.zeros(2, 20, dtype=torch.bool)
     maskable[:, 5:] = True
-    batch = Batch(ids, torch.ones_like(maskable), maskable)
+    batch = Batch(ids, torch.ones_like(maskable), maskable, ~maskable)
     noisy, masked = corrupt(batch, 0, torch.tensor([1.0, 1e-9]), torch.Generator().manual_seed(0))
     assert masked[0].tolist() == maskable[0].tolist()  # t = 1: every response token
     assert not masked[1].any()  # t ~ 0: none
     assert (noisy[masked] == 0).all() and (noisy[~masked] == ids[~masked]).all()
+
+
+def test_training_attention_is_the_samplers_prefix_lm() -> None:
+    dm = DiffusionModel(tiny_random_denoiser(), SMALL)
+    item = TrainItem([5, 6, 7, 8, 9, 10, 11], [False] * 3 + [True] * 4, 3)
+    batch = Batch.of([item], 0)
+    changed = batch.ids.clone()
+    changed[0, 6] = 40  # the record's last token
+    everywhere = torch.ones_like(batch.attention)
+    with torch.no_grad():
+        a = dm.logits(batch.ids, batch.attention, batch.prompt, everywhere)
+        b = dm.logits(changed, batch.attention, batch.prompt, everywhere)
+    # Shifted head: row i is the hidden state at i-1. Rows 1..3 come from the prompt, which does
+    # not see the record; rows 4..6 come from record positions, which see all of it.
+    assert torch.equal(a[:4], b[:4])
+    assert (a[4:6] - b[4:6]).abs().amax() > 0
 
 
 def test_sft_loss_weights_masked_tokens_by_one_over_t_and_response_length() -> None:
@@ -111,7 +127,7 @@ def test_model_logits_ignore_unmasked_prompt_targets() -> None:
     # At t = 1 the loss is the mean CE over the response; recompute it from the logits.
     noisy = torch.where(batch.maskable, torch.full_like(batch.ids, den.mask_id), batch.ids)
     with torch.no_grad():
-        logits = dm.logits(noisy, batch.attention, batch.maskable)
+        logits = dm.logits(noisy, batch.attention, batch.prompt, batch.maskable)
     want = F.cross_entropy(logits, batch.ids[batch.maskable])
     assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
 
@@ -182,23 +198,25 @@ def test_resume_refuses_another_adapter_shape(tmp_path: Path) -> None:
         adapt(corpus, tmp_path / "run", 10, adapter_config=AdapterConfig(rank=2, first_layer=0), **kwargs)  # type: ignore[arg-type]
 
 
-def test_apply_adapter_reproduces_the_trained_model(tmp_path: Path) -> None:
+def test_apply_adapter_reproduces_the_trained_model_as_the_sampler_runs_it(tmp_path: Path) -> None:
     trained = tiny_random_denoiser()
     dm = DiffusionModel(trained, SMALL)
     with torch.no_grad():  # a trained-looking adapter: random factors and mask row
         for p in dm.trainable().values():
             p.copy_(torch.randn_like(p) * 0.3)
     save_adapter(dm, tmp_path, {})
-    assert (tmp_path / ADAPTER_FILE).stat().st_size > 0
     fresh = tiny_random_denoiser()
-    ids = torch.tensor([[5, 6, fresh.mask_id, 8, fresh.mask_id, 9]])
-    attention = torch.ones_like(ids, dtype=torch.bool)
+    prompt_ids, record = [5, 6, 7, 8], [fresh.mask_id, 9, fresh.mask_id, 10, fresh.eos_id]
+    item = TrainItem(prompt_ids + record, [False] * 4 + [True] * 5, 4)
+    batch = Batch.of([item], fresh.eos_id)
+    ids, attention = torch.tensor([record]), torch.ones((1, 5), dtype=torch.bool)
     where = torch.ones_like(attention)
-    before = fresh.logits(ids, attention, where)
+    before = fresh.logits(ids, attention, where, fresh.encode_prompt(prompt_ids))
     apply_adapter(fresh.model, tmp_path)
-    after = fresh.logits(ids, attention, where)
+    # The sampler's path: the prompt encoded once (prefix-LM), the record's tokens after it.
+    after = fresh.logits(ids, attention, where, fresh.encode_prompt(prompt_ids))
     with torch.no_grad():
-        want = dm.logits(ids, attention, where)
+        want = dm.logits(batch.ids, batch.attention, batch.prompt, batch.maskable)
     assert (after - before).abs().max() > 0.5  # the adapter changes the model...
     torch.testing.assert_close(after, want, atol=0.05, rtol=0.02)  # ...into the trained one (bf16 storage)
 
