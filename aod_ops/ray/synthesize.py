@@ -33,6 +33,7 @@ from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.models import ADAPTER_DIR, BUILTIN_MODELS
 from aod_ops.errors import AodError, DataError, ModelError
+from aod_ops.loop import PROMPT_FILE
 from aod_ops.metrics import canonical_json, compute_metrics
 from aod_ops.output import PartitionWriter, Provenance, output_schema, read_report, record_id, recover
 from aod_ops.privacy import privacy_report
@@ -46,7 +47,6 @@ CANDIDATE_FACTOR = 10
 """The default candidate budget is this many candidates per target row."""
 MAX_DEFAULT_ACTORS = 8
 """Generator actors started by default at most (one per CPU, or one per GPU)."""
-PROMPT_FILE = "prompt.json"
 
 
 @dataclass(frozen=True)
