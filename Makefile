@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 # The whole pipeline (AoD loop, Ray synthesis, GX validation) on the example spec, sized to
 # finish in minutes on a CPU; `aod run` prints where the tables and reports are.
 demo: $(STAMP)
-	$(BIN)/aod run --spec examples/partitions.yaml --out $(DEMO_OUT) --rounds 1 --candidates 4 --rows 16
+	$(BIN)/aod run --spec examples/partitions.yaml --out $(DEMO_OUT) --rounds 1 --candidates 4 --rows 8
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
