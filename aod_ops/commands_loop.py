@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aod_ops.loop import RoundRecord
+    from aod_ops.spec import Partition
 
 
-def round_line(partition: str, record: Any) -> str:
+def round_line(partition: str, record: RoundRecord) -> str:
     """One line per round: round, reward, validity, TSR, field overlap, accepted or not, time."""
     best = record.best
     metrics = best.metrics
@@ -34,7 +38,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
-def optimize_one(args: argparse.Namespace, partition: Any) -> None:
+def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
     """Optimize one partition, with a progress bar and a line per round."""
     from aod_ops.cli import console, progress_bar
     from aod_ops.loop import optimize_partition
@@ -53,7 +57,7 @@ def optimize_one(args: argparse.Namespace, partition: Any) -> None:
         # An upper bound: the run may stop early, or resume with rounds already done.
         task = bar.add_task(f"{partition.name} records", total=k * (1 + m * rounds), status="")
 
-        def on_round(record: Any) -> None:
+        def on_round(record: RoundRecord) -> None:
             bar.console.print(
                 round_line(partition.name, record), markup=False, highlight=False, soft_wrap=True
             )
