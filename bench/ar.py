@@ -6,9 +6,10 @@ same sampling settings; they differ only in the constraint:
 - ``ar``: unconstrained sampling (the paper's autoregressive baseline);
 - ``ar-constrained``: grammar-constrained JSON through Outlines (its ``outlines_core`` backend),
   the tool a user would pick instead. Outlines compiles the JSON Schema to a regular expression
-  over tokens, so structure, keys, enums, string lengths, patterns and date formats are enforced;
-  numeric ``minimum``/``maximum`` are not (its compiler ignores them), so a record can still fail
-  validation there.
+  over tokens: structure, keys, types, enums and string lengths are enforced. Numeric
+  ``minimum``/``maximum`` are not (outlines_core 0.2 ignores them), nor are ``pattern`` and
+  ``format`` on a string that also has ``minLength``/``maxLength`` (the length rule wins), as
+  every string of the example schemas has: such records can still fail validation.
 
 This is the one module that calls Outlines (a fast-moving API).
 """
