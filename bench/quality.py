@@ -23,7 +23,7 @@ targets, settings), a markdown report (``quality.md`` beside it, for bench/RESUL
 reward-per-round plot (``quality_rewards.png``). The AoD runs' folders go under ``--work``.
 
     python bench/quality.py [--partitions cars,airports] [--systems ar,aod-skeleton]
-        [--candidates 16] [--rounds 3] [--proposals 3] [--model aod-smol-dlm] [--threads 2]
+        [--candidates 16] [--rounds 5] [--proposals 3] [--model aod-smol-dlm] [--threads 2]
         [--out bench/results/quality.json] [--work out/quality]
 """
 
@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--partitions", help="comma-separated partition names (default: all)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems (default: all)")
     parser.add_argument("--candidates", type=int, default=16, help="records per system and partition")
-    parser.add_argument("--rounds", type=int, default=3, help="AoD rounds at most")
+    parser.add_argument("--rounds", type=int, default=5, help="AoD rounds at most (the paper: 5)")
     parser.add_argument("--proposals", type=int, default=3, help="AoD prompts proposed per round")
     parser.add_argument("--model", default="aod-smol-dlm", help="the DLM (aod-smol-dlm, smollm2-bidir, ...)")
     parser.add_argument("--batch-size", type=int, default=16)
