@@ -15,7 +15,7 @@ transfer of results count against it. Start-up (actors, model loads) is reported
 15 % slower than in-process. The machine's load average is recorded before and after, since a
 busy machine moves every figure.
 
-    python bench/ray_scaling.py [--model smollm2-bidir] [--partition seattle-weather]
+    python bench/ray_scaling.py [--model aod-smol-dlm] [--partition seattle-weather]
         [--batch-size 8] [--batches 4] [--out bench/results/ray_scaling.json]
 """
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", default=str(ROOT / "examples" / "partitions.yaml"))
     parser.add_argument("--partition", default="seattle-weather")
-    parser.add_argument("--model", default="smollm2-bidir")
+    parser.add_argument("--model", default="aod-smol-dlm")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=4, help="measured batches per actor")
     parser.add_argument("--warmup", type=int, default=1, help="batches per actor left out of the rate")
