@@ -259,9 +259,8 @@ def cmd_adapt_dlm(args: argparse.Namespace) -> int:
     result = adapt(Path(args.corpus), Path(args.out), args.minutes, args.device, max_steps=args.max_steps)
     console.print(
         f"{result.steps} steps in {result.minutes:.1f} min; held-out masked CE "
-        f"{result.heldout_ce_initial} -> {result.heldout_ce}; adapter in {result.out_dir} (copy its "
-        "adapter.safetensors and adapter_config.json into aod_ops/dlm/weights/aod-smol-dlm to make it "
-        "aod-smol-dlm, or load it with aod_ops.dlm.models.smollm2_denoiser(adapter=PATH))",
+        f"{result.heldout_ce_initial} -> {result.heldout_ce}; the model is {result.out_dir}: "
+        f"use it as --model {result.out_dir} (or dlm: {result.out_dir} in a spec)",
         markup=False,
         highlight=False,
     )

@@ -89,3 +89,25 @@ def test_validate_names_a_missing_partition_folder(
     )
     assert code == 2
     assert f"{tmp_path / 'cars'}: no synthesized partition here" in capsys.readouterr().err
+
+
+def test_adapt_dlm_writes_a_model_that_generate_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    city = {"type": "string", "maxLength": 12}
+    schema = {"type": "object", "properties": {"city": city}, "required": ["city"]}
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [{"instruction": "A city.", "record": {"city": c}, "schema": schema} for c in ("Oslo", "Lima")]
+    (corpus / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    model = tmp_path / "my-dlm"
+    assert main(["adapt-dlm", "--corpus", str(corpus), "--out", str(model), "--max-steps", "1"]) == 0
+    assert "1 steps in" in capsys.readouterr().err
+    assert {"adapter.safetensors", "adapter_config.json", "checkpoint.pt", "log.jsonl"} <= {
+        p.name for p in model.iterdir()
+    }
+    (tmp_path / "city.json").write_text(json.dumps(schema))
+    out = tmp_path / "cities.jsonl"
+    args = ["generate", "--schema", str(tmp_path / "city.json"), "-n", "2", "--steps", "4", "--out", str(out)]
+    assert main([*args, "--model", str(model)]) == 0
+    assert [set(json.loads(line)) for line in out.read_text().splitlines()] == [{"city"}, {"city"}]

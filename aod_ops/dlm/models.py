@@ -189,7 +189,7 @@ def smollm2_denoiser(adapter: Path | None = None, dtype: torch.dtype = torch.bfl
         from aod_ops.dlm.adapt import apply_adapter
 
         apply_adapter(model, adapter)
-        name = "aod-smol-dlm"
+        name = adapter.name  # "aod-smol-dlm" for the shipped adapter
     model = model.to(dtype).eval()  # type: ignore[arg-type]
     mask_id: int = tokenizer.convert_tokens_to_ids(SMOLLM2_MASK_TOKEN)  # type: ignore[assignment]
     return Denoiser(model, tokenizer, mask_id, tokenizer.eos_token_id, True, name)
@@ -232,7 +232,11 @@ def _builtin(name: str) -> Denoiser:
 
 
 def load_denoiser(name_or_path: str, trust_remote_code: bool = False) -> Denoiser:
-    """A denoiser by built-in name or local folder; built-ins are loaded once per process."""
+    """A denoiser by built-in name or local folder; built-ins are loaded once per process.
+
+    A folder is either a model (``config.json``) or an adapter that ``aod adapt-dlm`` wrote
+    (``adapter_config.json``), applied over SmolLM2 as ``aod-smol-dlm`` is.
+    """
     if name_or_path in BUILTIN_MODELS:
         return _builtin(name_or_path)
     path = Path(name_or_path)
@@ -241,4 +245,6 @@ def load_denoiser(name_or_path: str, trust_remote_code: bool = False) -> Denoise
             f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) "
             "and not a local folder"
         )
+    if (path / "adapter_config.json").is_file():
+        return smollm2_denoiser(path)
     return local_denoiser(path, trust_remote_code)
