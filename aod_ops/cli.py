@@ -224,7 +224,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             folder / "data",
             p.schema_path,
             load_reference(p),
-            p.rows,
+            args.rows or p.rows,
             partition=p.name,
             sensitive=p.sensitive,
             holdout=load_reference(p, holdout=True) if p.holdout_path else None,
@@ -280,7 +280,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ["report", str(prompts)],
         ["synthesize", *common, *model, "--prompt-dir", str(prompts), "--out", str(tables)]
         + ([f"--rows={args.rows}"] if args.rows else []),
-        ["validate", *common, "--data", str(tables)] + (["--docs"] if args.docs else []),
+        ["validate", *common, "--data", str(tables)]
+        + ([f"--rows={args.rows}"] if args.rows else [])
+        + (["--docs"] if args.docs else []),
     ]
     code = 0
     for step in steps:
@@ -329,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True)
     p.add_argument("--data", required=True, help="output folder of aod synthesize")
     p.add_argument("--partition")
+    p.add_argument("--rows", type=int, help="the row count to expect (default: each partition's rows)")
     p.add_argument("--docs", action="store_true", help="write GX Data Docs HTML")
     p.set_defaults(handler=cmd_validate)
 

@@ -1,0 +1,29 @@
+"""``aod run``: the DAG's steps without Airflow (optimize, report, synthesize, validate) in one command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from tiny_specs import write_tiny_spec
+
+from aod_ops.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_with_fewer_rows_than_the_spec_writes_and_validates_that_many(tmp_path: Path) -> None:
+    spec = write_tiny_spec(tmp_path / "spec", ["seattle-weather"], rows=1000)
+    out = tmp_path / "out"
+    quick = ["--rounds", "1", "--candidates", "4", "--rows", "8"]
+    args = ["run", "--spec", str(spec), "--out", str(out), *quick]
+    assert main(args) == 0
+    table = out / "tables" / "seattle-weather"
+    assert pq.read_table(table / "data").num_rows == 8
+    validation = json.loads((table / "validation_result.json").read_text())
+    row_count = [r for r in validation["results"] if "row_count" in r["expectation_config"]["type"]]
+    assert validation["success"] and row_count and row_count[0]["result"]["observed_value"] == 8
+    assert (out / "prompts" / "seattle-weather" / "prompt.json").is_file()
+    assert (out / "prompts" / "report.html").is_file()
