@@ -227,6 +227,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             args.rows or p.rows,
             partition=p.name,
             sensitive=p.sensitive,
+            thresholds=p.thresholds,
             holdout=load_reference(p, holdout=True) if p.holdout_path else None,
             docs_dir=folder / "docs" if args.docs else None,
             out_dir=folder,

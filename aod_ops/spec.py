@@ -26,7 +26,7 @@ import yaml
 from aod_ops.agents.prompt import check_decoding
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, SpecError
-from aod_ops.privacy import sensitive_columns
+from aod_ops.privacy import PrivacyThresholds, sensitive_columns
 from aod_ops.schema import load_schema
 
 REFERENCE_FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -97,7 +97,8 @@ class Partition:
     """One partition with its settings resolved (the defaults overridden by its own).
 
     ``sensitive`` holds the columns the spec names and those the schema marks
-    ``x-aod-sensitive: true``.
+    ``x-aod-sensitive: true``; ``thresholds`` the privacy gates (``max_field_overlap`` may be set
+    per partition: a table of small-domain numbers repeats real values however it is made).
     """
 
     name: str
@@ -113,6 +114,7 @@ class Partition:
     seed: int = 0
     loop: LoopSettings = field(default_factory=LoopSettings)
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
+    thresholds: PrivacyThresholds = field(default_factory=PrivacyThresholds)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,9 @@ class Spec:
 
 # The settings a partition may override; `defaults` holds the same keys.
 _SETTINGS = ("dlm", "agent", "critic", "seed", "loop", "decoding")
-_PARTITION_FIELDS = ("name", "schema", "reference", "holdout", "rows", "notes", "sensitive", *_SETTINGS)
+_PARTITION_FIELDS = (
+    "name", "schema", "reference", "holdout", "rows", "notes", "sensitive", "max_field_overlap", *_SETTINGS
+)  # fmt: skip
 _T = TypeVar("_T")
 
 
@@ -251,6 +255,9 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
     for column in sensitive:
         if column not in columns:
             where.fail("sensitive", f"{column!r} is not a top-level property of {schema_path.name}")
+    max_overlap = raw.get("max_field_overlap", PrivacyThresholds.max_field_overlap)
+    if isinstance(max_overlap, bool) or not isinstance(max_overlap, int | float) or not 0 <= max_overlap <= 1:
+        where.fail("max_field_overlap", f"must be a number between 0 and 1, got {max_overlap!r}")
     holdout = raw.get("holdout")
     partition = Partition(
         name=name,
@@ -260,6 +267,7 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
         rows=rows,
         notes=_check(where, "notes", raw.get("notes", ""), str),
         sensitive=tuple(dict.fromkeys([*sensitive, *sensitive_columns(schema)])),
+        thresholds=PrivacyThresholds(max_field_overlap=float(max_overlap)),
         **_settings(where, raw, settings),
     )
     for key, path in (("reference", partition.reference_path), ("holdout", partition.holdout_path)):

@@ -32,6 +32,9 @@ def test_examples_load_with_defaults_and_overrides_merged() -> None:
     assert by_name["cars"].agent == AgentSetting()  # "local"
     assert by_name["cars"].schema_path == (EXAMPLES / "schemas" / "cars.json").resolve()
     assert spec.select("airports") == (by_name["airports"],)
+    # The field-overlap gate: 0.3 unless a partition sets its own (cars: small-domain numbers).
+    assert by_name["airports"].thresholds.max_field_overlap == 0.3
+    assert by_name["cars"].thresholds.max_field_overlap == 0.5
 
 
 @pytest.mark.parametrize("name", ["cars", "airports", "la-riots", "seattle-weather"])
@@ -79,6 +82,8 @@ def _spec(tmp_path: Path, partition: dict[str, Any], defaults: dict[str, Any] | 
         ({"agent": {"base_url": "http://localhost:8000"}}, "agent", "needs 'model'"),
         ({"agent": {"model": "x"}}, "agent", "need 'base_url'"),
         ({"name": "bad name!"}, "name", "must be letters, digits"),
+        ({"max_field_overlap": 1.5}, "max_field_overlap", "must be a number between 0 and 1, got 1.5"),
+        ({"max_field_overlap": "high"}, "max_field_overlap", "must be a number between 0 and 1"),
     ],
 )
 def test_bad_partition_field_names_file_partition_and_field(

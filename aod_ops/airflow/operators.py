@@ -499,6 +499,7 @@ class AoDValidateOperator(_PartitionOperator):
                 _optional_int(self.rows, "rows") or partition.rows,
                 partition=partition.name,
                 sensitive=partition.sensitive,
+                thresholds=partition.thresholds,
                 holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
                 extra_suite=_optional_str(self.extra_suite),
                 out_dir=self.table_dir,

@@ -447,6 +447,7 @@ def _report(
         job.reference,
         skip_leaf=skip_leaf,
         sensitive=p.sensitive,
+        thresholds=p.thresholds,
         ids=writer.ids,
         holdout=job.holdout,
     )
