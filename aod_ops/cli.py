@@ -49,6 +49,12 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="recompute the whole record on every step instead of only the current block",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -56,7 +62,11 @@ def _settings(args: argparse.Namespace) -> Any:
     from aod_ops.dlm.settings import DecodingSettings
 
     return DecodingSettings(
-        steps=args.steps, block_length=args.block_length, temperature=args.temperature, mode=args.mode
+        steps=args.steps,
+        block_length=args.block_length,
+        temperature=args.temperature,
+        cache=args.cache,
+        mode=args.mode,
     )
 
 

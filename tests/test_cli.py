@@ -13,10 +13,13 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 FIXTURES = Path(__file__).parent / "fixtures" / "schemas"
 
 
-def test_generate_writes_json_lines_and_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("cache", [[], ["--no-cache"]])
+def test_generate_writes_json_lines_and_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: list[str]
+) -> None:
     out = tmp_path / "cars.jsonl"
     args = ["generate", "--schema", str(EXAMPLES / "schemas" / "cars.json"), "-n", "3", "--out", str(out)]
-    assert main([*args, "--model", "tiny-random", "--steps", "4"]) == 0
+    assert main([*args, "--model", "tiny-random", "--steps", "4", *cache]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and all(r["Cylinders"] in (3, 4, 5, 6, 8) for r in records)
     err = capsys.readouterr().err

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
 
-from aod_ops.dlm.models import Denoiser, PromptState, tiny_random_denoiser
+from aod_ops.dlm.models import Denoiser, PromptState, RecordCache, tiny_random_denoiser
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.dlm.skeleton import (
@@ -129,6 +130,52 @@ def test_the_cached_prompt_gives_the_logits_of_the_prepended_prompt(den: Denoise
     a = den.logits(ids, attention, where, cached)
     b = den.logits(ids, attention, where, plain)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_a_window_pass_on_a_fresh_cache_gives_the_full_pass_logits(den: Denoiser, shift: bool) -> None:
+    model = replace(den, shift=shift)  # shifted heads read column c at c-1, which must run too
+    prompt = model.encode_prompt(model.encode("Write a record about cars."))
+    ids = torch.tensor(
+        [model.encode('{"a": ') + [model.mask_id] * 9, model.encode('{"bb": 1') + [model.mask_id] * 7]
+    )
+    attention = torch.ones_like(ids, dtype=torch.bool)
+    attention[1, -2:] = False  # padding
+    window = torch.tensor([0, 4, 5, 6, 11])
+    where = torch.zeros_like(attention)
+    where[:, window] = True
+    cache = RecordCache()
+    full = model.logits(ids, attention, where, prompt, cache)  # a full pass fills the cache
+    assert cache.layers is not None and cache.layers[0][0].shape[2] == len(prompt.ids) + ids.shape[1]
+    cache.window = window
+    before = model.forwards
+    windowed = model.logits(ids, attention, where, prompt, cache)
+    assert model.forwards == before + 1
+    assert torch.allclose(windowed, full, atol=1e-4)
+
+
+def test_the_dual_cache_runs_a_full_pass_per_block_and_windows_in_between(
+    den: Denoiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = den.encode_prompt(den.encode("hello "))
+    ids = torch.full((3, 20), den.mask_id)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    windows: list[list[int] | None] = []
+    logits = den.logits
+
+    def spy(*args: object) -> torch.Tensor:
+        cache = args[-1]
+        windows.append(None if cache is None or cache.window is None else cache.window.tolist())
+        return logits(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(den, "logits", spy)
+    for cache in (True, False):
+        gens = [torch.Generator().manual_seed(i) for i in range(3)]
+        out = denoise(den, prompt, ids, mask, SamplerSettings(steps=8, block_length=8, cache=cache), gens)
+        assert not (out == den.mask_id).any()
+    # 3 blocks of 8 columns, 2 steps each: a full pass, then a pass over the block's columns
+    block = [list(range(lo, min(lo + 8, 20))) for lo in (0, 8, 16)]
+    assert windows == [None, block[0], None, block[1], None, block[2]] + [None] * 6
 
 
 def test_fit_number_folds_into_bounds_and_multiples() -> None:

@@ -28,6 +28,7 @@ def test_examples_load_with_defaults_and_overrides_merged() -> None:
     assert riots.loop.candidates == 8 and riots.loop.rounds == 5  # one field overridden, the rest default
     weather = by_name["seattle-weather"]
     assert weather.decoding.temperature == 0.9 and weather.decoding.steps == 16
+    assert weather.decoding.cache  # the dual cache is on unless a spec turns it off
     assert by_name["cars"].decoding.temperature == 0.8
     assert by_name["cars"].agent == AgentSetting()  # "local"
     assert by_name["cars"].schema_path == (EXAMPLES / "schemas" / "cars.json").resolve()
@@ -79,6 +80,7 @@ def _spec(tmp_path: Path, partition: dict[str, Any], defaults: dict[str, Any] | 
         ({"loop": {"target_reward": 2}}, "loop", "target_reward must be between 0 and 1"),
         ({"decoding": {"mode": "greedy"}}, "decoding.mode", "must be one of 'skeleton', 'free'"),
         ({"decoding": {"temperature": -1}}, "decoding", "temperature must be between 0"),
+        ({"decoding": {"cache": "no"}}, "decoding.cache", "must be bool, got 'no'"),
         ({"agent": {"base_url": "http://localhost:8000"}}, "agent", "needs 'model'"),
         ({"agent": {"model": "x"}}, "agent", "need 'base_url'"),
         ({"name": "bad name!"}, "name", "must be letters, digits"),

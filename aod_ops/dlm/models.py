@@ -52,6 +52,25 @@ class PromptState:
 
 
 @dataclass
+class RecordCache:
+    """Every position's keys and values from the sampler's last full pass, reused by the passes
+    that recompute only a ``window`` of columns (Fast-dLLM's dual cache, arXiv 2505.22618).
+
+    ``window`` None asks for a full pass that refills ``layers``; a window (sorted column
+    indices) asks for a window pass. Positions outside the window keep their keys and values
+    from the last full pass: an approximation, refreshed at every block's first step.
+    """
+
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+    window: torch.Tensor | None = None
+
+
+def _key_values(cache: Any) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Every layer's keys and values from a ``transformers`` cache."""
+    return tuple((layer.keys, layer.values) for layer in cache.layers)
+
+
+@dataclass
 class Denoiser:
     """A bidirectional token model with a mask token, counted per forward pass."""
 
@@ -77,12 +96,16 @@ class Denoiser:
         square = torch.ones((1, 1, len(prompt_ids), len(prompt_ids)), dtype=torch.bool)
         out = parts[0](input_ids=ids, attention_mask=square, use_cache=True)
         self.forwards += 1
-        layers = tuple((layer.keys, layer.values) for layer in out.cache.layers)
-        return PromptState(tuple(prompt_ids), layers, out.last_hidden_state[:, -1])
+        return PromptState(tuple(prompt_ids), _key_values(out.cache), out.last_hidden_state[:, -1])
 
     @torch.no_grad()
     def logits(
-        self, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor, prompt: PromptState
+        self,
+        ids: torch.Tensor,
+        attention: torch.Tensor,
+        where: torch.Tensor,
+        prompt: PromptState,
+        cache: RecordCache | None = None,
     ) -> torch.Tensor:
         """Float logits ``[N, V]`` for the ``N`` positions where ``where`` (``[B, L]`` bool) is set.
 
@@ -91,6 +114,11 @@ class Denoiser:
         False on padding. Passing a 4D mask makes the model attend both ways (transformers uses
         a 4D mask as given). Only the selected positions go through the output layer, which is
         most of the memory at large vocabularies.
+
+        With a ``cache`` whose ``window`` is None the pass is a full one and stores every
+        position's keys and values in it; with a ``window`` (and stored layers) only the window's
+        columns are recomputed and every other position's keys and values come from the cache:
+        ``where`` must then lie inside the window.
         """
         batch, length = ids.shape
         n = len(prompt.ids)
@@ -107,19 +135,63 @@ class Denoiser:
                 return self.model(input_ids=full, attention_mask=mask).logits[rows, at].float()
             hidden = parts[0](input_ids=full, attention_mask=mask).last_hidden_state
             return parts[1](hidden[rows, at]).float()
-        cache = DynamicCache(config=self.model.config)
+        if cache is not None and cache.window is not None and cache.layers is not None:
+            return self._window_logits(ids, attention, rows, cols, prompt, cache.layers, cache.window)
+        past = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(prompt.layers):
-            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+            past.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
         positions = torch.arange(n, n + length)[None].expand(batch, length)
         mask = keys[:, None, None, :].expand(batch, 1, length, n + length)
         hidden = parts[0](
-            input_ids=ids, attention_mask=mask, cache=cache, position_ids=positions
+            input_ids=ids, attention_mask=mask, cache=past, position_ids=positions
         ).last_hidden_state
+        if cache is not None:
+            cache.layers = _key_values(past)
         if self.shift:
             assert prompt.last_hidden is not None
             first = prompt.last_hidden[:, None].expand(batch, 1, hidden.shape[-1])
             hidden = torch.cat([first, hidden[:, :-1]], 1)
         return parts[1](hidden[rows, cols]).float()
+
+    def _window_logits(
+        self,
+        ids: torch.Tensor,
+        attention: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        prompt: PromptState,
+        layers: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+        window: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits at ``(rows, cols)`` from a pass over the ``window`` columns only.
+
+        A shifted head reads the prediction for column c at c-1, so those columns run too. The
+        cached copies of the columns that run are hidden from attention: the fresh ones replace
+        them.
+        """
+        body, head = self._body()  # type: ignore[misc]
+        batch, length = ids.shape
+        n = len(prompt.ids)
+        run = torch.unique(torch.cat([window, (window - 1).clamp_min(0)])) if self.shift else window
+        past = DynamicCache(config=self.model.config)
+        for i, (k, v) in enumerate(layers):
+            past.update(k, v, i)
+        cached = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention], 1)
+        cached[:, n + run] = False
+        keys = torch.cat([cached, attention[:, run]], 1)
+        mask = keys[:, None, None, :].expand(batch, 1, len(run), keys.shape[1])
+        positions = (n + run)[None].expand(batch, len(run))
+        hidden = body(
+            input_ids=ids[:, run], attention_mask=mask, cache=past, position_ids=positions
+        ).last_hidden_state
+        index = torch.full((length,), -1, dtype=torch.long)
+        index[run] = torch.arange(len(run))
+        if not self.shift:
+            return head(hidden[rows, index[cols]]).float()
+        assert prompt.last_hidden is not None
+        picked = hidden[rows, index[(cols - 1).clamp_min(0)]]
+        first = prompt.last_hidden.expand(len(rows), -1)
+        return head(torch.where((cols == 0)[:, None], first, picked)).float()
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""

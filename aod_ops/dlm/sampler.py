@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from aod_ops.dlm.models import Denoiser, PromptState
+from aod_ops.dlm.models import Denoiser, PromptState, RecordCache
 from aod_ops.dlm.settings import SamplerSettings
 
 TOP_K = 64
@@ -57,9 +57,10 @@ def constrained_logits(
     vocab_class: torch.Tensor | None,
     class_masks: torch.Tensor | None,
     prompt: PromptState,
+    cache: RecordCache | None = None,
 ) -> torch.Tensor:
     """Logits at the ``where`` positions with the tokens illegal there set to minus infinity."""
-    logits = denoiser.logits(ids, attention, where, prompt)
+    logits = denoiser.logits(ids, attention, where, prompt, cache)
     logits[:, denoiser.mask_id] = float("-inf")  # committing a mask would never finish
     if vocab_class is not None and class_masks is not None:
         rows, cols = where.nonzero(as_tuple=True)
@@ -81,7 +82,8 @@ def denoise(
     """Fill every mask in ``ids`` (``[B, L]``, the tokens after ``prompt``); return the filled ids.
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
-    the confidence rule fills the others.
+    the confidence rule fills the others. With ``settings.cache`` a block's first step is a full
+    pass and its other steps recompute only the block's columns and the hook's (``RecordCache``).
     """
     ids = ids.clone()
     owned = ordered[0] if ordered is not None else torch.zeros_like(ids, dtype=torch.bool)
@@ -90,6 +92,8 @@ def denoise(
     n_blocks = -(-(int(columns.max()) + 1 - first) // settings.block_length) if len(columns) else 0
     steps_per_block = max(1, settings.steps // max(1, n_blocks))
     block = step = 0
+    cache = RecordCache() if settings.cache else None
+    hooked, width = owned.any(0).nonzero()[:, 0], ids.shape[1]
     while (masked := ids == denoiser.mask_id).any():
         if block >= n_blocks and not (masked & owned).any():
             raise RuntimeError("sampler made no progress")  # a hook that broke its contract
@@ -99,13 +103,21 @@ def denoise(
             and not free[:, first + block * settings.block_length :][:, : settings.block_length].any()
         ):
             block, step = block + 1, 0
-        logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks, prompt)
+        lo = first + block * settings.block_length
+        if cache is not None:
+            cache.window = None  # a block's first step (and the hook's last ones) is a full pass
+            if step > 0 and block < n_blocks:
+                cache.window = torch.cat([torch.arange(lo, min(lo + settings.block_length, width)), hooked])
+                cache.window = cache.window.unique()
+                in_window = torch.zeros_like(masked)
+                in_window[:, cache.window] = True
+                masked = masked & in_window
+        logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks, prompt, cache)
         rows, cols = masked.nonzero(as_tuple=True)
         if ordered is not None:
             ordered[1](logits, rows, cols, ids)
         if block >= n_blocks:
             continue
-        lo = first + block * settings.block_length
         candidates = free[rows, cols] & (cols >= lo) & (cols < lo + settings.block_length)
         choice, prob = sample(logits, rows, settings.temperature, generators)
         remaining = steps_per_block - step

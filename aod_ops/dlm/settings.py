@@ -8,11 +8,17 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Decoding settings of the masked-diffusion sampler."""
+    """Decoding settings of the masked-diffusion sampler.
+
+    ``cache``: within a block, recompute only the block's columns and reuse every other
+    position's keys and values from the block's first pass (Fast-dLLM's dual cache); False
+    recomputes the whole record on every step.
+    """
 
     steps: int = 16
     block_length: int = 32
     temperature: float = 0.8
+    cache: bool = True
 
 
 @dataclass(frozen=True)
