@@ -36,7 +36,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -393,6 +393,7 @@ def run_benchmark(
                 "batch_size": settings.batch_size,
                 "seed": settings.seed,
                 "max_new_tokens": settings.max_new_tokens or "per partition (decoding.max_new_tokens)",
+                "dlm_decoding": {p.name: asdict(_decoding(p, "skeleton", settings)) for p in chosen},
                 "critic": False,
                 "torch_threads": torch.get_num_threads(),
                 "cpus": os.cpu_count(),
@@ -449,6 +450,18 @@ def _table(rows: Sequence[dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
+def _decoding_text(decoding: dict[str, dict[str, Any]]) -> str:
+    """The DLM's decoding settings, once if every partition shares them."""
+    texts = {
+        name: f"{d['steps']} steps, blocks of {d['block_length']}, temperature {d['temperature']}, "
+        + ("dual cache" if d["cache"] else "full passes")
+        for name, d in decoding.items()
+    }
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return "; ".join(f"{name}: {text}" for name, text in texts.items())
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The report: a table per partition, the mean, the paper's figures, the targets."""
     s = results["settings"]
@@ -456,7 +469,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## Quality benchmark",
         "",
         f"{s['candidates_per_system_and_partition']} candidates per system and partition; DLM "
-        f"`{s['dlm']}`; AoD loops of at most {s['loop_rounds']} rounds x {s['loop_proposals']} proposals; "
+        f"`{s['dlm']}` ({_decoding_text(s['dlm_decoding'])}); "
+        f"AoD loops of at most {s['loop_rounds']} rounds x {s['loop_proposals']} proposals; "
         f"autoregressive baselines {s['ar_model']}, constrained through {s['constrained_decoding']}; "
         f"{s['torch_threads']} torch threads on {s['cpus']} CPUs, load average "
         f"{s['load_average_before'][0]} before and {s['load_average_after'][0]} after; "

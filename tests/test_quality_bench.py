@@ -142,6 +142,8 @@ def test_markdown_of_a_partial_run_shows_the_partitions_measured_so_far() -> Non
         "dlm": "smollm2-bidir", "loop_rounds": 2, "loop_proposals": 2, "ar_model": "SmolLM2",
         "constrained_decoding": "outlines", "torch_threads": 1, "cpus": 2,
         "load_average_before": [9.0, 9.0, 9.0], "load_average_after": [8.0, 8.0, 8.0], "total_s": 600.0,
+        "dlm_decoding": {name: {"steps": 16, "block_length": 32, "temperature": 0.8, "cache": True}
+                         for name in ("cars", "airports")},
     }  # fmt: skip
     results = {
         "rows": rows,
@@ -154,6 +156,26 @@ def test_markdown_of_a_partial_run_shows_the_partitions_measured_so_far() -> Non
     }  # fmt: skip
     markdown = quality.render_markdown(results)
     assert "**Partial run**" in markdown
+    assert "DLM `smollm2-bidir` (16 steps, blocks of 32, temperature 0.8, dual cache)" in markdown
     assert "### cars" in markdown and "### airports" not in markdown
     assert "held-out real records to the reference, p5 0.10, median 0.20" in markdown
     assert "| tsr above every baseline | > max(a-d) | cars: 0.95/0.95 | **missed** |" in markdown
+
+
+def test_dual_cache_bench_pairs_full_passes_with_the_dual_cache(tmp_path: Path) -> None:
+    from bench import dual_cache
+
+    out = tmp_path / "dual_cache.json"
+    code = dual_cache.main(
+        ["--model", "tiny-random", "--partitions", "seattle-weather", "--modes", "skeleton",
+         "--candidates", "2", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert [(r["mode"], r["cache"]) for r in results["rows"]] == [("skeleton", False), ("skeleton", True)]
+    assert all(r["validity"] == 1.0 and r["candidates"] == 2 for r in results["rows"])
+    assert (
+        list(results["speedup"]) == ["seattle-weather/skeleton"]
+        and results["speedup"]["seattle-weather/skeleton"] > 0
+    )
+    assert "| seattle-weather | skeleton | dual |" in out.with_suffix(".md").read_text()

@@ -178,6 +178,51 @@ def test_the_dual_cache_runs_a_full_pass_per_block_and_windows_in_between(
     assert windows == [None, block[0], None, block[1], None, block[2]] + [None] * 6
 
 
+def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_pass(
+    den: Denoiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = den.encode_prompt(den.encode("hello "))
+    ids = torch.full((2, 12), den.mask_id)
+    owned = torch.zeros_like(ids, dtype=torch.bool)
+    owned[:, 8:] = True  # a span the hook fills left to right, one token a pass
+
+    def hook(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, ids: torch.Tensor) -> None:
+        for b in range(ids.shape[0]):
+            left = int((ids[b, 8:] == den.mask_id).nonzero()[0]) + 8
+            assert ((rows == b) & (cols == left)).any()  # its logits were computed
+            ids[b, left] = 5
+
+    seen: list[tuple[list[int] | None, torch.Tensor]] = []
+    logits = den.logits
+
+    def spy(*args: object) -> torch.Tensor:
+        cache = args[-1]
+        seen.append((None if cache.window is None else cache.window.tolist(), args[0].clone()))  # type: ignore[attr-defined]
+        return logits(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(den, "logits", spy)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    out = denoise(
+        den,
+        prompt,
+        ids,
+        torch.ones_like(owned),
+        SamplerSettings(steps=4, block_length=8),
+        gens,
+        ordered=(owned, hook),
+    )
+    assert not (out == den.mask_id).any()
+    windows = [w is None for w, _ in seen]
+    assert windows == [True, False, False, False]  # one block of 4 steps: a full pass, then windows
+    full = seen[0][1]
+    for window, ids_then in seen[1:]:
+        assert window is not None
+        changed = sorted(set((ids_then != full).any(0).nonzero()[:, 0].tolist()))
+        assert set(range(8)) | set(changed) <= set(window)  # the block and every committed token
+        assert 8 + len([c for c in changed if c >= 8]) in window  # the hook's next position
+        assert not set(window) - set(range(8)) - set(changed) - {8 + len([c for c in changed if c >= 8])}
+
+
 def test_fit_number_folds_into_bounds_and_multiples() -> None:
     rng = random.Random(0)
     node = NumberNode(integer=True, minimum=10, maximum=20)

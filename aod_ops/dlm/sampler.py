@@ -93,7 +93,7 @@ def denoise(
     steps_per_block = max(1, settings.steps // max(1, n_blocks))
     block = step = 0
     cache = RecordCache() if settings.cache else None
-    hooked, width = owned.any(0).nonzero()[:, 0], ids.shape[1]
+    refreshed = ids
     while (masked := ids == denoiser.mask_id).any():
         if block >= n_blocks and not (masked & owned).any():
             raise RuntimeError("sampler made no progress")  # a hook that broke its contract
@@ -105,13 +105,15 @@ def denoise(
             block, step = block + 1, 0
         lo = first + block * settings.block_length
         if cache is not None:
-            cache.window = None  # a block's first step (and the hook's last ones) is a full pass
-            if step > 0 and block < n_blocks:
-                cache.window = torch.cat([torch.arange(lo, min(lo + settings.block_length, width)), hooked])
-                cache.window = cache.window.unique()
-                in_window = torch.zeros_like(masked)
-                in_window[:, cache.window] = True
-                masked = masked & in_window
+            if step == 0 or block >= n_blocks:  # a block's first step (and the hook's last ones)
+                cache.window, refreshed = None, ids.clone()
+            else:  # the block, what changed since the full pass, and where the hook goes next
+                hook_next = masked & owned
+                hook_next[:, 1:] &= ~hook_next[:, :-1].clone()  # the leftmost mask of each span
+                live = ((ids != refreshed) | hook_next).any(0)
+                live[lo : lo + settings.block_length] = True
+                cache.window = live.nonzero()[:, 0]
+                masked = masked & live
         logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks, prompt, cache)
         rows, cols = masked.nonzero(as_tuple=True)
         if ordered is not None:
