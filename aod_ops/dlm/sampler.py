@@ -83,7 +83,8 @@ def denoise(
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
     the confidence rule fills the others. With ``settings.cache`` a block's first step is a full
-    pass and its other steps recompute only the block's columns and the hook's (``RecordCache``).
+    pass; its other steps recompute only the block's columns, the tokens committed since that pass
+    and the hook's next positions (``RecordCache``).
     """
     ids = ids.clone()
     owned = ordered[0] if ordered is not None else torch.zeros_like(ids, dtype=torch.bool)

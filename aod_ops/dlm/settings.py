@@ -10,9 +10,9 @@ from typing import Literal
 class SamplerSettings:
     """Decoding settings of the masked-diffusion sampler.
 
-    ``cache``: within a block, recompute only the block's columns and reuse every other
-    position's keys and values from the block's first pass (Fast-dLLM's dual cache); False
-    recomputes the whole record on every step.
+    ``cache``: within a block, recompute only the block's columns and what changed since the
+    block's first pass, reusing every other position's keys and values from that pass
+    (Fast-dLLM's dual cache); False recomputes the whole record on every step.
     """
 
     steps: int = 16

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 from rich.table import Table
 
 
@@ -77,15 +77,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial,
         ray_address=args.ray_address,
     )
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    from aod_ops.cli import progress_bar  # here: aod_ops.cli imports this module
+
+    bar = progress_bar()
     tasks: dict[str, TaskID] = {}
 
     def show(step: Step) -> None:
