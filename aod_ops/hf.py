@@ -47,11 +47,15 @@ def smollm2_dir() -> Path:
     if (target / "model.safetensors").is_file():
         return target
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # Plain dense weights: by default transformers loads a GGUF file as a quantized model, which
+    # save_pretrained refuses to write ("quantized with gguf and is not serializable").
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a concurrent or interrupted conversion never
     # leaves a half-written folder that later loads would trust.
