@@ -55,17 +55,24 @@ def den() -> Denoiser:
     return tiny_random_denoiser()
 
 
-def run(den: Denoiser, seeds: list[int], steps: int = 6, temperature: float = 1.0) -> list[dict]:
+def run(
+    den: Denoiser,
+    seeds: list[int],
+    steps: int = 6,
+    temperature: float = 1.0,
+    cache: bool = True,
+    root: ObjectNode = ROOT,
+) -> list[dict]:
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     vocab = Vocab(den)
     prompt = den.encode_prompt(den.encode("Write a record.\nRecord:\n"))
-    planned = plan_records(vocab, prompt, ROOT, temperature, gens)
+    planned = plan_records(vocab, prompt, root, temperature, gens)
     decide_choices(vocab, prompt, [p for p, _ in planned], temperature, gens)
     infill(
         vocab,
         prompt,
         [p for p, _ in planned],
-        SamplerSettings(steps=steps),
+        SamplerSettings(steps=steps, cache=cache),
         gens,
         [random.Random(s) for s in seeds],
     )
@@ -75,6 +82,18 @@ def run(den: Denoiser, seeds: list[int], steps: int = 6, temperature: float = 1.
 def test_same_seed_gives_the_same_records(den: Denoiser) -> None:
     assert run(den, [1, 2, 3]) == run(den, [1, 2, 3])
     assert run(den, [1, 2, 3]) != run(den, [4, 5, 6])
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_records_draws_do_not_depend_on_its_batch(den: Denoiser, cache: bool) -> None:
+    # Records of one layout share the batch's blocks; the dual cache's windows differ per record
+    # (each commits its own tokens), and a record must see only its own fresh columns.
+    fixed = ObjectNode(tuple(p for p in ROOT.properties if p.name in ("name", "age", "color", "code")))
+    seeds = list(range(10, 16))
+    together = run(den, seeds, cache=cache, root=fixed)
+    assert len({json.dumps(r, sort_keys=True) for r in together}) == len(seeds)
+    assert [run(den, [s], cache=cache, root=fixed)[0] for s in seeds] == together
+    assert run(den, seeds[3:], cache=cache, root=fixed) == together[3:]
 
 
 def test_choices_and_slots_are_always_legal(den: Denoiser) -> None:
@@ -141,9 +160,10 @@ def test_a_window_pass_on_a_fresh_cache_gives_the_full_pass_logits(den: Denoiser
     )
     attention = torch.ones_like(ids, dtype=torch.bool)
     attention[1, -2:] = False  # padding
-    window = torch.tensor([0, 4, 5, 6, 11])
-    where = torch.zeros_like(attention)
-    where[:, window] = True
+    window = torch.zeros_like(attention)
+    window[:, [0, 4, 5, 6, 11]] = True
+    window[1, 2] = True  # each record has its own window
+    where = window.clone()
     cache = RecordCache()
     full = model.logits(ids, attention, where, prompt, cache)  # a full pass fills the cache
     assert cache.layers is not None and cache.layers[0][0].shape[2] == len(prompt.ids) + ids.shape[1]
@@ -165,7 +185,7 @@ def test_the_dual_cache_runs_a_full_pass_per_block_and_windows_in_between(
 
     def spy(*args: object) -> torch.Tensor:
         cache = args[-1]
-        windows.append(None if cache is None or cache.window is None else cache.window.tolist())
+        windows.append(None if cache is None or cache.window is None else _columns(cache.window))
         return logits(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(den, "logits", spy)
@@ -174,8 +194,13 @@ def test_the_dual_cache_runs_a_full_pass_per_block_and_windows_in_between(
         out = denoise(den, prompt, ids, mask, SamplerSettings(steps=8, block_length=8, cache=cache), gens)
         assert not (out == den.mask_id).any()
     # 3 blocks of 8 columns, 2 steps each: a full pass, then a pass over the block's columns
-    block = [list(range(lo, min(lo + 8, 20))) for lo in (0, 8, 16)]
+    block = [[list(range(lo, min(lo + 8, 20)))] * 3 for lo in (0, 8, 16)]
     assert windows == [None, block[0], None, block[1], None, block[2]] + [None] * 6
+
+
+def _columns(window: torch.Tensor) -> list[list[int]]:
+    """Each record's window as its column indices."""
+    return [row.nonzero()[:, 0].tolist() for row in window]
 
 
 def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_pass(
@@ -192,12 +217,12 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_
             assert ((rows == b) & (cols == left)).any()  # its logits were computed
             ids[b, left] = 5
 
-    seen: list[tuple[list[int] | None, torch.Tensor]] = []
+    seen: list[tuple[list[list[int]] | None, torch.Tensor]] = []
     logits = den.logits
 
     def spy(*args: object) -> torch.Tensor:
         cache = args[-1]
-        seen.append((None if cache.window is None else cache.window.tolist(), args[0].clone()))  # type: ignore[attr-defined]
+        seen.append((None if cache.window is None else _columns(cache.window), args[0].clone()))  # type: ignore[attr-defined]
         return logits(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(den, "logits", spy)
@@ -215,12 +240,12 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_
     windows = [w is None for w, _ in seen]
     assert windows == [True, False, False, False]  # one block of 4 steps: a full pass, then windows
     full = seen[0][1]
-    for window, ids_then in seen[1:]:
-        assert window is not None
-        changed = sorted(set((ids_then != full).any(0).nonzero()[:, 0].tolist()))
-        assert set(range(8)) | set(changed) <= set(window)  # the block and every committed token
-        assert 8 + len([c for c in changed if c >= 8]) in window  # the hook's next position
-        assert not set(window) - set(range(8)) - set(changed) - {8 + len([c for c in changed if c >= 8])}
+    for windows_then, ids_then in seen[1:]:
+        assert windows_then is not None
+        for b, window in enumerate(windows_then):  # each record's own changes, not its neighbour's
+            changed = set((ids_then[b] != full[b]).nonzero()[:, 0].tolist())
+            hook_next = 8 + len([c for c in changed if c >= 8])
+            assert set(window) == set(range(8)) | changed | {hook_next}
 
 
 def test_fit_number_folds_into_bounds_and_multiples() -> None:

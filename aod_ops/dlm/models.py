@@ -56,9 +56,10 @@ class RecordCache:
     """Every position's keys and values from the sampler's last full pass, reused by the passes
     that recompute only a ``window`` of columns (Fast-dLLM's dual cache, arXiv 2505.22618).
 
-    ``window`` None asks for a full pass that refills ``layers``; a window (sorted column
-    indices) asks for a window pass. Positions outside the window keep their keys and values
-    from the last full pass: an approximation, refreshed at every block's first step.
+    ``window`` None asks for a full pass that refills ``layers``; a window (``[B, L]`` bool, per
+    record) asks for a window pass. A record's positions outside its window keep their keys and
+    values from the last full pass: an approximation, refreshed at every block's first step. The
+    window is per record so that a record's draws never depend on what its batch neighbours did.
     """
 
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
@@ -163,22 +164,24 @@ class Denoiser:
         layers: tuple[tuple[torch.Tensor, torch.Tensor], ...],
         window: torch.Tensor,
     ) -> torch.Tensor:
-        """Logits at ``(rows, cols)`` from a pass over the ``window`` columns only.
+        """Logits at ``(rows, cols)`` from a pass over the ``window`` (``[B, L]``) columns only.
 
-        A shifted head reads the prediction for column c at c-1, so those columns run too. The
-        cached copies of the columns that run are hidden from attention: the fresh ones replace
-        them.
+        A shifted head reads the prediction for column c at c-1, so that column runs too. The
+        batch runs the union of its records' columns; each record attends to the fresh keys and
+        values of its own columns and to the cached ones of every other column.
         """
         body, head = self._body()  # type: ignore[misc]
         batch, length = ids.shape
         n = len(prompt.ids)
-        run = torch.unique(torch.cat([window, (window - 1).clamp_min(0)])) if self.shift else window
+        fresh = window.clone()
+        if self.shift:
+            fresh[:, :-1] |= window[:, 1:]
+        run = fresh.any(0).nonzero()[:, 0]
         past = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(layers):
             past.update(k, v, i)
-        cached = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention], 1)
-        cached[:, n + run] = False
-        keys = torch.cat([cached, attention[:, run]], 1)
+        cached = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention & ~fresh], 1)
+        keys = torch.cat([cached, (attention & fresh)[:, run]], 1)
         mask = keys[:, None, None, :].expand(batch, 1, len(run), keys.shape[1])
         positions = (n + run)[None].expand(batch, len(run))
         hidden = body(

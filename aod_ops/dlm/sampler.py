@@ -111,9 +111,9 @@ def denoise(
             else:  # the block, what changed since the full pass, and where the hook goes next
                 hook_next = masked & owned
                 hook_next[:, 1:] &= ~hook_next[:, :-1].clone()  # the leftmost mask of each span
-                live = ((ids != refreshed) | hook_next).any(0)
-                live[lo : lo + settings.block_length] = True
-                cache.window = live.nonzero()[:, 0]
+                live = (ids != refreshed) | hook_next
+                live[:, lo : lo + settings.block_length] = True
+                cache.window = live
                 masked = masked & live
         logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks, prompt, cache)
         rows, cols = masked.nonzero(as_tuple=True)
