@@ -14,9 +14,12 @@ import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aod_ops.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -25,6 +28,17 @@ def cache_dir() -> Path:
     """Where converted weights live: ``$AOD_CACHE_DIR``, else ``~/.cache/aod_ops``."""
     root = os.environ.get("AOD_CACHE_DIR") or Path.home() / ".cache" / "aod_ops"
     return Path(root)
+
+
+def fast_dtype(device: str = "cpu") -> torch.dtype:
+    """The dtype models run in: bf16 where the hardware computes in it natively (CUDA; a CPU
+    whose oneDNN has bf16 kernels: AVX-512 or AMX), fp32 elsewhere. On an AVX2-only CPU a bf16
+    matrix product is emulated: measured 14 GFLOPS against fp32's 99 on two cores."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
 def smollm2_gguf() -> Path:
@@ -71,10 +85,11 @@ def smollm2_dir() -> Path:
 
 @cache
 def load_smollm2() -> tuple[Any, Any]:
-    """SmolLM2-135M-Instruct as ``(model, tokenizer)``, in eval mode, loaded once per process."""
+    """SmolLM2-135M-Instruct as ``(model, tokenizer)`` in ``fast_dtype()``, in eval mode, loaded
+    once per process."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = smollm2_dir()
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=fast_dtype())
     model.eval()
     return model, AutoTokenizer.from_pretrained(path)

@@ -179,3 +179,15 @@ def test_dual_cache_bench_pairs_full_passes_with_the_dual_cache(tmp_path: Path) 
         and results["speedup"]["seattle-weather/skeleton"] > 0
     )
     assert "| seattle-weather | skeleton | dual |" in out.with_suffix(".md").read_text()
+
+
+def test_dtype_bench_times_a_full_pass_in_both_dtypes(tmp_path: Path) -> None:
+    from bench import dtype
+
+    out = tmp_path / "dtype.json"
+    code = dtype.main(["--model", "tiny-random", "--batch-size", "2", "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert [r["dtype"] for r in results["rows"]] == ["fp32", "bf16"]
+    assert all(r["full_pass_s"] > 0 and r["matmul_gflops"] > 0 for r in results["rows"])
+    assert results["settings"]["batch_size"] == 2 and results["fast_dtype"] in ("float32", "bfloat16")

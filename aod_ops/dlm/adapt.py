@@ -45,6 +45,7 @@ from aod_ops.dlm.models import Denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.dlm.skeleton import layout_record
 from aod_ops.errors import DataError, ModelError
+from aod_ops.hf import fast_dtype
 
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -558,7 +559,10 @@ def adapt(
         optimizer.load_state_dict(state["optimizer"])
         step, seconds, initial = state["step"], state["seconds"], state["heldout_ce_initial"]
         say(f"resumed from {checkpoint} at step {step} ({seconds / 60:.1f} min)")
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+    # Mixed precision only where bf16 is native: an AVX2 CPU emulates it several times slower.
+    autocast = torch.autocast(
+        device.split(":")[0], dtype=torch.bfloat16, enabled=fast_dtype(device) == torch.bfloat16
+    )
     held = HeldoutSet.build(denoiser, heldout, cfg.eval_examples, cfg) if heldout else None
 
     def evaluate() -> float | None:

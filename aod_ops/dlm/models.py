@@ -28,7 +28,7 @@ import torch
 from transformers import DynamicCache
 
 from aod_ops.errors import ModelError
-from aod_ops.hf import smollm2_dir
+from aod_ops.hf import fast_dtype, smollm2_dir
 
 # Token of SmolLM2's vocabulary that chat data never uses; it becomes the mask.
 SMOLLM2_MASK_TOKEN = "<reponame>"
@@ -248,11 +248,11 @@ def tiny_random_denoiser(seed: int = 0, hidden: int = 32, layers: int = 2) -> De
     return Denoiser(model, tokenizer, tokenizer.mask_token_id, tokenizer.eos_token_id, True, "tiny-random")
 
 
-def smollm2_denoiser(adapter: Path | None = None, dtype: torch.dtype = torch.bfloat16) -> Denoiser:
+def smollm2_denoiser(adapter: Path | None = None, dtype: torch.dtype | None = None) -> Denoiser:
     """SmolLM2 made bidirectional, optionally with the masked-diffusion adapter applied.
 
-    Inference runs in bf16 (about twice as fast as fp32 on current CPUs; the logits are turned
-    back to fp32 for sampling); training asks for fp32.
+    Inference runs in ``fast_dtype()`` unless ``dtype`` is given (the logits are turned back to
+    fp32 for sampling); training asks for fp32.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -265,7 +265,7 @@ def smollm2_denoiser(adapter: Path | None = None, dtype: torch.dtype = torch.bfl
 
         apply_adapter(model, adapter)
         name = adapter.name  # "aod-smol-dlm" for the shipped adapter
-    model = model.to(dtype).eval()  # type: ignore[arg-type]
+    model = model.to(dtype or fast_dtype()).eval()  # type: ignore[arg-type]
     mask_id: int = tokenizer.convert_tokens_to_ids(SMOLLM2_MASK_TOKEN)  # type: ignore[assignment]
     return Denoiser(model, tokenizer, mask_id, tokenizer.eos_token_id, True, name)
 

@@ -16,6 +16,7 @@ import torch
 from aod_ops.dlm.generate import Generator
 from aod_ops.dlm.models import load_denoiser
 from aod_ops.dlm.settings import DecodingSettings
+from aod_ops.hf import fast_dtype
 from aod_ops.schema import LoadedSchema
 
 CANDIDATES = pa.schema(
@@ -44,7 +45,7 @@ class DLMGenerator:
     :param prompt: the rendered prompt text.
     :param decoding: the sampler settings (from the prompt artifact).
     :param threads: torch CPU threads for this actor (None leaves torch's default).
-    :param device: ``"cuda"`` moves the model to the actor's GPU.
+    :param device: ``"cuda"`` moves the model to the actor's GPU, in bf16.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class DLMGenerator:
             torch.set_num_threads(threads)
         denoiser = load_denoiser(model, trust_remote_code)
         if device != "cpu":
-            denoiser.model.to(device)
+            denoiser.model.to(device=device, dtype=fast_dtype(device))
         self.generator = Generator(denoiser, schema)
         self.prompt = prompt
         self.decoding = decoding
