@@ -174,28 +174,70 @@ def test_a_window_pass_on_a_fresh_cache_gives_the_full_pass_logits(den: Denoiser
     assert torch.allclose(windowed, full, atol=1e-4)
 
 
-def test_the_dual_cache_runs_a_full_pass_per_block_and_windows_in_between(
+def test_a_window_pass_writes_back_its_own_records_columns_only(den: Denoiser) -> None:
+    prompt = den.encode_prompt(den.encode("hello "))
+    ids = torch.full((2, 8), den.mask_id)
+    attention = torch.ones_like(ids, dtype=torch.bool)
+    cache = RecordCache()
+    den.logits(ids, attention, ids == den.mask_id, prompt, cache)
+    assert cache.layers is not None
+    before = [(k.clone(), v.clone()) for k, v in cache.layers]
+    changed = ids.clone()
+    changed[:, 5] = 7  # both records commit column 5; only record 0 recomputes it
+    cache.window = torch.zeros_like(attention)
+    cache.window[0, 5] = True
+    den.logits(changed, attention, cache.window, prompt, cache)
+    exact = RecordCache()
+    den.logits(changed, attention, changed == den.mask_id, prompt, exact)
+    assert exact.layers is not None
+    n = len(prompt.ids)
+    # A first layer's keys and values depend on the token and its position alone: the written
+    # column is exact; every other entry is what the full pass left.
+    for (k, v), (k0, v0), (ke, ve) in zip(cache.layers[:1], before[:1], exact.layers[:1], strict=True):
+        assert torch.allclose(k[0, :, n + 5], ke[0, :, n + 5], atol=1e-5)
+        assert torch.allclose(v[0, :, n + 5], ve[0, :, n + 5], atol=1e-5)
+        assert not torch.allclose(k[0, :, n + 5], k0[0, :, n + 5])
+        untouched = torch.ones(k.shape[2], dtype=torch.bool)
+        untouched[n + 5] = False
+        assert torch.equal(k[0, :, untouched], k0[0, :, untouched])
+        assert torch.equal(k[1], k0[1]) and torch.equal(v[1], v0[1])
+
+
+def test_the_dual_cache_computes_literal_text_once_and_refreshes_masks_per_block(
     den: Denoiser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompt = den.encode_prompt(den.encode("hello "))
     ids = torch.full((3, 20), den.mask_id)
-    mask = torch.ones_like(ids, dtype=torch.bool)
-    windows: list[list[int] | None] = []
+    ids[:, [3, 10, 17]] = 7  # a skeleton's literal text
+    attention = torch.ones_like(ids, dtype=torch.bool)
+    seen: list[tuple[list[list[int]] | None, torch.Tensor]] = []
     logits = den.logits
 
     def spy(*args: object) -> torch.Tensor:
         cache = args[-1]
-        windows.append(None if cache is None or cache.window is None else _columns(cache.window))
+        window = None if cache is None or cache.window is None else _columns(cache.window)  # type: ignore[attr-defined]
+        seen.append((window, args[0].clone()))  # type: ignore[attr-defined]
         return logits(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(den, "logits", spy)
     for cache in (True, False):
         gens = [torch.Generator().manual_seed(i) for i in range(3)]
-        out = denoise(den, prompt, ids, mask, SamplerSettings(steps=8, block_length=8, cache=cache), gens)
+        settings = SamplerSettings(steps=8, block_length=8, cache=cache)
+        out = denoise(den, prompt, ids, attention, settings, gens)
         assert not (out == den.mask_id).any()
-    # 3 blocks of 8 columns, 2 steps each: a full pass, then a pass over the block's columns
-    block = [[list(range(lo, min(lo + 8, 20)))] * 3 for lo in (0, 8, 16)]
-    assert windows == [None, block[0], None, block[1], None, block[2]] + [None] * 6
+    cached, full = seen[:6], seen[6:]
+    assert [w for w, _ in full] == [None] * 6 and cached[0][0] is None  # the first pass is full
+    # 3 blocks of 8 columns, 2 steps each. A pass recomputes its block's masks and what the pass
+    # before committed; a block's first step also every mask; literal text never again.
+    for p in range(1, 6):
+        window, now = cached[p]
+        block = range(8 * (p // 2), 8 * (p // 2) + 8)
+        for b in range(3):
+            masks = {c for c in range(20) if now[b, c] == den.mask_id}
+            changed = set((now[b] != cached[p - 1][1][b]).nonzero()[:, 0].tolist())
+            expected = changed | (masks & set(block)) | (masks if p % 2 == 0 else set())
+            assert window is not None and set(window[b]) == expected
+            assert not {3, 10, 17} & set(window[b])
 
 
 def _columns(window: torch.Tensor) -> list[list[int]]:
@@ -203,7 +245,7 @@ def _columns(window: torch.Tensor) -> list[list[int]]:
     return [row.nonzero()[:, 0].tolist() for row in window]
 
 
-def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_pass(
+def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_pass_before(
     den: Denoiser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompt = den.encode_prompt(den.encode("hello "))
@@ -215,6 +257,7 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_
         for b in range(ids.shape[0]):
             left = int((ids[b, 8:] == den.mask_id).nonzero()[0]) + 8
             assert ((rows == b) & (cols == left)).any()  # its logits were computed
+            assert not ((rows == b) & (cols > left)).any()  # and not the rest of its span
             ids[b, left] = 5
 
     seen: list[tuple[list[list[int]] | None, torch.Tensor]] = []
@@ -237,15 +280,14 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_full_
         ordered=(owned, hook),
     )
     assert not (out == den.mask_id).any()
-    windows = [w is None for w, _ in seen]
-    assert windows == [True, False, False, False]  # one block of 4 steps: a full pass, then windows
-    full = seen[0][1]
-    for windows_then, ids_then in seen[1:]:
+    assert [w is None for w, _ in seen] == [True, False, False, False]  # one block of 4 steps
+    for (windows_then, ids_then), (_, ids_before) in zip(seen[1:], seen, strict=False):
         assert windows_then is not None
         for b, window in enumerate(windows_then):  # each record's own changes, not its neighbour's
-            changed = set((ids_then[b] != full[b]).nonzero()[:, 0].tolist())
-            hook_next = 8 + len([c for c in changed if c >= 8])
-            assert set(window) == set(range(8)) | changed | {hook_next}
+            changed = set((ids_then[b] != ids_before[b]).nonzero()[:, 0].tolist())
+            masks = {c for c in range(8) if ids_then[b, c] == den.mask_id}
+            hook_next = 8 + int((ids_then[b, 8:] != den.mask_id).sum())
+            assert set(window) == masks | changed | {hook_next}
 
 
 def test_fit_number_folds_into_bounds_and_multiples() -> None:

@@ -53,13 +53,14 @@ class PromptState:
 
 @dataclass
 class RecordCache:
-    """Every position's keys and values from the sampler's last full pass, reused by the passes
-    that recompute only a ``window`` of columns (Fast-dLLM's dual cache, arXiv 2505.22618).
+    """Every position's keys and values, kept between the sampler's passes so that a pass need
+    recompute only a ``window`` of columns (Fast-dLLM's dual cache, arXiv 2505.22618).
 
-    ``window`` None asks for a full pass that refills ``layers``; a window (``[B, L]`` bool, per
-    record) asks for a window pass. A record's positions outside its window keep their keys and
-    values from the last full pass: an approximation, refreshed at every block's first step. The
-    window is per record so that a record's draws never depend on what its batch neighbours did.
+    ``window`` None asks for a full pass that fills ``layers``; a window (``[B, L]`` bool, per
+    record) asks for a pass over the window's columns that writes their fresh keys and values
+    back. A record's positions outside its window keep the keys and values of the last pass that
+    computed them: an approximation. The window is per record so that a record's draws never
+    depend on what its batch neighbours did.
     """
 
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
@@ -118,8 +119,8 @@ class Denoiser:
 
         With a ``cache`` whose ``window`` is None the pass is a full one and stores every
         position's keys and values in it; with a ``window`` (and stored layers) only the window's
-        columns are recomputed and every other position's keys and values come from the cache:
-        ``where`` must then lie inside the window.
+        columns are recomputed (and written back) and every other position's keys and values come
+        from the cache: ``where`` must then lie inside the window.
         """
         batch, length = ids.shape
         n = len(prompt.ids)
@@ -137,7 +138,7 @@ class Denoiser:
             hidden = parts[0](input_ids=full, attention_mask=mask).last_hidden_state
             return parts[1](hidden[rows, at]).float()
         if cache is not None and cache.window is not None and cache.layers is not None:
-            return self._window_logits(ids, attention, rows, cols, prompt, cache.layers, cache.window)
+            return self._window_logits(ids, attention, rows, cols, prompt, cache)
         past = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(prompt.layers):
             past.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
@@ -161,16 +162,18 @@ class Denoiser:
         rows: torch.Tensor,
         cols: torch.Tensor,
         prompt: PromptState,
-        layers: tuple[tuple[torch.Tensor, torch.Tensor], ...],
-        window: torch.Tensor,
+        cache: RecordCache,
     ) -> torch.Tensor:
-        """Logits at ``(rows, cols)`` from a pass over the ``window`` (``[B, L]``) columns only.
+        """Logits at ``(rows, cols)`` from a pass over the cache's window columns only.
 
         A shifted head reads the prediction for column c at c-1, so that column runs too. The
         batch runs the union of its records' columns; each record attends to the fresh keys and
-        values of its own columns and to the cached ones of every other column.
+        values of its own columns and to the cached ones of every other column, and its fresh
+        ones replace the cached ones.
         """
         body, head = self._body()  # type: ignore[misc]
+        assert cache.layers is not None and cache.window is not None
+        layers, window = cache.layers, cache.window
         batch, length = ids.shape
         n = len(prompt.ids)
         fresh = window.clone()
@@ -187,6 +190,11 @@ class Denoiser:
         hidden = body(
             input_ids=ids[:, run], attention_mask=mask, cache=past, position_ids=positions
         ).last_hidden_state
+        mine = fresh[:, run][:, None, :, None]  # [B, 1, R, 1]: the record's own columns
+        for (k, v), (new_k, new_v) in zip(layers, _key_values(past), strict=True):
+            # In place: the stored tensors belong to this cache alone (the full pass made them).
+            k[:, :, n + run] = torch.where(mine, new_k[:, :, -len(run) :], k[:, :, n + run])
+            v[:, :, n + run] = torch.where(mine, new_v[:, :, -len(run) :], v[:, :, n + run])
         index = torch.full((length,), -1, dtype=torch.long)
         index[run] = torch.arange(len(run))
         if not self.shift:

@@ -21,8 +21,9 @@ from aod_ops.dlm.settings import SamplerSettings
 TOP_K = 64
 
 # Called once per forward pass with (logits [N, V], rows [N], cols [N], ids [B, L]) for the N
-# masked positions; commits in ``ids``, in place, at least the leftmost masked position of every
-# span it owns, so it always makes progress.
+# positions the step decides (the leftmost mask of every span the hook owns among them); commits
+# in ``ids``, in place, at least that leftmost masked position of every span, so it always makes
+# progress.
 OrderedHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
@@ -82,9 +83,10 @@ def denoise(
     """Fill every mask in ``ids`` (``[B, L]``, the tokens after ``prompt``); return the filled ids.
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
-    the confidence rule fills the others. With ``settings.cache`` a block's first step is a full
-    pass; its other steps recompute only the block's columns, the tokens committed since that pass
-    and the hook's next positions (``RecordCache``).
+    the confidence rule fills the others. With ``settings.cache`` only the first pass is a full one;
+    every later pass recomputes the positions it decides and the tokens committed since the pass
+    before, and a block's first step also every masked position (``RecordCache``). The literal
+    text of a skeleton is computed once.
     """
     ids = ids.clone()
     owned = ordered[0] if ordered is not None else torch.zeros_like(ids, dtype=torch.bool)
@@ -94,7 +96,7 @@ def denoise(
     steps_per_block = max(1, settings.steps // max(1, n_blocks))
     block = step = 0
     cache = RecordCache() if settings.cache else None
-    refreshed = ids
+    refreshed = ids  # the tokens when the cache was last written
     while (masked := ids == denoiser.mask_id).any():
         if block >= n_blocks and not (masked & owned).any():
             raise RuntimeError("sampler made no progress")  # a hook that broke its contract
@@ -105,23 +107,25 @@ def denoise(
         ):
             block, step = block + 1, 0
         lo = first + block * settings.block_length
+        # Logits are needed where this step decides: the block's free masks and the leftmost mask
+        # of each span the hook owns.
+        where = masked & owned
+        where[:, 1:] &= ~where[:, :-1].clone()
+        where[:, lo : lo + settings.block_length] |= free[:, lo : lo + settings.block_length]
         if cache is not None:
-            if step == 0 or block >= n_blocks:  # a block's first step (and the hook's last ones)
-                cache.window, refreshed = None, ids.clone()
-            else:  # the block, what changed since the full pass, and where the hook goes next
-                hook_next = masked & owned
-                hook_next[:, 1:] &= ~hook_next[:, :-1].clone()  # the leftmost mask of each span
-                live = (ids != refreshed) | hook_next
-                live[:, lo : lo + settings.block_length] = True
+            if cache.layers is not None:  # after the first pass, a full one
+                live = (ids != refreshed) | where
+                if step == 0 or block >= n_blocks:  # a block's first step refreshes every mask
+                    live |= masked
                 cache.window = live
-                masked = masked & live
-        logits = constrained_logits(denoiser, ids, attention, masked, vocab_class, class_masks, prompt, cache)
-        rows, cols = masked.nonzero(as_tuple=True)
+            refreshed = ids.clone()
+        logits = constrained_logits(denoiser, ids, attention, where, vocab_class, class_masks, prompt, cache)
+        rows, cols = where.nonzero(as_tuple=True)
         if ordered is not None:
             ordered[1](logits, rows, cols, ids)
         if block >= n_blocks:
             continue
-        candidates = free[rows, cols] & (cols >= lo) & (cols < lo + settings.block_length)
+        candidates = free[rows, cols]
         choice, prob = sample(logits, rows, settings.temperature, generators)
         remaining = steps_per_block - step
         for row in rows[candidates].unique().tolist():

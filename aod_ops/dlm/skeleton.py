@@ -82,8 +82,8 @@ def slot_length(node: StringNode | NumberNode) -> int:
         # their bounds allow, three decimals when not integral, and one end-of-text.
         digits = len(str(int(max(abs(node.minimum), abs(node.maximum)))))
         return min(NUMBER_TOKENS, digits + (node.minimum < 0) + (0 if node.integer else 3) + 1)
-    if node.pattern is not None:
-        return PATTERN_TOKENS
+    if node.pattern is not None:  # a token writes at least one character (ASCII patterns)
+        return PATTERN_TOKENS if node.max_length is None else min(PATTERN_TOKENS, node.max_length + 1)
     n = STRING_TOKENS
     if node.max_length is not None:
         n = min(n, -(-node.max_length // 3))
