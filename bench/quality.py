@@ -18,7 +18,7 @@ sampled afresh (the loop's own reward is a best-of-M estimate, optimistic by con
 its ``wall_s`` includes the optimization. Beside each partition, the DCR of held-out real records
 to the reference is the baseline a synthetic DCR is compared with.
 
-Writes ``--out`` (``bench/results/quality.json``: rows, means, DCR baselines, reward per round,
+Writes ``--out`` (``bench/results/quality.json``: rows, means, held-out baselines, reward per round,
 targets, settings), a markdown report (``quality.md`` beside it, for bench/RESULTS.md) and the
 reward-per-round plot (``quality_rewards.png``). The AoD runs' folders go under ``--work``.
 
@@ -50,7 +50,7 @@ from aod_ops.agents.prompt import Prompt, initial_prompt  # noqa: E402
 from aod_ops.dlm.generate import Candidate, Generator, record_seed  # noqa: E402
 from aod_ops.dlm.models import load_denoiser  # noqa: E402
 from aod_ops.loop import optimize_partition  # noqa: E402
-from aod_ops.metrics import distances_to_closest_record, percentile  # noqa: E402
+from aod_ops.metrics import distances_to_closest_record, field_overlap, percentile  # noqa: E402
 from aod_ops.schema import LoadedSchema, load_schema  # noqa: E402
 from aod_ops.spec import Partition, load_reference, load_spec  # noqa: E402
 
@@ -231,15 +231,18 @@ def row(run: SystemRun, judge: Judge) -> dict[str, Any]:
     }
 
 
-def dcr_baseline(ctx: Context) -> dict[str, Any]:
-    """Held-out real records' distance to the closest reference record: the DCR a synthetic
-    record should not go below (None without a held-out sample)."""
+def holdout_baseline(ctx: Context, judge: Judge) -> dict[str, Any]:
+    """Held-out real records measured against the reference like a system's: their distance to
+    the closest reference record (the DCR a synthetic record should not go below) and their
+    field overlap (what realistic records of this table copy by chance). None without a
+    held-out sample."""
     distances = distances_to_closest_record(ctx.holdout, ctx.reference)
     return {
         "holdout_records": len(ctx.holdout),
         "reference_records": len(ctx.reference),
         "dcr_p5": percentile(distances, 5),
         "dcr_median": percentile(distances, 50),
+        "field_overlap": field_overlap(ctx.holdout, ctx.reference, judge.skip_leaf) if ctx.holdout else None,
     }
 
 
@@ -377,7 +380,7 @@ def run_benchmark(
         return {
             "rows": rows,
             "means": means(rows, systems),
-            "dcr_baseline": baselines,
+            "holdout_baseline": baselines,
             "rewards": rewards,
             "targets": targets(rows),
             "paper": PAPER,
@@ -414,8 +417,8 @@ def run_benchmark(
         schema = load_schema(partition.schema_path)
         holdout = load_reference(partition, holdout=True) if partition.holdout_path else []
         ctx = Context(partition, schema, load_reference(partition), holdout)
-        baselines[partition.name] = dcr_baseline(ctx)
         judge = Judge(schema, ctx.reference, partition.sensitive, partition.notes)
+        baselines[partition.name] = holdout_baseline(ctx, judge)
         for system in systems:
             log(f"{partition.name}: {system} ...")
             mode: Mode = "free" if system.endswith("-free") else "skeleton"
@@ -483,15 +486,15 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     if not s["complete"]:
         out += ["**Partial run**: the rows below are those measured before the run stopped.", ""]
-    for name in [p for p in s["partitions"] if p in results["dcr_baseline"]]:  # a partial run has fewer
-        base = results["dcr_baseline"][name]
+    for name in [p for p in s["partitions"] if p in results["holdout_baseline"]]:  # a partial run has fewer
+        base = results["holdout_baseline"][name]
         out += [f"### {name}", ""]
         out += _table([r for r in results["rows"] if r["partition"] == name], "system")
         out += [
             "",
-            f"DCR baseline: held-out real records to the reference, p5 {_fmt(base['dcr_p5'])}, "
-            f"median {_fmt(base['dcr_median'])} ({base['holdout_records']} held-out, "
-            f"{base['reference_records']} reference records).",
+            f"Held-out real records against the reference ({base['holdout_records']} held-out, "
+            f"{base['reference_records']} reference records): DCR p5 {_fmt(base['dcr_p5'])}, "
+            f"median {_fmt(base['dcr_median'])}; field overlap {_fmt(base['field_overlap'])}.",
             "",
         ]
     out += ["### Mean over partitions", ""]

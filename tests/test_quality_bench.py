@@ -64,8 +64,9 @@ def test_cli_runs_dlm_and_aod_systems_and_writes_json_markdown_and_plot(tmp_path
         assert run["stop"] in ("target", "patience", "rounds")
     assert (tmp_path / "work" / "aod-skeleton" / "seattle-weather" / "history.json").is_file()
     assert [m["system"] for m in results["means"]] == systems
-    baseline = results["dcr_baseline"]["seattle-weather"]
+    baseline = results["holdout_baseline"]["seattle-weather"]
     assert baseline["holdout_records"] > 0 and 0.0 <= baseline["dcr_p5"] <= baseline["dcr_median"]
+    assert 0.0 < baseline["field_overlap"] < 1.0  # real days repeat some real values, not all
     settings = results["settings"]
     assert settings["candidates_per_system_and_partition"] == 2 and settings["loop_rounds"] == 1
     assert settings["dlm"] == "tiny-random" and len(settings["load_average_before"]) == 3
@@ -148,8 +149,8 @@ def test_markdown_of_a_partial_run_shows_the_partitions_measured_so_far() -> Non
     results = {
         "rows": rows,
         "means": quality.means(rows, quality.SYSTEMS),
-        "dcr_baseline": {"cars": {"dcr_p5": 0.1, "dcr_median": 0.2, "holdout_records": 100,
-                                  "reference_records": 200}},
+        "holdout_baseline": {"cars": {"dcr_p5": 0.1, "dcr_median": 0.2, "holdout_records": 100,
+                                      "reference_records": 200, "field_overlap": 0.69}},
         "rewards": [],
         "targets": quality.targets(rows),
         "settings": settings,
@@ -158,7 +159,7 @@ def test_markdown_of_a_partial_run_shows_the_partitions_measured_so_far() -> Non
     assert "**Partial run**" in markdown
     assert "DLM `smollm2-bidir` (16 steps, blocks of 32, temperature 0.8, dual cache)" in markdown
     assert "### cars" in markdown and "### airports" not in markdown
-    assert "held-out real records to the reference, p5 0.10, median 0.20" in markdown
+    assert "(100 held-out, 200 reference records): DCR p5 0.10, median 0.20; field overlap 0.69" in markdown
     assert "| tsr above every baseline | > max(a-d) | cars: 0.95/0.95 | **missed** |" in markdown
 
 
