@@ -27,6 +27,7 @@ from aod_ops.agents.prompt import check_decoding
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, SpecError
 from aod_ops.privacy import PrivacyThresholds, sensitive_columns
+from aod_ops.rules import Rule, check_fields, parse_rules
 from aod_ops.schema import load_schema
 
 REFERENCE_FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -98,7 +99,8 @@ class Partition:
 
     ``sensitive`` holds the columns the spec names and those the schema marks
     ``x-aod-sensitive: true``; ``thresholds`` the privacy gates (``max_field_overlap`` may be set
-    per partition: a table of small-domain numbers repeats real values however it is made).
+    per partition: a table of small-domain numbers repeats real values however it is made);
+    ``rules`` the cross-field rules the judge counts, the value guides respect and GX checks.
     """
 
     name: str
@@ -115,6 +117,7 @@ class Partition:
     loop: LoopSettings = field(default_factory=LoopSettings)
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
     thresholds: PrivacyThresholds = field(default_factory=PrivacyThresholds)
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class Spec:
 # The settings a partition may override; `defaults` holds the same keys.
 _SETTINGS = ("dlm", "agent", "critic", "seed", "loop", "decoding")
 _PARTITION_FIELDS = (
-    "name", "schema", "reference", "holdout", "rows", "notes", "sensitive", "max_field_overlap", *_SETTINGS
+    "name", "schema", "reference", "holdout", "rows", "notes", "sensitive", "max_field_overlap", "rules", *_SETTINGS
 )  # fmt: skip
 _T = TypeVar("_T")
 
@@ -259,6 +262,14 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
     if isinstance(max_overlap, bool) or not isinstance(max_overlap, int | float) or not 0 <= max_overlap <= 1:
         where.fail("max_field_overlap", f"must be a number between 0 and 1, got {max_overlap!r}")
     holdout = raw.get("holdout")
+    texts = raw.get("rules", [])
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        where.fail("rules", f"must be a list of comparisons such as 'temp_min <= temp_max', got {texts!r}")
+    try:
+        rules = parse_rules(texts)
+        check_fields(rules, schema)
+    except SpecError as exc:
+        where.fail("rules", str(exc))
     partition = Partition(
         name=name,
         schema_path=schema_path,
@@ -268,6 +279,7 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
         notes=_check(where, "notes", raw.get("notes", ""), str),
         sensitive=tuple(dict.fromkeys([*sensitive, *sensitive_columns(schema)])),
         thresholds=PrivacyThresholds(max_field_overlap=float(max_overlap)),
+        rules=rules,
         **_settings(where, raw, settings),
     )
     for key, path in (("reference", partition.reference_path), ("holdout", partition.holdout_path)):

@@ -15,8 +15,9 @@ The static prompt is the loop's first prompt (``initial_prompt``: schema title a
 the partition's notes, two reference exemplars unless the partition has sensitive columns). Every
 system's row is measured on the same evaluation seeds: an AoD system's row is its best prompt
 sampled afresh (the loop's own reward is a best-of-M estimate, optimistic by construction), and
-its ``wall_s`` includes the optimization. Beside each partition, the DCR of held-out real records
-to the reference is the baseline a synthetic DCR is compared with.
+its ``wall_s`` includes the optimization. Beside each partition, held-out real records measured
+against the reference are the baseline: their DCR is what a synthetic DCR should not go below, and
+their field overlap is what realistic records of that table copy by chance.
 
 Writes ``--out`` (``bench/results/quality.json``: rows, means, held-out baselines, reward per round,
 targets, settings), a markdown report (``quality.md`` beside it, for bench/RESULTS.md) and the
@@ -242,7 +243,7 @@ def holdout_baseline(ctx: Context, judge: Judge) -> dict[str, Any]:
         "reference_records": len(ctx.reference),
         "dcr_p5": percentile(distances, 5),
         "dcr_median": percentile(distances, 50),
-        "field_overlap": field_overlap(ctx.holdout, ctx.reference, judge.skip_leaf) if ctx.holdout else None,
+        "field_overlap": field_overlap(ctx.holdout, judge.index, judge.skip_leaf) if ctx.holdout else None,
     }
 
 
