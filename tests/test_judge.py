@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from aod_ops.agents.judge import Judge, degenerate, parse_critic
 from aod_ops.dlm.generate import Candidate
 from aod_ops.errors import ModelError
+from aod_ops.fidelity import table_reward
 from aod_ops.metrics import task_success_rate
 from aod_ops.schema import load_schema
 
@@ -54,13 +56,12 @@ def judge(records: list[Any], **kwargs: Any) -> Any:
     return Judge(SCHEMA, REFERENCE, **kwargs).judge(candidates)
 
 
-def test_clean_batch_is_accepted_with_reward_one() -> None:
+def test_clean_batch_is_accepted_without_problems() -> None:
     result = judge([fresh(i) for i in range(4)])
     assert all(v.ok and not v.reasons for v in result.verdicts)
-    assert result.reward == 1.0
     assert result.metrics.tsr == 1.0 and result.metrics.field_overlap == 0.0
     assert result.problems == ()
-    assert result.feedback.endswith("No problems found.")
+    assert "Problems" not in result.feedback
 
 
 def test_enum_and_boolean_leaves_are_not_counted_as_copies() -> None:
@@ -93,9 +94,7 @@ def test_copied_leaves_are_named_with_values_but_do_not_reject() -> None:
     assert all(v.ok for v in result.verdicts)
     assert '/name: "Ann Lee" is copied from the reference' in result.verdicts[0].reasons[0]
     assert '"Austin"' in result.feedback and "/city copies reference values" in result.feedback
-    # Two of three free leaves invented in each record: overlap 1/3 costs a third of the reward.
     assert result.metrics.field_overlap == pytest.approx(1 / 3)
-    assert result.reward == pytest.approx(2 / 3)
 
 
 def test_exact_copy_and_duplicate_are_rejected_once_each() -> None:
@@ -139,12 +138,15 @@ def test_real_looking_values_are_not_degenerate(value: str) -> None:
     assert degenerate(value, "city") is None
 
 
-def test_degenerate_value_rejects_the_record_and_lowers_reward_below_tsr() -> None:
+def test_degenerate_value_rejects_the_record_and_halves_the_reward() -> None:
+    clean = judge([fresh(0), fresh(1)])
     result = judge([fresh(0, city="lorem ipsum"), fresh(1)])
     assert [v.ok for v in result.verdicts] == [False, True]
     assert '/city: "lorem ipsum" is placeholder text' in result.verdicts[0].reasons[0]
     assert result.metrics.tsr == 1.0  # the contract's TSR ignores the judge's own gates
-    assert result.reward == pytest.approx(0.5)
+    # One of the two TSR successes fails the judge's own gate: half the table's reward.
+    assert result.reward == pytest.approx(table_reward(result.scorecard, result.baseline) / 2)
+    assert clean.reward > 0
 
 
 def test_problems_are_ranked_by_frequency_and_feedback_follows() -> None:
@@ -164,9 +166,12 @@ def test_problems_are_ranked_by_frequency_and_feedback_follows() -> None:
     ]
     lines = result.feedback.splitlines()
     assert lines[0].startswith("Reward ")
-    assert lines[2].startswith("- 3/6: /age breaks the schema rule 'minimum'. e.g. record 1 at /age: -1")
-    assert lines[3].startswith("- 2/6: /city is an empty string")
-    assert lines[4].startswith("- 1/6: /name copies reference values")
+    start = lines.index("Problems, most frequent first:")
+    assert lines[start + 1].startswith(
+        "- 3/6: /age breaks the schema rule 'minimum'. e.g. record 1 at /age: -1"
+    )
+    assert lines[start + 2].startswith("- 2/6: /city is an empty string")
+    assert lines[start + 3].startswith("- 1/6: /name copies reference values")
     assert result.problems[0].values == (-1, -2, -3)
 
 
@@ -180,28 +185,57 @@ def test_feedback_is_bounded_and_says_how_much_was_left_out() -> None:
     assert result.feedback.splitlines()[-1].endswith(" more problems)")
 
 
-def test_reward_penalises_low_field_diversity() -> None:
-    varied = judge([fresh(i) for i in range(4)]).reward
-    same_city = judge([fresh(i, city="Springfield") for i in range(4)])
-    assert same_city.metrics.diversity == 1.0 and same_city.metrics.tsr == 1.0
-    # name and age vary (ratio 1), city does not (1/4): mean 0.75, reward sqrt(0.75).
-    assert same_city.reward == pytest.approx(0.75**0.5)
-    assert same_city.reward < varied
+# A small "real" table: ages 20-60 rising with income; the reference and the held-out rows are
+# two samples of it.
+def _person(rng: random.Random) -> dict[str, Any]:
+    age = rng.randint(20, 60)
+    return {
+        "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+        "age": age,
+        "city": rng.choice(["Boston", "Austin", "Denver", "Omaha"]),
+        "kind": rng.choice(["a", "a", "b"]),
+        "member": age > 40,
+    }
 
 
-def test_reward_is_in_bounds_and_equals_tsr_when_nothing_else_is_wrong() -> None:
-    batches: list[tuple[list[Any], float]] = [
-        ([], 0.0),
-        ([Candidate("?", None, ("parse error",))], 0.0),
-        # One of two accepted; each free field has 1 distinct value in 2: 0.5 * 0.5 ** 0.5.
-        ([fresh(0), fresh(0)], 0.5 * 0.5**0.5),
-        # One accepted; overlap is the mean of 3/3 (the copy) and 2/3: 0.5 * (1 - 5/6).
-        ([dict(REFERENCE[1]), fresh(1, name="Cy Diaz", city="Boston")], 0.5 / 6),
+FIRST = ["Ann", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kim", "Lou", "Max", "Ned"]
+LAST = ["Lee", "Chan", "Diaz", "Ford", "Gray", "Hunt", "Ives", "Jain", "Khan", "Lund", "Moss", "Nash"]
+REAL = [_person(random.Random(i)) for i in range(120)]
+
+
+def real_judge() -> Judge:
+    return Judge(SCHEMA, REAL[:80], holdout=REAL[80:])
+
+
+def test_reward_ranks_real_looking_records_above_wrong_ones() -> None:
+    like_real = [_person(random.Random(1000 + i)) for i in range(16)]
+    too_old = [{**r, "age": 100 + i % 5} for i, r in enumerate(like_real)]
+    good, bad = (
+        real_judge().judge([cand(r) for r in like_real]),
+        real_judge().judge([cand(r) for r in too_old]),
+    )
+    assert good.reward > bad.reward
+    assert good.scorecard.quality > bad.scorecard.quality
+    assert 0.0 <= bad.reward <= good.reward <= 1.0
+
+
+def test_feedback_names_the_costliest_column_in_numbers_beside_the_held_out_rows() -> None:
+    too_old = [{**_person(random.Random(2000 + i)), "age": 100 + i % 5} for i in range(16)]
+    result = real_judge().judge([cand(r) for r in too_old])
+    assert "held-out real rows" in result.feedback
+    mismatch = result.feedback.splitlines()[
+        result.feedback.splitlines().index("Unlike real data, most costly first:") + 1
     ]
-    for batch, expected in batches:
-        result = judge(batch)
-        assert 0.0 <= result.reward <= 1.0
-        assert result.reward == pytest.approx(expected)
+    assert mismatch.startswith("- age: table median 102 vs 40 in the held-out rows")
+    assert "16 of 16 values above" in mismatch
+
+
+def test_reward_is_zero_without_a_valid_record() -> None:
+    for batch in ([], [Candidate("?", None, ("parse error",))], [cand(fresh(0, age=300))]):
+        assert judge(batch).reward == 0.0
+
+
+def test_tsr_counts_duplicates_once() -> None:
     records = [fresh(0), fresh(0), fresh(1), fresh(2)]
     result = judge(records)
     assert result.metrics.tsr == task_success_rate(records, [True] * 4, REFERENCE) == 0.75

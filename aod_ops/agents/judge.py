@@ -10,6 +10,11 @@ and rendered into a feedback text of bounded length for the optimizer.
 A candidate is accepted (``Verdict.ok``) when it is valid, novel (no exact copy, not a repeat of an
 earlier record of the batch), has no degenerate value, copies no sensitive reference value, and the
 critic (when configured) does not reject it.
+
+The reward ranks a batch as the metrics rank tables (``aod_ops.fidelity``): its fidelity against
+the held-out real rows first, privacy as a gate relative to those rows, validity as a
+precondition, repairs counted against the model. The feedback names, in numbers, the columns
+whose values differ most from the held-out rows' and the cross-field rules broken.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Protocol
 
 from aod_ops.agents.chat import ChatModel
 from aod_ops.errors import ModelError
+from aod_ops.fidelity import Scorecard, Yardstick, column_feedback, table_reward
 from aod_ops.metrics import Metrics, Pointer, ReferenceIndex, canonical_json, compute_metrics, leaves
+from aod_ops.rules import Rule
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf
 
-FEEDBACK_CHARS = 1200
+FEEDBACK_CHARS = 1600
 # Problem kinds, most severe first: the order breaks ties between equally frequent problems.
 KINDS = ("parse", "schema", "exact_copy", "sensitive", "duplicate", "degenerate", "copied", "critic")
 PLACEHOLDERS = frozenset(
@@ -59,6 +66,16 @@ class CandidateLike(Protocol):
     @property
     def errors(self) -> tuple[str, ...]:
         """The generator's parse or validation errors."""
+        ...
+
+    @property
+    def slots(self) -> int:
+        """Value slots the generator decoded for the record (0 when unknown)."""
+        ...
+
+    @property
+    def repaired(self) -> int:
+        """Slots whose text the compiler had to change to make it legal."""
         ...
 
 
@@ -121,36 +138,27 @@ class Problem:
 @dataclass(frozen=True)
 class Judgement:
     """The judge's answer for one batch: per-candidate verdicts (in order), the recurring problems
-    (most frequent first), the metrics, the reward and the feedback text."""
+    (most frequent first), the metrics, the fidelity and privacy scorecard beside the held-out
+    rows' (``baseline``, the same number of real rows), the reward and the feedback text."""
 
     verdicts: tuple[Verdict, ...]
     problems: tuple[Problem, ...]
     metrics: Metrics
+    scorecard: Scorecard
+    baseline: Scorecard
     reward: float
     feedback: str
     critic_failures: int = 0
 
 
-def reward(metrics: Metrics, accepted: float, field_diversity: float) -> float:
-    """The judge's scalar reward in [0, 1]:
-
-    ``reward = accepted × (1 − field_overlap) × field_diversity ** 0.5``
-
-    - ``accepted`` is the task success rate with the judge's own gates as the critic: the share of
-      candidates that are valid, novel, pass the LLM critic (when one is configured), have no
-      degenerate value and copy no sensitive value. It equals ``metrics.tsr`` when no record is
-      degenerate or copies personal data, and is never above it.
-    - ``(1 − field_overlap)`` penalises leaves copied from the reference linearly: the paper's
-      overlap of 0.29 costs 29 % of the reward.
-    - ``field_diversity`` is the mean distinct-value ratio of the valid records' free fields
-      (enum, const and boolean fields are left out: few distinct values are right there); its
-      square root penalises a batch that repeats the same values gently at first (0.81 costs
-      10 %) and strongly when it collapses (0.25 costs 50 %).
-
-    A batch of distinct, valid, invented records scores 1; a batch without a valid record scores 0.
-    """
-    value = accepted * (1.0 - metrics.field_overlap) * max(field_diversity, 0.0) ** 0.5
-    return min(1.0, max(0.0, value))
+def reward(card: Scorecard, baseline: Scorecard, accepted: float) -> float:
+    """The judge's scalar reward in [0, 1]: ``table_reward`` (fidelity against the held-out rows
+    first, privacy as a gate relative to them, validity as a precondition, repairs counted against
+    the model), scaled by the share of candidates that also pass the judge's own gates (no
+    degenerate value, no sensitive copy) among those that count for TSR."""
+    if card.tsr <= 0:
+        return 0.0
+    return min(1.0, max(0.0, table_reward(card, baseline) * min(1.0, accepted / card.tsr)))
 
 
 class Judge:
@@ -164,7 +172,10 @@ class Judge:
     :param critic_retries: extra attempts when the critic's answer is malformed.
     :param feedback_chars: the feedback text's maximum length.
     :param skip_leaf: True for pointers whose schema is an enum, const or boolean (left out of
-        field overlap and field diversity); by default worked out from the compiled schema.
+        field overlap); by default worked out from the compiled schema.
+    :param holdout: real rows no model sees: the fidelity yardstick (without them, half of the
+        reference is, and the scorecard says so).
+    :param rules: the partition's cross-field rules.
     """
 
     def __init__(
@@ -177,8 +188,12 @@ class Judge:
         critic_retries: int = 1,
         feedback_chars: int = FEEDBACK_CHARS,
         skip_leaf: Callable[[Pointer], bool] | None = None,
+        holdout: Sequence[Any] | None = None,
+        rules: Sequence[Rule] = (),
     ) -> None:
         self.schema = schema
+        self.holdout = None if holdout is None else list(holdout)
+        self.rules = tuple(rules)
         self.index = ReferenceIndex.of(list(reference))
         self.sensitive = tuple(sensitive)
         # Sensitive columns compare whole top-level values, as the privacy gates do.
@@ -204,14 +219,67 @@ class Judge:
             for pointer, leaf in leaves(row).items():
                 self._reference_leaves.setdefault(pointer, set()).add(canonical_json(leaf))
 
+    @cached_property
+    def yardstick(self) -> Yardstick:
+        """The real rows the batches' fidelity and privacy are measured against (built on first use:
+        a synthesis filter that only needs verdicts never pays for it)."""
+        return Yardstick.of(self.schema, self.index.rows, self.holdout, self.rules, self.sensitive)
+
+    def verdicts(self, candidates: Sequence[CandidateLike]) -> tuple[Verdict, ...]:
+        """Each candidate's verdict (in order), critic included: what a synthesis filter needs."""
+        return tuple(
+            Verdict(ok=not any(f.kind != "copied" for f in found), findings=tuple(found))
+            for found in self._findings(candidates)[0]
+        )
+
     def judge(
         self, candidates: Sequence[CandidateLike], seconds: float | None = None, forwards: int | None = None
     ) -> Judgement:
-        """Verdicts, problems, metrics, reward and feedback for one batch (in candidate order).
+        """Verdicts, problems, metrics, scorecard, reward and feedback for one batch (in order).
 
         :param seconds: wall-clock time spent generating the batch, for the cost metrics.
         :param forwards: model forward passes spent on the batch, for the cost metrics.
         """
+        findings, valid_flags, critic_failures = self._findings(candidates)
+        records = [c.record for c in candidates]
+        critic_passed = [not any(f.kind == "critic" for f in found) for found in findings]
+        metrics = compute_metrics(
+            records,
+            valid_flags,
+            self.index,
+            skip_leaf=self.skip_leaf,
+            critic_passed=critic_passed if self.critic is not None else None,
+            forwards=forwards,
+            seconds=seconds,
+        )
+        verdicts = tuple(
+            Verdict(ok=not any(f.kind != "copied" for f in found), findings=tuple(found))
+            for found in findings
+        )
+        accepted = sum(v.ok for v in verdicts) / len(verdicts) if verdicts else 0.0
+        slots = sum(getattr(c, "slots", 0) for c in candidates)
+        card = self.yardstick.score(
+            [r if ok else None for r, ok in zip(records, valid_flags, strict=True)],
+            repair_rate=sum(getattr(c, "repaired", 0) for c in candidates) / slots if slots else None,
+            critic_passed=critic_passed if self.critic is not None else None,
+        )
+        baseline = self.yardstick.baseline(len(candidates))
+        score = reward(card, baseline, accepted)
+        problems = _problems(findings)
+        return Judgement(
+            verdicts=verdicts,
+            problems=problems,
+            metrics=metrics,
+            scorecard=card,
+            baseline=baseline,
+            reward=score,
+            feedback=self._feedback(card, baseline, score, problems, len(candidates)),
+            critic_failures=critic_failures,
+        )
+
+    def _findings(self, candidates: Sequence[CandidateLike]) -> tuple[list[list[Finding]], list[bool], int]:
+        """Every candidate's findings (the critic's included), validity flags, and how many
+        critic answers were missing or malformed."""
         findings: list[list[Finding]] = []
         valid_flags: list[bool] = []
         seen: dict[str, int] = {}
@@ -233,32 +301,7 @@ class Judge:
                 elif not verdict[0]:
                     message = f"record {position + 1} is unrealistic: {verdict[1] or 'no reason given'}"
                     findings[position].append(Finding("critic", "", "unrealistic", message))
-        records = [c.record for c in candidates]
-        critic_passed = [not any(f.kind == "critic" for f in found) for found in findings]
-        metrics = compute_metrics(
-            records,
-            valid_flags,
-            self.index,
-            skip_leaf=self.skip_leaf,
-            critic_passed=critic_passed if self.critic is not None else None,
-            forwards=forwards,
-            seconds=seconds,
-        )
-        verdicts = tuple(
-            Verdict(ok=not any(f.kind != "copied" for f in found), findings=tuple(found))
-            for found in findings
-        )
-        accepted = sum(v.ok for v in verdicts) / len(verdicts) if verdicts else 0.0
-        score = reward(metrics, accepted, self._free_field_diversity(metrics))
-        problems = _problems(findings)
-        return Judgement(
-            verdicts=verdicts,
-            problems=problems,
-            metrics=metrics,
-            reward=score,
-            feedback=self._feedback(metrics, score, problems, len(candidates)),
-            critic_failures=critic_failures,
-        )
+        return findings, valid_flags, critic_failures
 
     def _evaluate(self, position: int, candidate: CandidateLike, seen: dict[str, int]) -> list[Finding]:
         """The deterministic findings of one candidate; ``seen`` maps earlier records to positions."""
@@ -328,24 +371,26 @@ class Judge:
                 return verdict
         return None
 
-    def _free_field_diversity(self, metrics: Metrics) -> float:
-        """Mean distinct-value ratio over the fields that are not enum, const or boolean (the
-        record-level ratio when every field is one)."""
-        ratios = [
-            r for name, r in metrics.field_diversity.items() if not self.skip_leaf(name.replace("*", "0"))
+    def _feedback(
+        self, card: Scorecard, baseline: Scorecard, score: float, problems: Sequence[Problem], n: int
+    ) -> str:
+        """The feedback text: the headline figures beside the held-out rows', the columns that
+        differ most from real data (in numbers), then the problems, most frequent first, each with
+        one example; cut to ``feedback_chars``."""
+        repair = "n/a" if card.repair_rate is None else f"{card.repair_rate:.2f}"
+        lines = [
+            f"Reward {score:.2f} over {n} records. Figures as table (held-out real rows): "
+            f"quality {card.quality:.2f} ({baseline.quality:.2f}), detection AUC {card.detection_auc:.2f} "
+            f"({baseline.detection_auc:.2f}), field overlap {card.field_overlap:.2f} "
+            f"({baseline.field_overlap:.2f}), rule violations {card.rule_violations:.2f} "
+            f"({baseline.rule_violations:.2f}); validity {card.validity:.2f}, repair rate {repair}."
         ]
-        return sum(ratios) / len(ratios) if ratios else metrics.diversity
-
-    def _feedback(self, metrics: Metrics, score: float, problems: Sequence[Problem], n: int) -> str:
-        """The feedback text: the headline numbers, then the problems, most frequent first, each
-        with one example, cut to ``feedback_chars``."""
-        head = (
-            f"Reward {score:.2f} over {n} records: validity {metrics.validity:.2f}, TSR {metrics.tsr:.2f}, "
-            f"field overlap {metrics.field_overlap:.2f}, diversity {metrics.diversity:.2f}."
-        )
-        if not problems:
-            return head + " No problems found."
-        lines = [head, "Problems, most frequent first:"]
+        mismatches = column_feedback(card)
+        if mismatches:
+            lines.append("Unlike real data, most costly first:")
+            lines += [f"- {m}"[:240] for m in mismatches]
+        if problems:
+            lines.append("Problems, most frequent first:")
         room = self.feedback_chars - 30  # kept for the "(and N more problems)" line
         for shown, problem in enumerate(problems):
             line = f"- {problem.count}/{n}: {problem.summary()}. e.g. {problem.example}"[:240]

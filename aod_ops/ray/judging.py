@@ -72,7 +72,7 @@ class CandidateJudge:
                 strict=True,
             )
         ]
-        verdicts = self.judge.judge(candidates).verdicts
+        verdicts = self.judge.verdicts(candidates)
         columns = {
             "ok": [v.ok for v in verdicts],
             "kinds": [list(dict.fromkeys(f.kind for f in v.findings)) for v in verdicts],
