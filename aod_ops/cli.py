@@ -24,6 +24,7 @@ from rich.table import Table
 from aod_ops.commands_loop import add_optimize_parser, add_report_parser
 from aod_ops.errors import AodError
 from aod_ops.ray.command import add_synthesize_parser
+from aod_ops.score import add_score_parser
 
 console = Console(stderr=True)
 DEFAULT_DLM = "aod-smol-dlm"
@@ -239,6 +240,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             sensitive=p.sensitive,
             thresholds=p.thresholds,
             holdout=load_reference(p, holdout=True) if p.holdout_path else None,
+            rules=p.rules,
             docs_dir=folder / "docs" if args.docs else None,
             out_dir=folder,
         )
@@ -250,11 +252,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
         Console().print(table)
         for o in summary.failed:
             console.print(
-                f"{p.name}: failed {o.expectation} on column {o.column}: {o.observed}", markup=False
+                f"{p.name}: failed {o.expectation} on column {o.column}: {o.observed}",
+                markup=False,
+                soft_wrap=True,
             )
-        console.print(f"{p.name}: results in {summary.result_path} and {summary.privacy_report_path}")
+        console.print(
+            f"{p.name}: results in {summary.result_path} and {summary.privacy_report_path}",
+            markup=False,
+            soft_wrap=True,
+        )
         if summary.docs_path:
-            console.print(f"{p.name}: data docs at {summary.docs_path}")
+            console.print(f"{p.name}: data docs at {summary.docs_path}", markup=False, soft_wrap=True)
+        if summary.fidelity_report_path:
+            console.print(
+                f"{p.name}: fidelity report at {summary.fidelity_report_path}", markup=False, soft_wrap=True
+            )
         if not summary.success:
             failed.append(p.name)
     if failed:
@@ -337,13 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_optimize_parser(sub)
     add_synthesize_parser(sub)
     add_report_parser(sub)
+    add_score_parser(sub)
 
     p = sub.add_parser("validate", help="GX suite and privacy gates on synthesized partitions")
     p.add_argument("--spec", required=True)
     p.add_argument("--data", required=True, help="output folder of aod synthesize")
     p.add_argument("--partition")
     p.add_argument("--rows", type=int, help="the row count to expect (default: each partition's rows)")
-    p.add_argument("--docs", action="store_true", help="write GX Data Docs HTML")
+    p.add_argument(
+        "--docs", action="store_true", help="write GX Data Docs HTML and a fidelity report (PNG + HTML)"
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("adapt-dlm", help="adapt SmolLM2 into a masked-diffusion LM on a corpus")

@@ -122,7 +122,8 @@ def parse_rule(text: str) -> Rule:
     if not fields:
         raise SpecError(f"rule {text!r} names no field")
     # An Attribute's inner Name was also walked; keep the outermost pointers only.
-    pointers = tuple(dict.fromkeys(f for f in fields if not any(o != f and o.startswith(f + "/") for o in fields)))
+    outer = (f for f in fields if not any(o != f and o.startswith(f + "/") for o in fields))
+    pointers = tuple(dict.fromkeys(outer))
     return Rule(text=text.strip(), fields=pointers, tree=tree)
 
 

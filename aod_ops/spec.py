@@ -141,7 +141,8 @@ class Spec:
 # The settings a partition may override; `defaults` holds the same keys.
 _SETTINGS = ("dlm", "agent", "critic", "seed", "loop", "decoding")
 _PARTITION_FIELDS = (
-    "name", "schema", "reference", "holdout", "rows", "notes", "sensitive", "max_field_overlap", "rules", *_SETTINGS
+    "name", "schema", "reference", "holdout", "rows", "notes", "sensitive", "max_field_overlap", "rules",
+    *_SETTINGS,
 )  # fmt: skip
 _T = TypeVar("_T")
 
@@ -401,8 +402,24 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _property_types(schema: dict[str, Any], name: str) -> list[str]:
-    kind = schema.get("properties", {}).get(name, {}).get("type", "string")
+    prop = schema.get("properties", {}).get(name, {})
+    kind = prop.get("type")
+    if kind is None and isinstance(prop.get("enum"), list):
+        # An untyped enum is typed by its options: {"enum": [4, 6, 8]} reads "6" as 6.
+        kind = [_json_type(option) for option in prop["enum"]]
+        kind = sorted(set(kind), key=kind.index)
+    kind = kind or "string"
     return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "null" if value is None else "string"
 
 
 def _read_csv(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import pytest
 
 from aod_ops.errors import SpecError
 from aod_ops.quality.suite import ExpectationSpec, extra_expectations, schema_expectations
+from aod_ops.rules import parse_rules
 from aod_ops.schema import load_schema
 
 
@@ -160,3 +161,53 @@ def test_importing_the_quality_package_does_not_import_gx() -> None:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"
+
+
+def test_each_rule_becomes_a_pair_expectation_or_a_row_wise_one() -> None:
+    schema = load_schema(
+        {
+            "type": "object",
+            "properties": {
+                "low": {"type": "number"},
+                "high": {"type": "integer"},
+                "day": {"type": "string", "format": "date"},
+                "end": {"type": "string", "format": "date"},
+                "engine": {"type": "object", "properties": {"size": {"type": "number"}}},
+                "seed": {"type": "integer"},
+            },
+        }
+    )
+    rules = parse_rules(
+        [
+            "low <= high",  # a pair of numeric columns: GX's own pair expectation
+            "high > low",
+            "low == high",
+            "low >= 2 * high",  # a factor: row-wise on the record
+            "low <= high + 1",  # an offset
+            "end >= day",  # strings
+            "engine.size <= high",  # a nested field has no typed column
+            "seed <= high",  # seed is a contract column's name: the property has no column
+            "low != high",
+        ]
+    )
+    specs = [spec for spec in schema_expectations(schema, 1, rules) if spec.source.startswith("rule:")]
+    assert [spec.source for spec in specs] == [f"rule:{rule.text}" for rule in rules]
+    greater = "expect_column_pair_values_a_to_be_greater_than_b"
+    missing = {"ignore_row_if": "either_value_is_missing"}
+    assert [(spec.type, spec.kwargs) for spec in specs[:3]] == [
+        (greater, {"column_A": "high", "column_B": "low", "or_equal": True, **missing}),
+        (greater, {"column_A": "high", "column_B": "low", "or_equal": False, **missing}),
+        ("expect_column_pair_values_to_be_equal", {"column_A": "low", "column_B": "high", **missing}),
+    ]
+    assert specs[0].column == "high, low"
+    for spec, rule in zip(specs[3:], rules[3:], strict=True):
+        assert (spec.type, spec.kwargs) == (
+            "expect_column_values_to_satisfy_rule",
+            {"column": "record", "rule": rule.text},
+        )
+
+
+def test_no_rules_add_no_expectations() -> None:
+    schema = load_schema({"type": "object", "properties": {"a": {"type": "number"}}})
+    assert schema_expectations(schema, 1) == schema_expectations(schema, 1, ())
+    assert not any(spec.source.startswith("rule:") for spec in schema_expectations(schema, 1))

@@ -6,6 +6,7 @@ that should catch it, named with its column. GX is imported once for the module.
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pytest
 from aod_ops.errors import DataError
 from aod_ops.metrics import canonical_json
 from aod_ops.quality import ValidationFailed, ValidationSummary, gx_adapter, validate_partition
+from aod_ops.rules import parse_rules
 from aod_ops.schema import arrow_schema, load_schema, to_arrow_row
 
 FIXTURES = Path(__file__).parent / "fixtures" / "quality"
@@ -347,3 +349,71 @@ def test_missing_or_corrupt_parquet_is_a_data_error_naming_the_path(tmp_path: Pa
     pq.write_table(pa.table({"record_id": ["a"]}), no_record / "part-0.parquet")
     with pytest.raises(DataError, match="no record column"):
         validate(no_record)
+
+
+WEATHER = load_schema(Path(__file__).parent.parent / "examples" / "schemas" / "seattle-weather.json")
+WEATHER_ROWS = [
+    {"date": f"2014-03-{day:02d}", "precipitation": 0.5 * day, "temp_max": 10.0 + day, "temp_min": 2.0 + day,
+     "wind": 3.1, "weather": "rain"}
+    for day in range(1, 9)
+]  # fmt: skip
+
+
+def write_weather(folder: Path, records: list[dict[str, Any]]) -> Path:
+    """The output contract's Parquet of seattle-weather records (the typed columns included)."""
+    folder.mkdir(parents=True)
+    columns = arrow_schema(WEATHER)
+    rows = [
+        {
+            "record_id": record_id(r),
+            "partition": "weather",
+            "record": json.dumps(r),
+            **to_arrow_row(columns, r),
+        }
+        for r in records
+    ]
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=pa.unify_schemas([CONTRACT, columns])), folder / "p.parquet"
+    )
+    return folder
+
+
+@pytest.mark.parametrize("rule", ["temp_min <= temp_max", "temp_min <= 0.9 * temp_max + 4"])
+def test_a_row_breaking_a_rule_fails_its_expectation_naming_the_rule(tmp_path: Path, rule: str) -> None:
+    broken = [dict(r) for r in WEATHER_ROWS]
+    broken[2] = {**broken[2], "temp_min": 30.0, "temp_max": 12.0}  # in range on its own: only the rule breaks
+    (parsed,) = parse_rules([rule])
+    kwargs: dict[str, Any] = {"rules": [parsed], "partition": f"weather-{len(rule)}"}
+    clean = validate_partition(write_weather(tmp_path / "clean", WEATHER_ROWS), WEATHER, [], 8, **kwargs)
+    assert clean.success, clean.failed
+    summary = validate_partition(write_weather(tmp_path / "broken", broken), WEATHER, [], 8, **kwargs)
+    (failed,) = summary.failed
+    assert failed.source == f"rule:{rule}"
+    assert failed.observed.startswith(f"rule {rule}: 1 of 8 unexpected")
+    if rule == "temp_min <= temp_max":  # a plain bound between two columns: GX's pair expectation
+        assert (failed.expectation, failed.column) == (
+            "expect_column_pair_values_a_to_be_greater_than_b",
+            "temp_max, temp_min",
+        )
+        assert failed.observed.endswith("e.g. {temp_max: 12.0, temp_min: 30.0}")
+    else:  # a rule with a factor and an offset: the row-wise check on the record
+        assert (failed.expectation, failed.column) == ("expect_column_values_to_satisfy_rule", "record")
+        assert failed.observed.endswith("e.g. {temp_min: 30.0, temp_max: 12.0}")
+    with pytest.raises(ValidationFailed, match=re.escape(f"rule {rule}: 1 of 8 unexpected")):
+        validate_partition(tmp_path / "broken", WEATHER, [], 8, raise_on_failure=True, **kwargs)
+
+
+def test_data_docs_come_with_a_fidelity_report(tmp_path: Path) -> None:
+    folder = write_weather(tmp_path / "weather", WEATHER_ROWS)
+    reference = [{**r, "date": r["date"].replace("2014", "2013"), "wind": 4.2} for r in WEATHER_ROWS]
+    holdout = [{**r, "date": r["date"].replace("2014", "2012"), "wind": 2.5} for r in WEATHER_ROWS]
+    summary = validate_partition(
+        folder, WEATHER, reference, 8, holdout=holdout, docs_dir=tmp_path / "docs", partition="weather-docs"
+    )
+    report = Path(str(summary.fidelity_report_path))
+    assert report == tmp_path / "docs" / "fidelity.html" and report.is_file()
+    assert (tmp_path / "docs" / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary.as_dict()["fidelity_report_path"] == str(report)
+    assert Path(str(summary.docs_path)).parent == report.parent  # beside the GX Data Docs
+    without = validate_partition(folder, WEATHER, reference, 8, partition="weather-docs")
+    assert without.fidelity_report_path is None

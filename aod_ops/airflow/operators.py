@@ -501,6 +501,7 @@ class AoDValidateOperator(_PartitionOperator):
                 sensitive=partition.sensitive,
                 thresholds=partition.thresholds,
                 holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
+                rules=partition.rules,
                 extra_suite=_optional_str(self.extra_suite),
                 out_dir=self.table_dir,
             )

@@ -17,13 +17,20 @@ meta-schema every time (about 10 ms a row: 20k rows took 77 s here). Ours builds
 once per schema, with the schema's registry (``$ref`` to other files) and format checking, as
 the rest of aod_ops validates, and counts a null or non-JSON value as unexpected rather than
 raising.
+
+A cross-field rule that GX's column-pair expectations cannot state (``Displacement >= 15 *
+Cylinders``) is checked by ``ExpectColumnValuesToSatisfyRule`` on the ``record`` column: its
+metric parses the rule once (``aod_ops.rules``: walked, never executed) and evaluates it on each
+parsed record. A record that is not JSON, or lacks a field the rule names, does not break it:
+the record-schema expectation reports the first, and the judge does not count the second.
+An outcome of a rule's expectation names the rule in its observed text.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +45,24 @@ from great_expectations.data_context.types.base import (
 )
 from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations import ExpectColumnValuesToMatchJsonSchema
+from great_expectations.expectations.expectation import ColumnMapExpectation
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 from great_expectations.expectations.metrics import ColumnMapMetricProvider, column_condition_partial
+from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent
+from great_expectations.render.renderer.renderer import renderer
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from aod_ops.errors import SpecError
-from aod_ops.quality.suite import ExpectationOutcome, ExpectationSpec
+from aod_ops.metrics import leaves
+from aod_ops.quality.suite import (
+    RULE_EXPECTATION,
+    RULE_SOURCE,
+    ExpectationOutcome,
+    ExpectationSpec,
+    column_of,
+)
+from aod_ops.rules import Rule, parse_rule
 from aod_ops.schema import LoadedSchema
 
 DATASOURCE = "aod"
@@ -101,6 +119,58 @@ class ExpectColumnValuesToMatchRecordSchema(ExpectColumnValuesToMatchJsonSchema)
     """
 
     map_metric = "column_values.match_record_schema"
+
+
+@functools.lru_cache(maxsize=256)
+def _rule(text: str) -> Rule:
+    return parse_rule(text)
+
+
+def _keeps(rule: Rule, text: Any) -> bool:
+    try:
+        record = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        return True
+    return rule.holds(record) is not False
+
+
+class ColumnValuesSatisfyRule(ColumnMapMetricProvider):
+    """Per row: the value, a record as JSON text, does not break the cross-field ``rule``."""
+
+    condition_metric_name = "column_values.satisfy_rule"
+    condition_value_keys = ("rule",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, rule: str, **kwargs: Any) -> pd.Series:
+        return column.map(functools.partial(_keeps, _rule(rule)))
+
+
+class ExpectColumnValuesToSatisfyRule(ColumnMapExpectation):
+    """Expect each value, a record as JSON text, to keep a cross-field rule such as ``a <= 2 * b``.
+
+    :param column: the column of records (``record``).
+    :param rule: the rule's text, as written under ``rules:`` in the partition spec.
+    """
+
+    rule: str
+
+    map_metric = "column_values.satisfy_rule"
+    success_keys = ("rule", "mostly")
+    args_keys = ("column", "rule")
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls, configuration: ExpectationConfiguration | None = None, *args: Any, **kwargs: Any
+    ) -> list[RenderedStringTemplateContent]:
+        # Data Docs would otherwise show the expectation's raw kwargs.
+        params = dict(configuration.kwargs) if configuration is not None else {}
+        return [
+            RenderedStringTemplateContent(
+                content_block_type="string_template",
+                string_template={"template": "$column values must keep the rule $rule.", "params": params},
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -184,7 +254,11 @@ def _docs_site(ctx: Any, name: str, docs_dir: Path) -> str:
     site = f"{name}-docs"
     config = {
         "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        # GX needs an absolute folder here (an ephemeral context has no root to resolve against).
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir.resolve()),
+        },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
     if site in ctx.get_site_names():
@@ -196,17 +270,28 @@ def _docs_site(ctx: Any, name: str, docs_dir: Path) -> str:
 
 def _outcome(result: Any) -> ExpectationOutcome:
     config = result.expectation_config
-    column = config.kwargs.get("column")
+    source = str((config.meta or {}).get(_SOURCE_KEY, "user"))
+    show = _short
+    if config.type == RULE_EXPECTATION:
+        show = functools.partial(_rule_fields, _rule(str(config.kwargs["rule"])))
+    elif source.startswith(RULE_SOURCE):
+        show = functools.partial(_pair_fields, (config.kwargs["column_A"], config.kwargs["column_B"]))
+    observed = _observed(result.result or {}, result.exception_info or {}, show)
+    if source.startswith(RULE_SOURCE):
+        # The expectation's own name says "pair values" or "satisfy rule"; a person wants the rule.
+        observed = f"rule {source.removeprefix(RULE_SOURCE)}: {observed}"
     return ExpectationOutcome(
         expectation=str(config.type),
-        column=str(column) if column is not None else None,
+        column=column_of(config.kwargs),
         success=bool(result.success),
-        observed=_observed(result.result or {}, result.exception_info or {}),
-        source=str((config.meta or {}).get(_SOURCE_KEY, "user")),
+        observed=observed,
+        source=source,
     )
 
 
-def _observed(result: dict[str, Any], exception_info: dict[str, Any]) -> str:
+def _observed(
+    result: dict[str, Any], exception_info: dict[str, Any], show: Callable[[Any], str] | None = None
+) -> str:
     # exception_info is either one {raised_exception, exception_message} or one per metric.
     infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
     for info in infos:
@@ -216,11 +301,29 @@ def _observed(result: dict[str, Any], exception_info: dict[str, Any]) -> str:
         return str(result["observed_value"])
     if "unexpected_count" in result:
         text = f"{result['unexpected_count']} of {result.get('element_count')} unexpected"
-        examples = list(dict.fromkeys(map(_short, result.get("partial_unexpected_list") or [])))
+        examples = list(dict.fromkeys(map(show or _short, result.get("partial_unexpected_list") or [])))
         return f"{text}, e.g. {', '.join(examples[:_EXAMPLES])}" if examples else text
     return ""
 
 
+def _rule_fields(rule: Rule, text: Any) -> str:
+    """A record that breaks ``rule`` shown by the fields the rule names (the whole record is long)."""
+    flat = leaves(json.loads(text))
+    return "{" + ", ".join(f"{pointer.lstrip('/')}: {flat.get(pointer)!r}" for pointer in rule.fields) + "}"
+
+
+def _pair_fields(columns: tuple[str, str], values: Any) -> str:
+    """A row that breaks a rule between two columns, shown as the rule's fields."""
+    return "{" + ", ".join(f"{c}: {v!r}" for c, v in zip(columns, _plain(values), strict=True)) + "}"
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = repr(_plain(value))
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python ones (a column pair's example is a tuple of them)."""
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(item) for item in value)
+    return value.item() if hasattr(value, "item") and hasattr(value, "dtype") else value

@@ -17,21 +17,30 @@ From each top-level property (its typed column; ``$ref`` followed within the sch
 - ``minLength``/``maxLength`` on a string -> value lengths between.
 
 Nested properties are checked through the ``record`` column's JSON Schema expectation.
+
+From each cross-field rule of the partition (``rules:`` in the spec, ``aod_ops.rules``): a rule
+``a OP b`` between two top-level numeric columns (``>=``, ``>``, ``<=``, ``<``, ``==``) -> GX's
+column-pair expectation on the typed columns; any other rule (a factor or offset, a nested field,
+``!=``, strings) -> ``expect_column_values_to_satisfy_rule`` on the ``record`` column, which
+evaluates the rule on each parsed record. Either way a row breaks the rule only when every field
+it names is present, as the judge counts violations.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import referencing.exceptions
 
 from aod_ops.errors import SpecError
-from aod_ops.schema import LoadedSchema
+from aod_ops.rules import Bound, Rule
+from aod_ops.schema import LoadedSchema, arrow_schema
 
 RECORD_ID = "record_id"
 RECORD = "record"
@@ -40,6 +49,21 @@ CONTRACT_COLUMNS = ("record_id", "partition", "record", "prompt_version", "model
 
 RECORD_SCHEMA_EXPECTATION = "expect_column_values_to_match_record_schema"
 """GX's ``expect_column_values_to_match_json_schema`` with a fast metric (see ``gx_adapter``)."""
+
+RULE_EXPECTATION = "expect_column_values_to_satisfy_rule"
+"""Each ``record`` (JSON text) keeps a cross-field rule; a custom expectation (see ``gx_adapter``)."""
+
+RULE_SOURCE = "rule:"
+"""The ``source`` prefix of a rule's expectation; the rule's text follows it."""
+
+# A bound `left OP right` as GX's pair expectation: (type, column A is the left side, or_equal).
+_PAIR_EXPECTATIONS = {
+    ">=": ("expect_column_pair_values_a_to_be_greater_than_b", True, True),
+    ">": ("expect_column_pair_values_a_to_be_greater_than_b", True, False),
+    "<=": ("expect_column_pair_values_a_to_be_greater_than_b", False, True),
+    "<": ("expect_column_pair_values_a_to_be_greater_than_b", False, False),
+    "==": ("expect_column_pair_values_to_be_equal", True, None),
+}
 
 
 @dataclass(frozen=True)
@@ -59,8 +83,16 @@ class ExpectationSpec:
     @property
     def column(self) -> str | None:
         """The column the expectation is about (None for table-level expectations)."""
-        column = self.kwargs.get("column")
-        return str(column) if column is not None else None
+        return column_of(self.kwargs)
+
+
+def column_of(kwargs: Mapping[str, Any]) -> str | None:
+    """The column named by an expectation's kwargs: ``column``, or ``"A, B"`` for a column pair."""
+    if kwargs.get("column") is not None:
+        return str(kwargs["column"])
+    if kwargs.get("column_A") is not None and kwargs.get("column_B") is not None:
+        return f"{kwargs['column_A']}, {kwargs['column_B']}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,8 +110,10 @@ class ExpectationOutcome:
     source: str
 
 
-def schema_expectations(schema: LoadedSchema, target_rows: int) -> list[ExpectationSpec]:
-    """The expectations of a partition's table for ``schema`` and ``target_rows``."""
+def schema_expectations(
+    schema: LoadedSchema, target_rows: int, rules: Sequence[Rule] = ()
+) -> list[ExpectationSpec]:
+    """The expectations of a partition's table for ``schema``, ``target_rows`` and its ``rules``."""
     specs = [
         ExpectationSpec("expect_column_values_to_not_be_null", {"column": RECORD_ID}, "contract"),
         ExpectationSpec("expect_column_values_to_be_unique", {"column": RECORD_ID}, "contract"),
@@ -95,7 +129,7 @@ def schema_expectations(schema: LoadedSchema, target_rows: int) -> list[Expectat
     root = _follow(schema.contents, resolver)
     properties = root.get("properties") if root is not None else None
     if not isinstance(properties, Mapping):
-        return specs
+        return specs + rule_expectations(schema, rules)
     required = set(root.get("required") or ()) if root is not None else set()
     draft4 = schema.draft == "draft4"
     for name, subschema in properties.items():
@@ -104,7 +138,49 @@ def schema_expectations(schema: LoadedSchema, target_rows: int) -> list[Expectat
         resolved = _follow(subschema, resolver)
         if resolved is not None:
             specs.extend(_property_expectations(name, resolved, name in required, draft4))
+    return specs + rule_expectations(schema, rules)
+
+
+def rule_expectations(schema: LoadedSchema, rules: Sequence[Rule]) -> list[ExpectationSpec]:
+    """One expectation per cross-field rule: a column-pair one where the typed columns allow it."""
+    if not rules:
+        return []
+    numeric = {
+        f.name
+        for f in arrow_schema(schema)
+        if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) and f.name not in CONTRACT_COLUMNS
+    }
+    specs = []
+    for rule in rules:
+        source = RULE_SOURCE + rule.text
+        pair = _pair_kwargs(rule.bound, numeric)
+        if pair is None:
+            specs.append(ExpectationSpec(RULE_EXPECTATION, {"column": RECORD, "rule": rule.text}, source))
+        else:
+            specs.append(ExpectationSpec(pair[0], pair[1], source))
     return specs
+
+
+def _pair_kwargs(bound: Bound | None, numeric: set[str]) -> tuple[str, dict[str, Any]] | None:
+    """GX's pair expectation for ``left OP right`` between two numeric top-level columns, else None."""
+    if bound is None or bound.scale != 1 or bound.offset != 0 or bound.op not in _PAIR_EXPECTATIONS:
+        return None
+    left, right = _column(bound.left), _column(bound.right)
+    if left not in numeric or right not in numeric:
+        return None
+    kind, left_is_a, or_equal = _PAIR_EXPECTATIONS[bound.op]
+    a, b = (left, right) if left_is_a else (right, left)
+    # A row missing either value is one the rule does not apply to (Rule.holds is None there).
+    kwargs: dict[str, Any] = {"column_A": a, "column_B": b, "ignore_row_if": "either_value_is_missing"}
+    if or_equal is not None:
+        kwargs["or_equal"] = or_equal
+    return kind, kwargs
+
+
+def _column(pointer: str) -> str | None:
+    """The top-level property a one-token JSON pointer names (None for a nested field)."""
+    tokens = pointer.split("/")[1:]
+    return tokens[0].replace("~1", "/").replace("~0", "~") if len(tokens) == 1 else None
 
 
 def _follow(subschema: Any, resolver: Any) -> Mapping[str, Any] | None:

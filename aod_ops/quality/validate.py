@@ -28,6 +28,7 @@ from aod_ops.quality.suite import (
     extra_expectations,
     schema_expectations,
 )
+from aod_ops.rules import Rule
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
 
 RESULT_FILE = "validation_result.json"
@@ -53,6 +54,7 @@ class ValidationSummary:
     result_path: str
     privacy_report_path: str
     docs_path: str | None = None
+    fidelity_report_path: str | None = None
 
     @property
     def failed(self) -> tuple[ExpectationOutcome, ...]:
@@ -73,6 +75,7 @@ class ValidationSummary:
             "result_path": self.result_path,
             "privacy_report_path": self.privacy_report_path,
             "docs_path": self.docs_path,
+            "fidelity_report_path": self.fidelity_report_path,
         }
 
 
@@ -124,6 +127,7 @@ def validate_partition(
     sensitive: Sequence[str] = (),
     thresholds: PrivacyThresholds | None = None,
     holdout: Sequence[Any] | None = None,
+    rules: Sequence[Rule] = (),
     extra_suite: str | Path | None = None,
     docs_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -140,8 +144,10 @@ def validate_partition(
     :param sensitive: sensitive columns besides those the schema marks ``x-aod-sensitive``.
     :param thresholds: privacy thresholds; the defaults when None.
     :param holdout: held-out real rows for the DCR baseline (see ``aod_ops.privacy``).
+    :param rules: the partition's cross-field rules, each checked by an expectation.
     :param extra_suite: the user's own expectations: a GX suite JSON file or ``"module:function"``.
-    :param docs_dir: a folder for GX Data Docs HTML; none are written when None.
+    :param docs_dir: a folder for GX Data Docs HTML and the fidelity report (``fidelity.html``);
+        neither is written when None.
     :param out_dir: where the result files go; by default the dataset's own folder.
     :param raise_on_failure: raise ``ValidationFailed`` (carrying the summary) when anything fails.
     """
@@ -153,22 +159,26 @@ def validate_partition(
     from aod_ops.quality.gx_adapter import register_schema, run_checkpoint
 
     register_schema(loaded)
-    specs = schema_expectations(loaded, target_rows)
+    specs = schema_expectations(loaded, target_rows, rules)
     if extra_suite is not None:
         specs.extend(extra_expectations(extra_suite))
     ids, records = _parsed_records(table)
     root = compile_schema(loaded).root
+    sensitive = sorted({*sensitive_columns(loaded.contents), *sensitive})
     privacy = privacy_report(
         records,
         reference,
         skip_leaf=functools.partial(is_choice_leaf, root),
-        sensitive=sorted({*sensitive_columns(loaded.contents), *sensitive}),
+        sensitive=sensitive,
         thresholds=thresholds,
         ids=ids,
         holdout=holdout,
     )
     docs = Path(docs_dir) if docs_dir is not None else None
     run = run_checkpoint(name, table.to_pandas(), specs, docs)
+    fidelity = None
+    if docs is not None:
+        fidelity = _fidelity_report(name, path, loaded, reference, holdout, rules, sensitive, records, docs)
     out_dir = Path(out_dir) if out_dir is not None else path if path.is_dir() else path.parent
     result_path = out_dir / RESULT_FILE
     try:
@@ -187,10 +197,31 @@ def validate_partition(
         result_path=str(result_path),
         privacy_report_path=str(privacy_path),
         docs_path=str(run.docs_index) if run.docs_index is not None else None,
+        fidelity_report_path=str(fidelity) if fidelity is not None else None,
     )
     if raise_on_failure and not summary.success:
         raise ValidationFailed(summary)
     return summary
+
+
+def _fidelity_report(
+    name: str,
+    path: Path,
+    schema: LoadedSchema,
+    reference: Sequence[Any],
+    holdout: Sequence[Any] | None,
+    rules: Sequence[Rule],
+    sensitive: Sequence[str],
+    records: list[Any],
+    docs: Path,
+) -> Path:
+    """Score the partition's records against its real rows; write the fidelity report into ``docs``."""
+    # Scoring imports SDMetrics and scikit-learn: only a validation with docs pays for them.
+    from aod_ops.fidelity import Yardstick
+    from aod_ops.score import score_records
+
+    yardstick = Yardstick.of(schema, reference, holdout, rules, sensitive)
+    return score_records(name, path, yardstick, records).write_report(docs).html
 
 
 def _parsed_records(table: pa.Table) -> tuple[list[str], list[Any]]:
