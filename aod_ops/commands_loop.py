@@ -13,16 +13,22 @@ if TYPE_CHECKING:
 
 
 def round_line(partition: str, record: RoundRecord) -> str:
-    """One line per round: round, reward, validity, TSR, field overlap, accepted or not, time."""
+    """One line per round: round, reward, quality and detection AUC beside the held-out rows',
+    validity, TSR, field overlap, accepted or not, time."""
     best = record.best
     metrics = best.metrics
+    table, real = best.scores["table"], best.scores["holdout"]
     if record.accepted is None:
         outcome = f"kept v{best.prompt.version}" if record.proposals else "no proposals"
     else:
         outcome = f"accepted v{record.accepted} ({best.source})"
     return (
-        f"{partition} round {record.number}: reward {best.reward:.3f}  validity {metrics.validity:.2f}  "
-        f"TSR {metrics.tsr:.2f}  field overlap {metrics.field_overlap:.2f}  {outcome}  {record.seconds:.1f} s"
+        f"{partition} round {record.number}: reward {best.reward:.3f}  "
+        f"quality {table['quality']:.2f} (real {real['quality']:.2f})  "
+        f"detection AUC {table['detection_auc']:.2f} (real {real['detection_auc']:.2f})  "
+        f"validity {metrics.validity:.2f}  TSR {metrics.tsr:.2f}  "
+        f"field overlap {metrics.field_overlap:.2f} (real {real['field_overlap']:.2f})  "
+        f"{outcome}  {record.seconds:.1f} s"
     )
 
 

@@ -48,6 +48,7 @@ from aod_ops.agents.judge import Judge, Judgement
 from aod_ops.agents.optimizer import Optimizer, Trial
 from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import Candidate, Generator
+from aod_ops.dlm.guides import derive_guides
 from aod_ops.errors import DataError, ModelError, SpecError
 from aod_ops.metrics import Metrics
 from aod_ops.spec import LoopSettings, Partition, load_reference
@@ -57,6 +58,8 @@ HISTORY_FILE = "history.json"
 RUN_FILE = "run.json"
 ROUNDS_DIR = "rounds"
 STOP_REASONS = ("target", "patience", "rounds")
+# The fidelity figures history.json shows per round, beside the held-out rows'.
+HEADLINE = ("quality", "detection_auc", "dcr_protection", "rule_violations", "repair_rate")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class Evaluation:
     """A prompt sampled once (K candidates on its own seeds) and judged.
 
     ``source`` is ``"initial"``, ``"editor"`` or ``"agent"``; ``note`` says what the optimizer
-    changed; ``seed`` is the run seed its candidates were drawn from; ``sampling_s`` and
-    ``judging_s`` are wall-clock seconds, ``forwards`` the DLM's forward passes.
+    changed; ``scores`` the fidelity and privacy figures of the batch (``"table"``) beside the
+    held-out rows' (``"holdout"``); ``seed`` is the run seed its candidates were drawn from;
+    ``sampling_s`` and ``judging_s`` are wall-clock seconds, ``forwards`` the DLM's forward passes.
     """
 
     prompt: Prompt
@@ -73,6 +77,7 @@ class Evaluation:
     note: str
     reward: float
     metrics: Metrics
+    scores: dict[str, Any]
     feedback: str
     seed: int
     sampling_s: float
@@ -96,13 +101,21 @@ class Evaluation:
             note=str(data["note"]),
             reward=float(data["reward"]),
             metrics=Metrics(**data["metrics"]),
+            scores=dict(data["scores"]),
             feedback=str(data["feedback"]),
             seed=int(data["seed"]),
             sampling_s=float(data["sampling_s"]),
             judging_s=float(data["judging_s"]),
             forwards=int(data["forwards"]),
             candidates=tuple(
-                Candidate(c["text"], c["record"], tuple(c["errors"]), int(c["seed"]))
+                Candidate(
+                    c["text"],
+                    c["record"],
+                    tuple(c["errors"]),
+                    int(c["seed"]),
+                    slots=int(c["slots"]),
+                    repaired=int(c["repaired"]),
+                )
                 for c in data["candidates"]
             ),
         )
@@ -157,6 +170,7 @@ class RoundRecord:
             "prompt": json.loads(best.prompt.to_json()),
             "reward": best.reward,
             "metrics": best.metrics.as_dict(),
+            "scores": best.scores,
             "feedback": best.feedback,
             "accepted": self.accepted,
             "improved": self.improved,
@@ -283,6 +297,8 @@ def run_settings(partition: Partition, settings: LoopSettings, agent_calls: int 
         "partition": partition.name,
         "schema_sha256": _file_digest(partition.schema_path),
         "reference_sha256": _file_digest(partition.reference_path),
+        "holdout_sha256": None if partition.holdout_path is None else _file_digest(partition.holdout_path),
+        "rules": [rule.text for rule in partition.rules],
         "notes": partition.notes,
         "sensitive": list(partition.sensitive),
         "dlm": asdict(partition.dlm),
@@ -347,9 +363,15 @@ def round_file(run_dir: Path, number: int) -> Path:
     return run_dir / ROUNDS_DIR / f"round_{number:02d}.json"
 
 
-def _summary(metrics: Metrics) -> dict[str, Any]:
-    """The metrics without the per-field diversity (the round files keep it)."""
-    return {k: v for k, v in metrics.as_dict().items() if k != "field_diversity"}
+def _summary(evaluation: Evaluation) -> dict[str, Any]:
+    """The headline figures of an evaluation (the round files keep them all): the metrics without
+    per-field diversity, and the fidelity figures beside the held-out rows'."""
+    table, holdout = evaluation.scores["table"], evaluation.scores["holdout"]
+    return {
+        **{k: v for k, v in evaluation.metrics.as_dict().items() if k != "field_diversity"},
+        **{k: table[k] for k in HEADLINE},
+        "holdout": {k: holdout[k] for k in HEADLINE},
+    }
 
 
 def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> dict[str, Any]:
@@ -368,7 +390,7 @@ def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> 
                 "start_reward": record.start.reward,
                 "accepted": record.accepted,
                 "improved": record.improved,
-                "metrics": _summary(best.metrics),
+                "metrics": _summary(best),
                 "proposals": [
                     {
                         "version": p.prompt.version,
@@ -377,6 +399,8 @@ def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> 
                         "reward": p.reward,
                         "validity": p.metrics.validity,
                         "tsr": p.metrics.tsr,
+                        "quality": p.scores["table"]["quality"],
+                        "detection_auc": p.scores["table"]["detection_auc"],
                         "field_overlap": p.metrics.field_overlap,
                     }
                     for p in record.proposals
@@ -394,12 +418,17 @@ def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> 
         else {
             "version": initial.prompt.version,
             "reward": initial.reward,
-            "metrics": _summary(initial.metrics),
+            "metrics": _summary(initial),
         },
         "rounds": lines,
         "best": None
         if final is None
-        else {"version": final.prompt.version, "reward": final.reward, "metrics": final.metrics.as_dict()},
+        else {
+            "version": final.prompt.version,
+            "reward": final.reward,
+            "metrics": final.metrics.as_dict(),
+            "scores": final.scores,
+        },
         "stop": stop,
     }
 
@@ -410,7 +439,7 @@ class _Parts:
 
     def __init__(self, partition: Partition, settings: LoopSettings, agent_calls: int | None) -> None:
         from aod_ops.dlm.models import load_denoiser
-        from aod_ops.schema import load_schema
+        from aod_ops.schema import compile_schema, load_schema
 
         if partition.dlm.base_url is not None:
             raise ModelError(
@@ -421,6 +450,7 @@ class _Parts:
         self.settings = settings
         self.schema = load_schema(partition.schema_path)
         self.reference = load_reference(partition)
+        holdout = load_reference(partition, holdout=True) if partition.holdout_path is not None else None
         # The local SmolLM2 agent is too weak and slow to write proposals by default: the editor
         # does, unless the agent is an endpoint or ``agent_calls`` asks for it.
         use_agent = agent_calls != 0 and (partition.agent.base_url is not None or agent_calls is not None)
@@ -435,8 +465,24 @@ class _Parts:
             partition.sensitive,
             partition.notes,
             critic=chat if partition.critic else None,
+            holdout=holdout,
+            rules=partition.rules,
         )
-        self.optimizer = Optimizer(agent=agent)
+        # The optimizer's fidelity levers: guides from the reference, and exemplars to rotate
+        # (none for personal data: its records are never put in front of the model).
+        guides = derive_guides(
+            compile_schema(self.schema).root,
+            self.reference,
+            partition.rules,
+            seed=partition.seed,
+            sensitive=partition.sensitive,
+        )
+        pool = (
+            []
+            if partition.sensitive
+            else [json.dumps(row, separators=(",", ":"), ensure_ascii=False) for row in self.reference]
+        )
+        self.optimizer = Optimizer(agent=agent, guides=guides, exemplar_pool=pool)
         self.generator = Generator(
             load_denoiser(partition.dlm.model, partition.dlm.trust_remote_code), self.schema
         )
@@ -452,6 +498,7 @@ class _Parts:
             prompt.decoding,
             seed=seed,
             on_batch=None if on_batch is None else lambda batch: on_batch(len(batch)),
+            guides=prompt.guides,
         )
         sampling_s = time.perf_counter() - started
         spent = self.generator.stats.forwards - forwards
@@ -462,6 +509,7 @@ class _Parts:
             note=note,
             reward=judgement.reward,
             metrics=judgement.metrics,
+            scores={"table": judgement.scorecard.as_dict(), "holdout": judgement.baseline.as_dict()},
             feedback=judgement.feedback,
             seed=seed,
             sampling_s=sampling_s,

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aod_ops.dlm.generate import DecodingSettings, Generator, parse_free_text, record_seed
+from aod_ops.dlm.guides import derive_guides
 from aod_ops.dlm.models import Denoiser, tiny_random_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.schema import compile_schema, load_schema
@@ -140,3 +141,16 @@ def test_property_compile_and_generate_is_valid_or_says_what_it_cannot_honour(
     compiled = compile_schema(loaded)
     (candidate,) = Generator(den, loaded, compiled).generate(render_prompt("x"), [seed], FAST)
     assert candidate.valid or compiled.unsupported, (schema, candidate.text, candidate.errors)
+
+
+def test_sample_passes_guides_to_every_batch_and_candidates_count_their_slots(den: Denoiser) -> None:
+    schema = load_schema(EXAMPLES / "cars.json")
+    generator = Generator(den, schema)
+    assert generator.compiled is not None
+    reference = [{"Weight_in_lbs": w, "Year": 1970 + w % 13} for w in range(2000, 2100)]
+    guides = derive_guides(generator.compiled.root, reference)
+    out = generator.sample(render_prompt("x"), 3, FAST, seed=1, batch_size=2, guides=guides)
+    assert [c.slots for c in out] == [7, 7, 7]
+    assert all(c.valid and 2000 <= c.record["Weight_in_lbs"] <= 2099 for c in out)
+    free = DecodingSettings(mode="free", steps=2, block_length=8, max_new_tokens=8)
+    assert [(c.slots, c.repaired) for c in generator.generate(render_prompt("x"), [1], free)] == [(0, 0)]

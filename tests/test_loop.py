@@ -196,7 +196,7 @@ def evaluation(version: int, reward: float) -> Evaluation:
         diversity=1.0,
     )
     prompt = Prompt("Write a record.", version=version)
-    return Evaluation(prompt, "editor", "", reward, metrics, "", 0, 0.0, 0.0, 0, (Candidate("{}", {}),))
+    return Evaluation(prompt, "editor", "", reward, metrics, {}, "", 0, 0.0, 0.0, 0, (Candidate("{}", {}),))
 
 
 def rounds_of(*steps: tuple[float, float | None]) -> list[RoundRecord]:

@@ -161,6 +161,8 @@ def test_judge_stage_flags_copies_parse_errors_and_schema_errors(monkeypatch: py
             "errors": errors,
             "valid": [True, True, False, False],
             "forwards": [1.0] * 4,
+            "slots": [0] * 4,
+            "repaired": [0] * 4,
         },
         schema=CANDIDATES,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import replace
+from typing import Literal
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from aod_ops.dlm.models import Denoiser, PromptState, RecordCache, tiny_random_d
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.dlm.skeleton import (
+    Slot,
     Vocab,
     decide_choices,
     fill,
@@ -55,14 +57,15 @@ def den() -> Denoiser:
     return tiny_random_denoiser()
 
 
-def run(
+def plan_and_fill(
     den: Denoiser,
     seeds: list[int],
     steps: int = 6,
     temperature: float = 1.0,
     cache: bool = True,
     root: ObjectNode = ROOT,
-) -> list[dict]:
+    order: Literal["confidence", "left_to_right"] = "confidence",
+) -> list[tuple[list, dict]]:
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     vocab = Vocab(den)
     prompt = den.encode_prompt(den.encode("Write a record.\nRecord:\n"))
@@ -72,11 +75,23 @@ def run(
         vocab,
         prompt,
         [p for p, _ in planned],
-        SamplerSettings(steps=steps, cache=cache),
+        SamplerSettings(steps=steps, cache=cache, order=order),
         gens,
         [random.Random(s) for s in seeds],
     )
-    return [fill(v) for _, v in planned]
+    return [(plan, fill(v)) for plan, v in planned]
+
+
+def run(
+    den: Denoiser,
+    seeds: list[int],
+    steps: int = 6,
+    temperature: float = 1.0,
+    cache: bool = True,
+    root: ObjectNode = ROOT,
+    order: Literal["confidence", "left_to_right"] = "confidence",
+) -> list[dict]:
+    return [record for _, record in plan_and_fill(den, seeds, steps, temperature, cache, root, order)]
 
 
 def test_same_seed_gives_the_same_records(den: Denoiser) -> None:
@@ -84,16 +99,31 @@ def test_same_seed_gives_the_same_records(den: Denoiser) -> None:
     assert run(den, [1, 2, 3]) != run(den, [4, 5, 6])
 
 
-@pytest.mark.parametrize("cache", [True, False])
-def test_a_records_draws_do_not_depend_on_its_batch(den: Denoiser, cache: bool) -> None:
+@pytest.mark.parametrize(
+    ("cache", "order"), [(True, "confidence"), (False, "confidence"), (True, "left_to_right")]
+)
+def test_a_records_draws_do_not_depend_on_its_batch(
+    den: Denoiser, cache: bool, order: Literal["confidence", "left_to_right"]
+) -> None:
     # Records of one layout share the batch's blocks; the dual cache's windows differ per record
     # (each commits its own tokens), and a record must see only its own fresh columns.
     fixed = ObjectNode(tuple(p for p in ROOT.properties if p.name in ("name", "age", "color", "code")))
     seeds = list(range(10, 16))
-    together = run(den, seeds, cache=cache, root=fixed)
+    together = run(den, seeds, cache=cache, root=fixed, order=order)
     assert len({json.dumps(r, sort_keys=True) for r in together}) == len(seeds)
-    assert [run(den, [s], cache=cache, root=fixed)[0] for s in seeds] == together
-    assert run(den, seeds[3:], cache=cache, root=fixed) == together[3:]
+    assert [run(den, [s], cache=cache, root=fixed, order=order)[0] for s in seeds] == together
+    assert run(den, seeds[3:], cache=cache, root=fixed, order=order) == together[3:]
+
+
+def test_bounded_numbers_need_no_repair_and_a_random_model_needs_the_pattern_completed(den: Denoiser) -> None:
+    repaired: dict[str, list[bool]] = {}
+    for plan, _ in plan_and_fill(den, list(range(16))):
+        for piece in plan:
+            if isinstance(piece, Slot):
+                repaired.setdefault(piece.pointer, []).append(piece.repaired)
+    for pointer in ("/age", "/price", "/either"):  # bounded numbers are decoded legally
+        assert not any(repaired.get(pointer, [])), pointer
+    assert any(repaired["/code"])  # random bytes rarely rank a legal character in their top 64
 
 
 def test_choices_and_slots_are_always_legal(den: Denoiser) -> None:
@@ -112,6 +142,40 @@ def test_optional_properties_and_branches_vary_across_records(den: Denoiser) -> 
     records = run(den, list(range(24)))
     assert {("price" in r) for r in records} == {True, False}
     assert {r["either"] is None for r in records} == {True, False}
+
+
+def test_left_to_right_commits_the_leftmost_mask_of_each_run_and_ends_it_at_end_of_text(
+    den: Denoiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = den.encode_prompt(den.encode("hello "))
+    ids = torch.full((3, 16), den.mask_id)
+    ids[:, [0, 7]] = 7  # literal text around two runs: 1-6 and 8-15
+    sequential = torch.zeros_like(ids, dtype=torch.bool)
+    sequential[:, 1:7] = sequential[:, 8:16] = True
+    states: list[torch.Tensor] = []
+    logits = den.logits
+
+    def spy(*args: object) -> torch.Tensor:
+        states.append(args[0].clone())  # type: ignore[attr-defined]
+        out = logits(*args)  # type: ignore[arg-type]
+        out[:, den.eos_id] += 3.0  # the model likes to end a value early
+        return out
+
+    monkeypatch.setattr(den, "logits", spy)
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    settings = SamplerSettings(steps=2, block_length=32, order="left_to_right")
+    out = denoise(den, prompt, ids, torch.ones_like(sequential), settings, gens, sequential=sequential)
+    assert not (out == den.mask_id).any()
+    for state in [*states, out]:
+        for b in range(3):
+            for lo, hi in ((1, 7), (8, 16)):
+                masked = (state[b, lo:hi] == den.mask_id).tolist()
+                assert masked == sorted(masked)  # committed text is always a prefix of the run
+                tokens = state[b, lo:hi].tolist()
+                if den.eos_id in tokens:  # an end of text ends the run
+                    assert set(tokens[tokens.index(den.eos_id) :]) == {den.eos_id}
+    # Two steps were asked for; six positions one at a time need more, and get them.
+    assert len(states) > 2
 
 
 def test_denoise_leaves_no_mask_and_counts_forward_passes(den: Denoiser) -> None:
@@ -290,25 +354,43 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_pass_
             assert set(window) == masks | changed | {hook_next}
 
 
-def test_fit_number_folds_into_bounds_and_multiples() -> None:
+def test_fit_number_folds_into_bounds_and_multiples_and_says_when_it_repaired() -> None:
     rng = random.Random(0)
     node = NumberNode(integer=True, minimum=10, maximum=20)
-    assert fit_number("15", node, rng) == "15"
-    assert 10 <= int(fit_number("99", node, rng)) <= 20
-    assert 10 <= int(fit_number("", node, rng)) <= 20
+    assert fit_number("15", node, rng) == ("15", False)
+    folded, repaired = fit_number("99", node, rng)
+    assert 10 <= int(folded) <= 20 and repaired
+    invented, repaired = fit_number("", node, rng)
+    assert 10 <= int(invented) <= 20 and repaired
     odd = NumberNode(minimum=0, maximum=1, multiple_of=0.1)
-    value = json.loads(fit_number("0.73", odd, rng))
+    value = json.loads(fit_number("0.73", odd, rng)[0])
     assert 0 <= value <= 1 and int(value / 0.1) == value / 0.1
     exclusive = NumberNode(integer=True, minimum=0, maximum=1, exclusive_minimum=True)
-    assert fit_number("0", exclusive, rng) == "1"
+    assert fit_number("0", exclusive, rng) == ("1", True)
+    assert fit_number("015", node, rng) == ("15", True)  # not JSON: a leading zero
+    assert fit_number("12.50", NumberNode(minimum=0, maximum=20), rng) == ("12.50", False)
 
 
-def test_fit_string_keeps_lengths_and_completes_patterns() -> None:
+def test_fit_number_never_moves_a_value_already_in_range() -> None:
+    # The fold lo + (v - lo) % (hi - lo) sent the maximum to the minimum (Year 1982 -> 1970).
     rng = random.Random(0)
-    assert fit_string("ab\ncd", StringNode(), rng) == "abcd"
-    assert len(fit_string("x", StringNode(min_length=5), rng)) == 5
-    assert fit_string("abcdefgh", StringNode(max_length=3), rng) == "abc"
-    assert full_match(r"\d{3}-\d{2}", fit_string("12", StringNode(pattern=r"\d{3}-\d{2}"), rng))
+    year = NumberNode(integer=True, minimum=1970, maximum=1982)
+    for v in range(1970, 1983):
+        assert fit_number(str(v), year, rng) == (str(v), False)
+    folded, repaired = fit_number("1983", year, rng)
+    assert 1970 <= int(folded) <= 1982 and repaired
+    assert fit_number("5.5", NumberNode(minimum=0, maximum=5.5), rng) == ("5.5", False)
+
+
+def test_fit_string_keeps_lengths_and_completes_patterns_and_says_when_it_repaired() -> None:
+    rng = random.Random(0)
+    assert fit_string("ab\ncd", StringNode(), rng) == ("abcd", False)  # cleaning is no repair
+    padded, repaired = fit_string("x", StringNode(min_length=5), rng)
+    assert len(padded) == 5 and padded.startswith("x") and repaired
+    assert fit_string("abcdefgh", StringNode(max_length=3), rng) == ("abc", True)
+    completed, repaired = fit_string("12", StringNode(pattern=r"\d{3}-\d{2}"), rng)
+    assert full_match(r"\d{3}-\d{2}", completed) and repaired
+    assert fit_string("123-45", StringNode(pattern=r"\d{3}-\d{2}"), rng) == ("123-45", False)
 
 
 def test_layout_record_flags_exactly_the_value_tokens(den: Denoiser) -> None:

@@ -5,7 +5,11 @@ Two sources of proposals, tried in this order:
 1. the deterministic editor (no model needed): it turns each recurring problem into an explicit
    rule of the instruction, drops exemplars whose values were copied, raises the temperature when
    diversity is low and lowers it when validity fell; its first proposal always leads, so a round
-   never depends on the agent's output;
+   never depends on the agent's output. Its other proposals pull the levers that move fidelity
+   with the DLM frozen: value guides derived from the reference (switched on, then their windows
+   made finer when the table is less like real data than the held-out rows are, or wider when it
+   sits closer to the reference than they do), the commit order inside a free-text slot, and
+   exemplars rotated through the reference;
 2. the agent (a ``ChatModel``), asked for a rewritten instruction as one JSON object; its answers
    are parsed strictly, a malformed one is retried and then skipped (and counted in
    ``Optimizer.malformed``), never a crash;
@@ -17,6 +21,7 @@ every prompt already tried.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,7 +29,9 @@ from typing import Any
 from aod_ops.agents.chat import ChatModel
 from aod_ops.agents.judge import Judgement, Problem
 from aod_ops.agents.prompt import MAX_TEMPERATURE, Prompt
+from aod_ops.dlm.guides import Guides
 from aod_ops.errors import ModelError
+from aod_ops.fidelity import Scorecard
 from aod_ops.metrics import Metrics, canonical_json, leaves
 
 RULES_HEADER = "\nRules:"
@@ -33,6 +40,7 @@ MAX_INSTRUCTION_CHARS = 1500
 MIN_TEMPERATURE = 0.1
 TEMPERATURE_STEP = 0.15
 LOW_DIVERSITY = 0.9
+MIN_BINS, MAX_BINS = 2, 40
 _AGENT_SYSTEM = (
     "You improve the instruction given to a model that writes synthetic JSON records. "
     'Reply with one JSON object only: {"instruction": "<the full improved instruction>"}'
@@ -174,12 +182,24 @@ class Optimizer:
     :param retries: extra attempts per agent proposal when its answer is malformed.
     :param max_history: how many earlier trials the agent is shown (the most recent).
     :param max_tokens: the longest answer asked of the agent (an instruction is a paragraph).
+    :param guides: the partition's value guides (derived from its reference sample), which a
+        proposal may switch on and retune; None: the editor has no guides to offer.
+    :param exemplar_pool: reference records as JSON text that exemplars rotate through (empty for
+        a partition with personal data: its records are never shown to the model).
     """
 
     def __init__(
-        self, agent: ChatModel | None = None, retries: int = 1, max_history: int = 5, max_tokens: int = 300
+        self,
+        agent: ChatModel | None = None,
+        retries: int = 1,
+        max_history: int = 5,
+        max_tokens: int = 300,
+        guides: Guides | None = None,
+        exemplar_pool: Sequence[str] = (),
     ) -> None:
         self.agent = agent
+        self.guides = guides
+        self.exemplar_pool = tuple(exemplar_pool)
         self.retries = retries
         self.max_history = max_history
         self.max_tokens = max_tokens
@@ -227,8 +247,9 @@ class Optimizer:
     def _edits(
         self, prompt: Prompt, judgement: Judgement, history: Sequence[Trial]
     ) -> list[tuple[Prompt, str, str]]:
-        """The editor's variants, best first: all fixes; a bolder temperature step; no exemplars;
-        then small temperature moves, enough to make ``count`` distinct proposals."""
+        """The editor's variants, best first: all fixes (with value guides switched on when the
+        prompt has none); the fidelity levers the scorecard points to; a bolder temperature step;
+        no exemplars; then small temperature moves, enough to make ``count`` distinct proposals."""
         metrics = judgement.metrics
         core, old_rules = split_instruction(prompt.instruction)
         new_rules = rules_for(recurring(judgement.problems, metrics.candidates))
@@ -237,28 +258,60 @@ class Optimizer:
         exemplars = tuple(e for e in prompt.exemplars if e not in dropped)
         direction = _temperature_direction(prompt, metrics, judgement.problems, history)
         base = prompt.decoding.temperature
+        guides = prompt.guides if prompt.guides is not None else self.guides
 
-        def variant(temperature: float, keep: tuple[str, ...], what: str) -> tuple[Prompt, str, str]:
+        def variant(
+            temperature: float, keep: tuple[str, ...], what: str, **changes: Any
+        ) -> tuple[Prompt, str, str]:
             temperature = round(min(MAX_TEMPERATURE, max(MIN_TEMPERATURE, temperature)), 3)
-            decoding = replace(prompt.decoding, temperature=temperature)
-            changes = [f"{len(new_rules)} rule(s) from the feedback"] if new_rules else []
-            if len(keep) < len(prompt.exemplars):
-                changes.append(f"{len(prompt.exemplars) - len(keep)} exemplar(s) dropped")
-            if temperature != base:
-                changes.append(f"temperature {base:g} -> {temperature:g}")
-            revised = replace(prompt, instruction=instruction, exemplars=keep, decoding=decoding)
-            return revised, "editor", f"{what}: " + (", ".join(changes) or "unchanged")
-
-        edits = [
-            variant(base + direction * TEMPERATURE_STEP, exemplars, "all fixes"),
-            variant(base + (direction or 1) * 2 * TEMPERATURE_STEP, exemplars, "bolder temperature"),
-            variant(base + direction * TEMPERATURE_STEP, (), "no exemplars"),
-        ]
-        for step in range(1, 40):
-            sign = 1 if step % 2 else -1
-            edits.append(
-                variant(base + direction * TEMPERATURE_STEP + sign * 0.05 * step, exemplars, "nudge")
+            decoding = replace(prompt.decoding, temperature=temperature, **changes.pop("decoding", {}))
+            revised = replace(
+                prompt,
+                instruction=instruction,
+                exemplars=keep,
+                decoding=decoding,
+                guides=changes.pop("guides"),
             )
+            notes = [f"{len(new_rules)} rule(s) from the feedback"] if new_rules else []
+            if revised.guides is not None and prompt.guides is None:
+                notes.append(
+                    f"value guides on ({len(revised.guides.fields)} fields, {revised.guides.bins} bins)"
+                )
+            elif revised.guides is not None and prompt.guides is not None and revised.guides != prompt.guides:
+                notes.append(f"guide windows {prompt.guides.bins} -> {revised.guides.bins} bins")
+            if decoding.order != prompt.decoding.order:
+                notes.append(f"commit order {prompt.decoding.order} -> {decoding.order}")
+            if set(keep) - set(prompt.exemplars):
+                notes.append(f"exemplars rotated ({len(keep)})")
+            elif len(keep) < len(prompt.exemplars):
+                notes.append(f"{len(prompt.exemplars) - len(keep)} exemplar(s) dropped")
+            if temperature != base:
+                notes.append(f"temperature {base:g} -> {temperature:g}")
+            return revised, "editor", f"{what}: " + (", ".join(notes) or "unchanged")
+
+        step = base + direction * TEMPERATURE_STEP
+        other_order = "left_to_right" if prompt.decoding.order == "confidence" else "confidence"
+        edits = [variant(step, exemplars, "all fixes", guides=guides)]
+        if guides is not None:
+            for bins in _bins_to_try(guides.bins, judgement.scorecard, judgement.baseline):
+                edits.append(variant(step, exemplars, "guide windows", guides=replace(guides, bins=bins)))
+        edits.append(variant(step, exemplars, "commit order", guides=guides, decoding={"order": other_order}))
+        if self.exemplar_pool:
+            rotated = tuple(
+                random.Random(prompt.version).sample(
+                    self.exemplar_pool, min(max(2, len(exemplars)), len(self.exemplar_pool))
+                )
+            )
+            edits.append(variant(step, rotated, "exemplars", guides=guides))
+        edits += [
+            variant(
+                base + (direction or 1) * 2 * TEMPERATURE_STEP, exemplars, "bolder temperature", guides=guides
+            ),
+            variant(step, (), "no exemplars", guides=guides),
+        ]
+        for nudge in range(1, 40):
+            sign = 1 if nudge % 2 else -1
+            edits.append(variant(step + sign * 0.05 * nudge, exemplars, "nudge", guides=guides))
         return edits
 
     def _ask_agent(self, prompt: Prompt, judgement: Judgement, history: Sequence[Trial]) -> str | None:
@@ -303,6 +356,20 @@ def _temperature_direction(
     return 0
 
 
+def _bins_to_try(bins: int, card: Scorecard, baseline: Scorecard) -> list[int]:
+    """Window widths worth a proposal, most promising first: wider windows when the table sits
+    closer to the reference than the held-out rows do (DCR protection or field overlap), finer
+    ones when it is less like real data than they are."""
+    wider, finer = max(MIN_BINS, bins // 2), min(MAX_BINS, bins * 2)
+    too_close = (
+        card.dcr_protection < 0.9 * baseline.dcr_protection
+        or card.field_overlap > baseline.field_overlap + 0.05
+    )
+    unlike = card.quality < baseline.quality
+    order = [wider, finer] if too_close or not unlike else [finer, wider]
+    return [b for b in dict.fromkeys(order) if b != bins]
+
+
 def _content(prompt: Prompt) -> tuple[Any, ...]:
     """What makes two prompts the same proposal (the version numbers aside)."""
-    return prompt.instruction, prompt.exemplars, prompt.decoding
+    return prompt.instruction, prompt.exemplars, prompt.decoding, prompt.guides

@@ -1,9 +1,12 @@
 """The DLM's prompt as a versioned value: the artifact the AoD loop optimizes.
 
-A ``Prompt`` holds the instruction text, optional exemplar records (JSON text) and the DLM's
-decoding settings (``DecodingSettings``: temperature, steps, block length, mode). It is frozen:
-the optimizer derives children with ``revise``, which records the parent's version, so a run's
-prompts form a tree that can be inspected and resumed from its JSON form.
+A ``Prompt`` holds the instruction text, optional exemplar records (JSON text), the DLM's
+decoding settings (``DecodingSettings``: temperature, steps, block length, mode, commit order)
+and optional value guides (``Guides``: per-field quantiles, categories and their dependence,
+which the sampler applies while the DLM writes every value). It is frozen: the optimizer derives
+children with ``revise``, which records the parent's version, so a run's prompts form a tree
+that can be inspected and resumed from its JSON form. An artifact written before guides and the
+commit order existed still loads, as it was decoded: without guides, confidence first.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import DataError
@@ -33,6 +37,8 @@ def check_decoding(decoding: DecodingSettings) -> DecodingSettings:
             raise ValueError(f"{name} must be at least 1, got {getattr(decoding, name)}")
     if decoding.mode not in ("skeleton", "free"):
         raise ValueError(f"mode must be skeleton or free, got {decoding.mode!r}")
+    if decoding.order not in ("confidence", "left_to_right"):
+        raise ValueError(f"order must be confidence or left_to_right, got {decoding.order!r}")
     return decoding
 
 
@@ -41,7 +47,9 @@ class Prompt:
     """One version of the DLM's prompt.
 
     ``exemplars`` are example records as compact JSON text; ``version`` numbers prompts within a
-    run and ``parent`` is the version this one was revised from (``None`` for the first).
+    run and ``parent`` is the version this one was revised from (``None`` for the first);
+    ``guides`` are the value guides the sampler applies (``None``: the DLM writes values freely
+    within the schema).
     """
 
     instruction: str
@@ -49,6 +57,7 @@ class Prompt:
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
     version: int = 1
     parent: int | None = None
+    guides: Guides | None = None
 
     def render(self, schema: dict[str, Any]) -> str:
         """The DLM's conditioning text for one record of ``schema`` (the schema is spelled out in
@@ -63,20 +72,27 @@ class Prompt:
         instruction: str | None = None,
         exemplars: Sequence[str] | None = None,
         decoding: DecodingSettings | None = None,
+        guides: Guides | None = None,
+        without_guides: bool = False,
     ) -> Prompt:
-        """A child of this prompt numbered ``version``, with the given parts replaced."""
+        """A child of this prompt numbered ``version``, with the given parts replaced (the
+        guides are kept unless replaced, or dropped with ``without_guides``)."""
         return replace(
             self,
             instruction=self.instruction if instruction is None else instruction,
             exemplars=self.exemplars if exemplars is None else tuple(exemplars),
             decoding=self.decoding if decoding is None else decoding,
+            guides=None if without_guides else self.guides if guides is None else guides,
             version=version,
             parent=self.version,
         )
 
     def to_json(self) -> str:
         """The prompt artifact: indented JSON that ``from_json`` reads back."""
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["decoding"] = asdict(self.decoding)
+        data["guides"] = None if self.guides is None else self.guides.to_dict()
+        return json.dumps(data, indent=2, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> Prompt:
@@ -88,16 +104,20 @@ class Prompt:
             exemplars = data.pop("exemplars", [])
             if not isinstance(exemplars, list) or not all(isinstance(e, str) for e in exemplars):
                 raise TypeError("'exemplars' must be a list of JSON strings")
+            guides = data.pop("guides", None)  # absent from artifacts written before guides
+            # An artifact written before the commit order was a setting was decoded confidence first.
+            data["decoding"].setdefault("order", "confidence")
             prompt = cls(
                 **{
                     **data,
                     "exemplars": tuple(exemplars),
                     "decoding": check_decoding(DecodingSettings(**data["decoding"])),
+                    "guides": None if guides is None else Guides.from_dict(guides),
                 }
             )
             if not isinstance(prompt.instruction, str) or not isinstance(prompt.version, int):
                 raise TypeError("'instruction' must be a string and 'version' an integer")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, DataError) as exc:
             raise DataError(f"not a prompt artifact: {exc}") from exc
         return prompt
 

@@ -1,7 +1,9 @@
 """Candidate records from a denoiser: skeleton infilling (default) or free mode (the baseline).
 
 ``Generator.generate`` is the batch primitive: one candidate per seed, reproducible from the
-seed (the record's random draws come from its own streams). Every candidate is parsed and
+seed (the record's random draws come from its own streams, its value guides' draw included).
+Every candidate counts its value slots and how many of them the compiler had to repair (the
+repair rate). Every candidate is parsed and
 validated against the schema; model output is untrusted, so a record that does not parse or
 does not validate comes back as a candidate with its errors, never as an exception.
 """
@@ -17,21 +19,29 @@ from typing import Any
 
 import torch
 
+from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import DecodingSettings
-from aod_ops.dlm.skeleton import ANY, Vocab, decide_choices, fill, infill, plan_records
+from aod_ops.dlm.skeleton import ANY, Slot, Vocab, decide_choices, fill, infill, plan_records
 from aod_ops.schema import CompiledSchema, LoadedSchema, compile_schema
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One generated record: its text, the parsed value (None when it did not parse), errors."""
+    """One generated record: its text, the parsed value (None when it did not parse), errors.
+
+    ``slots`` counts the record's string and number value slots (the text the model writes; a
+    choice is decided among legal options and is never repaired), ``repaired`` those whose text
+    the compiler had to change to make it legal. Free mode has no slots.
+    """
 
     text: str
     record: Any | None
     errors: tuple[str, ...] = ()
     seed: int = 0
+    slots: int = 0
+    repaired: int = 0
 
     @property
     def valid(self) -> bool:
@@ -80,8 +90,11 @@ class Generator:
         self.vocab = Vocab(self.denoiser)
         self._last_prompt: tuple[str, PromptState] | None = None
 
-    def generate(self, prompt: str, seeds: Sequence[int], settings: DecodingSettings) -> list[Candidate]:
-        """One candidate per seed, generated as one batch."""
+    def generate(
+        self, prompt: str, seeds: Sequence[int], settings: DecodingSettings, guides: Guides | None = None
+    ) -> list[Candidate]:
+        """One candidate per seed, generated as one batch; ``guides`` (skeleton mode) steers each
+        record's values toward its own draw from the reference's distribution."""
         started, forwards = time.perf_counter(), self.denoiser.forwards
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         state = self._prompt_state(prompt)
@@ -90,15 +103,27 @@ class Generator:
             candidates = [self._check(t, parse_free_text(t), s) for t, s in zip(texts, seeds, strict=True)]
         else:
             assert self.compiled is not None
-            planned = plan_records(self.vocab, state, self.compiled.root, settings.temperature, generators)
             rngs = [random.Random(s) for s in seeds]
-            decide_choices(self.vocab, state, [p for p, _ in planned], settings.temperature, generators)
-            infill(self.vocab, state, [p for p, _ in planned], settings, generators, rngs)
-            records = [fill(value) for _, value in planned]
-            candidates = [
-                self._check(json.dumps(r, ensure_ascii=False), r, s)
-                for r, s in zip(records, seeds, strict=True)
-            ]
+            drawn = [guides.draw(rng) for rng in rngs] if guides is not None else None
+            planned = plan_records(
+                self.vocab, state, self.compiled.root, settings.temperature, generators, guides
+            )
+            plans = [p for p, _ in planned]
+            decide_choices(self.vocab, state, plans, settings.temperature, generators, drawn)
+            infill(self.vocab, state, plans, settings, generators, rngs, drawn)
+            candidates = []
+            for (plan, value), seed in zip(planned, seeds, strict=True):
+                record = fill(value)
+                slots = [p for p in plan if isinstance(p, Slot)]
+                candidates.append(
+                    self._check(
+                        json.dumps(record, ensure_ascii=False),
+                        record,
+                        seed,
+                        len(slots),
+                        sum(s.repaired for s in slots),
+                    )
+                )
         self.stats.forwards += self.denoiser.forwards - forwards
         self.stats.records += len(candidates)
         self.stats.seconds += time.perf_counter() - started
@@ -112,13 +137,13 @@ class Generator:
         seed: int = 0,
         batch_size: int = 16,
         on_batch: Callable[[list[Candidate]], None] | None = None,
+        guides: Guides | None = None,
     ) -> list[Candidate]:
         """``n`` candidates in batches of ``batch_size``; ``on_batch`` is told after each batch."""
         out: list[Candidate] = []
         for lo in range(0, n, batch_size):
-            batch = self.generate(
-                prompt, [record_seed(seed, i) for i in range(lo, min(n, lo + batch_size))], settings
-            )
+            seeds = [record_seed(seed, i) for i in range(lo, min(n, lo + batch_size))]
+            batch = self.generate(prompt, seeds, settings, guides)
             out += batch
             if on_batch is not None:
                 on_batch(batch)
@@ -148,8 +173,10 @@ class Generator:
             self._last_prompt = (prompt, self.denoiser.encode_prompt(self.denoiser.encode(prompt)))
         return self._last_prompt[1]
 
-    def _check(self, text: str, record: Any | None, seed: int) -> Candidate:
+    def _check(
+        self, text: str, record: Any | None, seed: int, slots: int = 0, repaired: int = 0
+    ) -> Candidate:
         if record is None:
             return Candidate(text, None, ("parse error: the output is not a JSON document",), seed)
         errors = tuple(f"{e.pointer or '/'}: {e.message}" for e in self.schema.errors(record))
-        return Candidate(text, record, errors, seed)
+        return Candidate(text, record, errors, seed, slots, repaired)

@@ -6,7 +6,9 @@ to right (semi-autoregressive blocks of ``block_length`` positions), each block 
 of ``steps``. Temperature samples (top-k, through Gumbel noise, one random stream per record);
 zero is greedy. ``vocab_class`` picks, per position, a row of ``class_masks`` that says which
 tokens are legal there (digits in a number slot, no quote inside a string), and an optional
-``ordered`` hook commits the positions it owns left to right (pattern slots).
+``ordered`` hook commits the positions it owns left to right (slots with legal values). With
+``sequential`` positions (free string slots under ``order: left_to_right``) only the leftmost
+mask of each run may be committed at a step; the runs are still interleaved by confidence.
 """
 
 from __future__ import annotations
@@ -79,11 +81,15 @@ def denoise(
     vocab_class: torch.Tensor | None = None,
     class_masks: torch.Tensor | None = None,
     ordered: tuple[torch.Tensor, OrderedHook] | None = None,
+    sequential: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill every mask in ``ids`` (``[B, L]``, the tokens after ``prompt``); return the filled ids.
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
-    the confidence rule fills the others. With ``settings.cache`` only the first pass is a full one;
+    the confidence rule fills the others. ``sequential`` (``[B, L]`` bool, runs of positions)
+    lets the confidence rule commit only the leftmost mask of each run at a step; an end-of-text
+    committed there ends the run. A block then takes the steps its runs need beyond its share.
+    With ``settings.cache`` only the first pass is a full one;
     every later pass recomputes the positions it decides and the tokens committed since the pass
     before, and a block's first step also every masked position (``RecordCache``). The literal
     text of a skeleton is computed once.
@@ -107,11 +113,11 @@ def denoise(
         ):
             block, step = block + 1, 0
         lo = first + block * settings.block_length
-        # Logits are needed where this step decides: the block's free masks and the leftmost mask
-        # of each span the hook owns.
-        where = masked & owned
-        where[:, 1:] &= ~where[:, :-1].clone()
-        where[:, lo : lo + settings.block_length] |= free[:, lo : lo + settings.block_length]
+        ready = free if sequential is None else free & ~_behind(masked & sequential)
+        # Logits are needed where this step decides: the block's free masks that may be committed
+        # and the leftmost mask of each span the hook owns.
+        where = _leftmost(masked & owned)
+        where[:, lo : lo + settings.block_length] |= ready[:, lo : lo + settings.block_length]
         if cache is not None:
             if cache.layers is not None:  # after the first pass, a full one
                 live = (ids != refreshed) | where
@@ -125,15 +131,40 @@ def denoise(
             ordered[1](logits, rows, cols, ids)
         if block >= n_blocks:
             continue
-        candidates = free[rows, cols]
+        candidates = ready[rows, cols]
         choice, prob = sample(logits, rows, settings.temperature, generators)
-        remaining = steps_per_block - step
+        remaining = max(1, steps_per_block - step)
+        left = free[:, lo : lo + settings.block_length].sum(1)
         for row in rows[candidates].unique().tolist():
             sel = (candidates & (rows == row)).nonzero()[:, 0]
-            take = -(-len(sel) // remaining)  # spread the block's masks evenly over its steps
+            # Spread the block's masks evenly over its steps (a sequential run's later masks wait).
+            take = min(len(sel), -(-int(left[row]) // remaining))
             best = sel[prob[sel].topk(take).indices]
             ids[row, cols[best]] = choice[best]
+            if sequential is not None:
+                _end_runs(ids, row, cols[best], sequential, denoiser)
         step += 1
-        if step >= steps_per_block:
-            block, step = block + 1, 0
     return ids
+
+
+def _leftmost(positions: torch.Tensor) -> torch.Tensor:
+    """The first position of each run of set positions in every row (``[B, L]`` bool)."""
+    out = positions.clone()
+    out[:, 1:] &= ~positions[:, :-1]
+    return out
+
+
+def _behind(positions: torch.Tensor) -> torch.Tensor:
+    """The set positions that are not the first of their run."""
+    return positions & ~_leftmost(positions)
+
+
+def _end_runs(
+    ids: torch.Tensor, row: int, cols: torch.Tensor, sequential: torch.Tensor, denoiser: Denoiser
+) -> None:
+    """Fill the rest of a sequential run with end-of-text where one was just committed."""
+    for col in cols[(ids[row, cols] == denoiser.eos_id) & sequential[row, cols]].tolist():
+        end = col + 1
+        while end < ids.shape[1] and sequential[row, end] and ids[row, end] == denoiser.mask_id:
+            end += 1
+        ids[row, col + 1 : end] = denoiser.eos_id

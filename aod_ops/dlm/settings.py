@@ -13,12 +13,23 @@ class SamplerSettings:
     ``cache``: within a block, recompute only the block's columns and what changed since the
     block's first pass, reusing every other position's keys and values from that pass
     (Fast-dLLM's dual cache); False recomputes the whole record on every step.
+
+    ``order``: the commit order inside a free string slot. ``confidence`` is LLaDA's: the most
+    confident masks anywhere are committed first; ``left_to_right`` commits only the leftmost
+    mask of each slot at a step, while the slots of a record are still interleaved by
+    confidence (a slot then needs at least as many steps as it has tokens). Slots with legal
+    values (numbers, patterns, guided values) are always decoded left to right. The default is
+    ``left_to_right``: on the cars partition with ``aod-smol-dlm`` it wrote names of the real
+    rows' length and word count (17.1 characters, 2.7 words; held-out rows 15.6, 2.6) where
+    ``confidence`` wrote fragments (7.4, 1.6), at the same character-trigram similarity to the
+    reference names and the same number of forward passes.
     """
 
     steps: int = 16
     block_length: int = 32
     temperature: float = 0.8
     cache: bool = True
+    order: Literal["confidence", "left_to_right"] = "left_to_right"
 
 
 @dataclass(frozen=True)

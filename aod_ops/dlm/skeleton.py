@@ -5,26 +5,47 @@ literal JSON text of its structure, and a run of mask tokens for every string or
 Every choice on the way (an enum value, an optional property, a union branch, one more array
 item) is put to the model: the options' tokens are scored at masked positions after the
 skeleton so far, and one is drawn from those scores, so a choice is always legal. Then the
-slots are infilled by the masked-diffusion sampler, under per-slot vocabulary limits; a slot
-with a pattern or a format is decoded left to right so its text stays a prefix of a match.
+slots are infilled by the masked-diffusion sampler, under per-slot vocabulary limits.
+
+A slot with a known set of legal values is decoded left to right, its text kept a prefix of a
+legal value (``Legal``): a pattern or format; a number with both bounds, or with a value guide's
+window (``guides.py``); a guided date (the ISO dates of its window) or low-cardinality string
+(the reference's categories). At each position the highest-ranked token the model offers (after
+temperature) that keeps the prefix legal is committed. The text of every slot is then checked,
+and where the compiler has to change it (cut, pad, complete, fold into range, or invent a value
+the model did not write) the slot is marked ``repaired``: validity earned that way is the
+compiler's, and the repair rate reports it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import string
+from bisect import bisect_left
 from collections.abc import Generator as PyGenerator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cached_property
 from typing import Any
 
 import torch
 
+from aod_ops.dlm.guides import (
+    CategoryGuide,
+    DateGuide,
+    FieldGuide,
+    Guides,
+    NumberGuide,
+    NumberRange,
+    RecordGuide,
+    grid_bounds,
+)
 from aod_ops.dlm.models import Denoiser, PromptState
-from aod_ops.dlm.sampler import denoise, sample
+from aod_ops.dlm.sampler import TOP_K, denoise, sample
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.schema.nodes import (
     ArrayNode,
@@ -35,15 +56,19 @@ from aod_ops.schema.nodes import (
     StringNode,
     UnionNode,
 )
-from aod_ops.schema.patterns import complete, full_match, partial_match
+from aod_ops.schema.patterns import FORMAT_PATTERNS, complete, full_match, partial_match
 
 STRING_TOKENS = 8  # slot length of a string with no length limits
 PATTERN_TOKENS = 24  # the longest a pattern slot is decoded by the model before completion
-NUMBER_TOKENS = 8
+NUMBER_TOKENS = 8  # slot length of a number decoded freely (not both bounds, no guide)
+UNGUIDED_DECIMALS = 3  # fraction digits of a bounded, unguided, non-integral number
+MAX_MULTIPLES = 4096  # a multipleOf slot lists its legal values up to this many
+DATE_LENGTH = 10  # YYYY-MM-DD
 ARRAY_EXTRA_ITEMS = 3  # items past minItems when maxItems is unbounded
 TAIL_MASKS = 4  # masks after a choice's span: the record goes on after it
 ANY, STRING_BODY, NUMBER_BODY = 0, 1, 2
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?")
 
 
 @dataclass(eq=False)
@@ -54,6 +79,7 @@ class Slot:
     length: int
     pointer: str
     text: str = field(default="")
+    repaired: bool = field(default=False)  # the compiler changed the model's text
 
 
 @dataclass(eq=False)
@@ -63,6 +89,7 @@ class Choice:
 
     options: tuple[Any, ...]
     chosen: int = -1
+    pointer: str = ""
 
     @cached_property
     def texts(self) -> list[str]:
@@ -73,15 +100,23 @@ class Choice:
 Piece = str | Slot | Choice
 
 
-def slot_length(node: StringNode | NumberNode) -> int:
-    """How many tokens the sampler gets for a value (the value, then end-of-text padding)."""
+def slot_length(node: StringNode | NumberNode, guide: FieldGuide | None = None) -> int:
+    """How many tokens the sampler gets for a value (the value, then end-of-text padding).
+
+    A slot decoded left to right under a set of legal values gets one token per character of
+    the longest legal value, and one end-of-text: any legal prefix can then be completed in the
+    tokens left, since a token writes at least one character.
+    """
+    guide = usable_guide(node, guide)
     if isinstance(node, NumberNode):
-        if node.minimum is None or node.maximum is None:
+        legal = number_legal(node, guide)
+        if legal is None:
             return NUMBER_TOKENS
-        # Every token of a slot costs compute at every step: bounded numbers get the digits
-        # their bounds allow, three decimals when not integral, and one end-of-text.
-        digits = len(str(int(max(abs(node.minimum), abs(node.maximum)))))
-        return min(NUMBER_TOKENS, digits + (node.minimum < 0) + (0 if node.integer else 3) + 1)
+        return (legal.range.width if isinstance(legal, NumberLegal) else max(map(len, legal.values))) + 1
+    if isinstance(guide, DateGuide):
+        return DATE_LENGTH + 1
+    if isinstance(guide, CategoryGuide):
+        return max(len(c) for c in guide.categories if _fits(node, c)) + 1
     if node.pattern is not None:  # a token writes at least one character (ASCII patterns)
         return PATTERN_TOKENS if node.max_length is None else min(PATTERN_TOKENS, node.max_length + 1)
     n = STRING_TOKENS
@@ -114,21 +149,23 @@ def _key(pointer: str, name: str) -> str:
 Walker = PyGenerator[list[str], int, Any]
 
 
-def walk(node: Node, plan: list[Piece], pointer: str = "", defer: bool = True) -> Walker:
+def walk(
+    node: Node, plan: list[Piece], pointer: str = "", defer: bool = True, guides: Guides | None = None
+) -> Walker:
     """Write one record's skeleton into ``plan``; returns its value with ``Slot`` and ``Choice``
     leaves. Value choices are deferred to ``decide_choices`` unless ``defer`` is False (items of
-    a unique array must know their siblings)."""
+    a unique array must know their siblings). ``guides`` sets the length of guided slots."""
     if isinstance(node, ChoiceNode):
         texts = [json.dumps(o, ensure_ascii=False) for o in node.options]
         if len(texts) > 1 and defer:
-            choice = Choice(node.options)
+            choice = Choice(node.options, pointer=pointer)
             plan.append(choice)
             return choice
         k = (yield texts) if len(texts) > 1 else 0
         plan.append(texts[k])
         return node.options[k]
     if isinstance(node, StringNode | NumberNode):
-        slot = Slot(node, slot_length(node), pointer)
+        slot = Slot(node, slot_length(node, guides.field(pointer) if guides else None), pointer)
         plan += ['"', slot, '"'] if isinstance(node, StringNode) else [slot]
         return slot
     if isinstance(node, UnionNode):
@@ -136,13 +173,13 @@ def walk(node: Node, plan: list[Piece], pointer: str = "", defer: bool = True) -
             plan.append("null")
             return None
         k = (yield [preview(b) for b in node.branches]) if len(node.branches) > 1 else 0
-        return (yield from walk(node.branches[k], plan, pointer))
+        return (yield from walk(node.branches[k], plan, pointer, guides=guides))
     if isinstance(node, ObjectNode):
-        return (yield from _walk_object(node, plan, pointer))
-    return (yield from _walk_array(node, plan, pointer))
+        return (yield from _walk_object(node, plan, pointer, guides))
+    return (yield from _walk_array(node, plan, pointer, guides))
 
 
-def _walk_object(node: ObjectNode, plan: list[Piece], pointer: str) -> Walker:
+def _walk_object(node: ObjectNode, plan: list[Piece], pointer: str, guides: Guides | None) -> Walker:
     plan.append("{")
     value: dict[str, Any] = {}
     props = node.properties
@@ -158,17 +195,17 @@ def _walk_object(node: ObjectNode, plan: list[Piece], pointer: str) -> Walker:
             if not needed and (yield [sep + json.dumps(prop.name), "}"]) == 1:
                 continue
         plan.append(sep + json.dumps(prop.name, ensure_ascii=False) + ": ")
-        value[prop.name] = yield from walk(prop.node, plan, _key(pointer, prop.name))
+        value[prop.name] = yield from walk(prop.node, plan, _key(pointer, prop.name), guides=guides)
     plan.append("}")
     return value
 
 
-def _walk_array(node: ArrayNode, plan: list[Piece], pointer: str) -> Walker:
+def _walk_array(node: ArrayNode, plan: list[Piece], pointer: str, guides: Guides | None) -> Walker:
     plan.append("[")
     value: list[Any] = []
     for positional in node.prefix:
         plan.append(", " if value else "")
-        value.append((yield from walk(positional, plan, f"{pointer}/{len(value)}")))
+        value.append((yield from walk(positional, plan, f"{pointer}/{len(value)}", guides=guides)))
     most = (
         node.max_items if node.max_items is not None else max(node.min_items, len(value)) + ARRAY_EXTRA_ITEMS
     )
@@ -186,7 +223,9 @@ def _walk_array(node: ArrayNode, plan: list[Piece], pointer: str) -> Walker:
         if len(value) >= node.min_items and contains is None and (yield [sep + preview(item), "]"]) == 1:
             break
         plan.append(sep)
-        value.append((yield from walk(item, plan, f"{pointer}/{len(value)}", defer=not node.unique)))
+        value.append(
+            (yield from walk(item, plan, f"{pointer}/{len(value)}", defer=not node.unique, guides=guides))
+        )
         contains = None
     plan.append("]")
     return value
@@ -251,24 +290,26 @@ def fill(value: Any) -> Any:
     return value
 
 
-def fit_string(text: str, node: StringNode, rng: random.Random) -> str:
-    """The model's text made to fit the slot: cleaned, within its lengths, matching its pattern."""
+def fit_string(text: str, node: StringNode, rng: random.Random) -> tuple[str, bool]:
+    """The model's text made to fit the slot (cleaned, within its lengths, matching its pattern),
+    and whether that took a repair: a cut, padding, or a completion to the pattern."""
     text = "".join(ch for ch in text if ch.isprintable()).strip()
     if node.pattern is not None:
         if full_match(node.pattern, text) and len(text) >= node.min_length:
-            return text
+            return text, False
         while text and not partial_match(node.pattern, text):
             text = text[:-1]
         for prefix in (text, ""):
             done = complete(node.pattern, prefix, rng, node.min_length, node.max_length)
             if done is not None:
-                return done
-        return text
-    if node.max_length is not None and len(text) > node.max_length:
-        text = text[: node.max_length].rstrip()
-    while len(text) < node.min_length:
-        text += rng.choice(string.ascii_lowercase)
-    return text
+                return done, True
+        return text, True
+    out = text
+    if node.max_length is not None and len(out) > node.max_length:
+        out = out[: node.max_length].rstrip()
+    while len(out) < node.min_length:
+        out += rng.choice(string.ascii_lowercase)
+    return out, out != text
 
 
 def _bounds(node: NumberNode) -> tuple[float | None, float | None]:
@@ -284,9 +325,12 @@ def _bounds(node: NumberNode) -> tuple[float | None, float | None]:
     return lo, hi
 
 
-def fit_number(text: str, node: NumberNode, rng: random.Random) -> str:
-    """The model's digits made into a legal number: within bounds, a multiple, integral."""
+def fit_number(text: str, node: NumberNode, rng: random.Random) -> tuple[str, bool]:
+    """The model's digits made into a legal number (within bounds, a multiple, integral), and
+    whether that took a repair: a value folded into range, rounded, or invented because the model
+    wrote no digits. A legal value is never changed."""
     lo, hi = _bounds(node)
+    raw = text.strip()
     found = _NUMBER.search(text)
     if found is not None:
         v = float(found.group())
@@ -295,15 +339,19 @@ def fit_number(text: str, node: NumberNode, rng: random.Random) -> str:
     else:
         v = rng.uniform(lo if lo is not None else 0.0, hi if hi is not None else (lo or 0.0) + 100.0)
     # Fold a value outside the bounds back inside rather than clamping it, so out-of-range
-    # guesses do not pile up on the boundary.
+    # guesses do not pile up on the boundary; a value inside stays as it is.
     if lo is not None and hi is not None:
-        v = lo if hi <= lo else lo + (v - lo) % (hi - lo)
+        if hi <= lo:
+            v = lo
+        elif not lo <= v <= hi:
+            v = lo + (v - lo) % (hi - lo)
     elif lo is not None and v < lo:
         v = 2 * lo - v
     elif hi is not None and v > hi:
         v = 2 * hi - v
     if node.integer:
         v = float(round(v))
+    out = str(int(v)) if node.integer else json.dumps(round(v, 6))
     if node.multiple_of:
         # jsonschema checks a float multipleOf as int(v / m) == v / m in floating point, so the
         # candidate multiples are checked the same way and written without rounding.
@@ -312,10 +360,245 @@ def fit_number(text: str, node: NumberNode, rng: random.Random) -> str:
         for k in sorted(range(base - 50, base + 51), key=lambda k: abs(k - base)):
             cand = k * m
             if (lo is None or cand >= lo) and (hi is None or cand <= hi) and int(cand / m) == cand / m:
-                return str(int(cand)) if node.integer else json.dumps(cand)
-    if node.integer:
-        return str(int(v))
-    return json.dumps(round(v, 6))
+                out = str(int(cand)) if node.integer else json.dumps(cand)
+                break
+    if _JSON_NUMBER.fullmatch(raw) and float(raw) == float(out) and not (node.integer and "." in raw):
+        return raw, False
+    return out, True
+
+
+# -- legal values of a slot decoded left to right ---------------------------------------------
+
+
+class Legal:
+    """The values a slot decoded left to right may take.
+
+    ``limit``: how many of the model's ranked tokens are tried at a position before the slot
+    falls back (None: every token its vocabulary class allows); ``numeric``: the values are
+    written with digits, ``-`` and ``.`` only (the number vocabulary).
+    """
+
+    limit: int | None = None
+    numeric: bool = False
+
+    def allows(self, text: str) -> bool:
+        """Whether some legal value starts with ``text``."""
+        raise NotImplementedError
+
+    def done(self, text: str) -> bool:
+        """Whether ``text`` is a legal value."""
+        raise NotImplementedError
+
+    def nearest(self, text: str, rng: random.Random) -> str:
+        """A legal value close to ``text`` (its repair)."""
+        raise NotImplementedError
+
+    def continuations(self, text: str) -> Sequence[str] | None:
+        """Every legal value that starts with ``text``, when the values are listed; else None."""
+        return None
+
+    def weight(self, text: str, exact: bool = False) -> float:
+        """The log prior mass of the legal values starting with ``text`` (``exact``: of ``text``
+        itself); 0 when the values have no prior."""
+        return 0.0
+
+
+@dataclass(frozen=True)
+class PatternLegal(Legal):
+    """A string slot with a pattern (or a format's pattern) and length limits."""
+
+    node: StringNode
+    limit = TOP_K
+
+    def allows(self, text: str) -> bool:
+        """Within the length limit and a prefix of a match."""
+        assert self.node.pattern is not None
+        return (self.node.max_length is None or len(text) <= self.node.max_length) and partial_match(
+            self.node.pattern, text
+        )
+
+    def done(self, text: str) -> bool:
+        """A full match, long enough."""
+        assert self.node.pattern is not None
+        return full_match(self.node.pattern, text) and len(text) >= self.node.min_length
+
+    def nearest(self, text: str, rng: random.Random) -> str:
+        """The pattern's completion of the longest legal prefix."""
+        return fit_string(text, self.node, rng)[0]
+
+
+@dataclass(frozen=True)
+class NumberLegal(Legal):
+    """A number slot: the JSON numbers of a ``NumberRange``."""
+
+    range: NumberRange
+    numeric = True
+
+    def allows(self, text: str) -> bool:
+        """A prefix of a legal number."""
+        return self.range.allows(text)
+
+    def done(self, text: str) -> bool:
+        """A legal number."""
+        return self.range.units(text) is not None
+
+    def nearest(self, text: str, rng: random.Random) -> str:
+        """The shortest legal completion of the text's longest legal prefix."""
+        while text and not self.range.allows(text):
+            text = text[:-1]
+        return self.range.complete(text)
+
+
+@dataclass(frozen=True)
+class SetLegal(Legal):
+    """A slot whose legal values are listed (sorted): the dates of a window, the multiples of a
+    ``multipleOf`` number, a string's reference categories. ``prior`` weighs each value."""
+
+    values: tuple[str, ...]
+    prior: Mapping[str, float] | None = None
+    numeric: bool = False
+
+    def continuations(self, text: str) -> Sequence[str]:
+        """The listed values that start with ``text``."""
+        i = j = bisect_left(self.values, text)
+        while j < len(self.values) and self.values[j].startswith(text):
+            j += 1
+        return self.values[i:j]
+
+    def allows(self, text: str) -> bool:
+        """Some value starts with ``text``."""
+        i = bisect_left(self.values, text)
+        return i < len(self.values) and self.values[i].startswith(text)
+
+    def done(self, text: str) -> bool:
+        """``text`` is listed."""
+        i = bisect_left(self.values, text)
+        return i < len(self.values) and self.values[i] == text
+
+    def weight(self, text: str, exact: bool = False) -> float:
+        """The log prior mass of the values starting with ``text`` (``exact``: of ``text``)."""
+        if self.prior is None:
+            return 0.0
+        mass = sum(self.prior.get(v, 0.0) for v in ([text] if exact else self.continuations(text)))
+        return math.log(mass) if mass > 0 else -math.inf
+
+    def nearest(self, text: str, rng: random.Random) -> str:
+        """A value sharing the longest prefix with ``text`` (drawn from ``rng`` among ties)."""
+        for n in range(len(text), -1, -1):
+            found = self.continuations(text[:n])
+            if found:
+                return rng.choice(list(found))
+        return rng.choice(list(self.values))
+
+
+def _fits(node: StringNode, text: str) -> bool:
+    if len(text) < node.min_length or (node.max_length is not None and len(text) > node.max_length):
+        return False
+    return node.pattern is None or full_match(node.pattern, text)
+
+
+def usable_guide(node: StringNode | NumberNode, guide: FieldGuide | None) -> FieldGuide | None:
+    """``guide`` when it fits the slot's kind (a number, a date string, a categorical string
+    with some category the slot allows), else None: a guide of another schema is ignored."""
+    if isinstance(node, NumberNode):
+        return guide if isinstance(guide, NumberGuide) else None
+    if isinstance(guide, DateGuide):
+        fits = node.min_length <= DATE_LENGTH <= (node.max_length or DATE_LENGTH)
+        return guide if fits else None
+    if isinstance(guide, CategoryGuide) and not guide.choice:
+        return guide if any(_fits(node, c) for c in guide.categories) else None
+    return None
+
+
+def _grid(node: NumberNode, guide: NumberGuide | None) -> tuple[NumberRange, bool] | None:
+    """The legal numbers of a slot before any window, and whether the guide set them: the guide's
+    span (on its grid) inside the schema's bounds, or without a guide the bounds themselves (with
+    ``UNGUIDED_DECIMALS``); None for a number with a bound missing."""
+    if guide is not None:
+        integer = node.integer or guide.integer
+        lo, hi = grid_bounds(node, integer, guide.decimals)
+        span = guide.span
+        low = span[0] if lo is None else max(lo, span[0])
+        high = span[1] if hi is None else min(hi, span[1])
+        grid = NumberRange.of(low, high, integer, guide.decimals)
+        if not grid.empty:
+            return grid, True
+    lo, hi = grid_bounds(node, node.integer, UNGUIDED_DECIMALS)
+    if lo is None or hi is None:
+        return None
+    grid = NumberRange.of(lo, hi, node.integer, UNGUIDED_DECIMALS)
+    return None if grid.empty else (grid, False)
+
+
+def _multiples(node: NumberNode, lo: float, hi: float) -> list[str]:
+    """The multiples of ``node.multiple_of`` in ``[lo, hi]`` as JSON text, as jsonschema checks
+    them (``int(v / m) == v / m`` in floating point); empty when there are too many to list."""
+    m = node.multiple_of
+    assert m is not None
+    first, last = math.ceil(lo / m - 1e-9), math.floor(hi / m + 1e-9)
+    if last - first >= MAX_MULTIPLES:
+        return []
+    out = []
+    for k in range(first, last + 1):
+        for value in (k * m, round(k * m, 12)):
+            if (
+                lo <= value <= hi
+                and int(value / m) == value / m
+                and (not node.integer or value == int(value))
+            ):
+                out.append(str(int(value)) if node.integer or value == int(value) else json.dumps(value))
+                break
+    return out
+
+
+def number_legal(
+    node: NumberNode, guide: FieldGuide | None, window: tuple[float, float] | None = None
+) -> NumberLegal | SetLegal | None:
+    """The legal values of a number slot decoded left to right: its guide's span or its bounds,
+    cut to the record's ``window`` (a window outside them is ignored); the listed multiples of a
+    ``multipleOf``. None when the slot is decoded freely (a bound missing and no guide, or too
+    many multiples to list) and ``fit_number`` repairs it."""
+    grid = _grid(node, guide if isinstance(guide, NumberGuide) else None)
+    if grid is None:
+        return None
+    values, guided = grid
+    if node.multiple_of:
+        listed = _multiples(node, values.value(values.low), values.value(values.high))
+        if window is not None and guided and listed:
+            kept = [t for t in listed if window[0] <= float(t) <= window[1]]
+            middle = (window[0] + window[1]) / 2
+            listed = kept or [min(listed, key=lambda t: abs(float(t) - middle))]
+        return SetLegal(tuple(sorted(listed)), numeric=True) if listed else None
+    if window is not None and guided:
+        cut = NumberRange.of(window[0], window[1], values.decimals == 0, values.decimals)
+        inside = NumberRange(max(cut.low, values.low), min(cut.high, values.high), values.decimals)
+        values = values if inside.empty else inside
+    return NumberLegal(values)
+
+
+def slot_legal(
+    slot: Slot, record: RecordGuide | None, windows: Mapping[str, tuple[float, float]]
+) -> Legal | None:
+    """What ``slot`` may hold when decoded left to right for one record (its guide's window or
+    category, its bounds, its pattern), or None when the slot is decoded freely."""
+    node = slot.node
+    guide = usable_guide(node, record.guides.field(slot.pointer) if record is not None else None)
+    window = windows.get(slot.pointer)
+    if isinstance(node, NumberNode):
+        return number_legal(node, guide, window)
+    if isinstance(guide, DateGuide) and window is not None:
+        custom = node.pattern not in (None, FORMAT_PATTERNS["date"])
+        days = range(max(1, int(window[0])), min(int(window[1]), date.max.toordinal()) + 1)
+        dates = [date.fromordinal(d).isoformat() for d in days]
+        dates = [d for d in dates if not custom or _fits(node, d)]
+        if dates:
+            return SetLegal(tuple(dates), numeric=True)
+    if isinstance(guide, CategoryGuide) and record is not None:
+        prior = record.string_prior(slot.pointer) or {}
+        kept = {c: p for c, p in prior.items() if _fits(node, c)}
+        if kept:
+            return SetLegal(tuple(sorted(kept)), kept)
+    return PatternLegal(node) if node.pattern is not None else None
 
 
 @dataclass
@@ -338,6 +621,16 @@ class Vocab:
         masks[:, self.denoiser.mask_id] = False
         masks[1:, self.denoiser.eos_id] = True
         return masks
+
+    @cached_property
+    def by_text(self) -> dict[str, list[int]]:
+        """Ordinary tokens by their text, to list the tokens that continue a listed value."""
+        skip = {*self.denoiser.tokenizer.all_special_ids, self.denoiser.mask_id}
+        out: dict[str, list[int]] = {}
+        for i, t in enumerate(self.denoiser.token_texts):
+            if t and i not in skip:
+                out.setdefault(t, []).append(i)
+        return out
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a piece of skeleton text (memoised: skeletons repeat their keys)."""
@@ -387,11 +680,13 @@ def plan_records(
     root: Node,
     temperature: float,
     generators: list[torch.Generator],
+    guides: Guides | None = None,
 ) -> list[tuple[list[Piece], Any]]:
-    """Walk the tree once per generator; each round of pending choices is one forward pass."""
+    """Walk the tree once per generator; each round of pending choices is one forward pass.
+    ``guides`` sets the length of guided slots."""
     den = vocab.denoiser
     plans: list[list[Piece]] = [[] for _ in generators]
-    walkers = [walk(root, plan) for plan in plans]
+    walkers = [walk(root, plan, guides=guides) for plan in plans]
     values: list[Any] = [None] * len(walkers)
     pending: dict[int, list[str]] = {}
 
@@ -437,8 +732,10 @@ def decide_choices(
     plans: Sequence[list[Piece]],
     temperature: float,
     generators: list[torch.Generator],
+    guides: Sequence[RecordGuide | None] | None = None,
 ) -> None:
-    """Decide every deferred value choice of every plan in one forward pass."""
+    """Decide every deferred value choice of every plan in one forward pass. A choice its
+    record's guide names gets the log of the guide's prior added to the model's option scores."""
     den = vocab.denoiser
     rows, choices = [], []
     for plan in plans:
@@ -458,6 +755,10 @@ def decide_choices(
         for choice, start in found:
             span = logprobs[index[(b, start)] : index[(b, start)] + _choice_length(vocab, choice)]
             scores = score_options(span, [vocab.encode(t) for t in choice.texts])
+            record = guides[b] if guides is not None else None
+            prior = record.log_prior(choice.pointer, choice.options) if record is not None else None
+            if prior is not None:
+                scores = scores + torch.tensor(prior, dtype=scores.dtype)
             k, _ = sample(scores[None], torch.tensor([0]), temperature, [generators[b]])
             choice.chosen = int(k)
 
@@ -469,8 +770,10 @@ def infill(
     settings: SamplerSettings,
     generators: list[torch.Generator],
     rngs: list[random.Random],
+    guides: Sequence[RecordGuide | None] | None = None,
 ) -> None:
-    """Fill every slot of every plan (sets ``Slot.text``) with one masked-diffusion run."""
+    """Fill every slot of every plan (sets ``Slot.text`` and ``Slot.repaired``) with one
+    masked-diffusion run. ``guides`` holds each record's draw (after its choices are decided)."""
     den = vocab.denoiser
     rows: list[list[int]] = []
     spans: list[list[tuple[Slot, int]]] = []
@@ -481,15 +784,21 @@ def infill(
     ids, attention = _pad(rows, den.eos_id)
     vocab_class = torch.full_like(ids, ANY)
     owned = torch.zeros_like(ids, dtype=torch.bool)
-    patterned: list[tuple[int, Slot, int]] = []
+    sequential = torch.zeros_like(ids, dtype=torch.bool)
+    ordered: list[tuple[int, Slot, int, Legal]] = []
     for b, at in enumerate(spans):
+        record = guides[b] if guides is not None else None
+        windows = record.settle(_decided(plans[b])) if record is not None else {}
         for slot, start in at:
-            cls = NUMBER_BODY if isinstance(slot.node, NumberNode) else STRING_BODY
-            vocab_class[b, start : start + slot.length] = cls
-            if isinstance(slot.node, StringNode) and slot.node.pattern is not None:
+            legal = slot_legal(slot, record, windows)
+            numeric = isinstance(slot.node, NumberNode) or (legal is not None and legal.numeric)
+            vocab_class[b, start : start + slot.length] = NUMBER_BODY if numeric else STRING_BODY
+            if legal is not None:
                 owned[b, start : start + slot.length] = True
-                patterned.append((b, slot, start))
-    hook = _PatternHook(den, patterned, settings.temperature, generators)
+                ordered.append((b, slot, start, legal))
+            elif isinstance(slot.node, StringNode):
+                sequential[b, start : start + slot.length] = True
+    hook = _LegalHook(vocab, ordered, settings.temperature, generators)
     filled = denoise(
         den,
         prompt,
@@ -499,26 +808,39 @@ def infill(
         generators,
         vocab_class,
         vocab.class_masks,
-        (owned, hook) if patterned else None,
+        (owned, hook) if ordered else None,
+        sequential if settings.order == "left_to_right" else None,
     )
+    legals = {id(slot): legal for _, slot, _, legal in ordered}
     for b, at in enumerate(spans):
         for slot, start in at:
             tokens = filled[b, start : start + slot.length].tolist()
             if den.eos_id in tokens:
                 tokens = tokens[: tokens.index(den.eos_id)]
             text = den.decode(tokens)
-            if isinstance(slot.node, NumberNode):
-                slot.text = fit_number(text, slot.node, rngs[b])
+            legal = legals.get(id(slot))
+            if legal is not None:
+                slot.text, slot.repaired = (
+                    (text, False) if legal.done(text) else (legal.nearest(text, rngs[b]), True)
+                )
+            elif isinstance(slot.node, NumberNode):
+                slot.text, slot.repaired = fit_number(text, slot.node, rngs[b])
             else:
-                slot.text = fit_string(text, slot.node, rngs[b])
+                slot.text, slot.repaired = fit_string(text, slot.node, rngs[b])
+
+
+def _decided(plan: list[Piece]) -> dict[str, Any]:
+    """The values a plan's decided choices took, by JSON pointer."""
+    return {p.pointer: p.options[p.chosen] for p in plan if isinstance(p, Choice) and p.chosen >= 0}
 
 
 @dataclass
-class _PatternHook:
-    """Commits pattern slots left to right, keeping each slot's text a prefix of a match."""
+class _LegalHook:
+    """Commits the slots with a ``Legal`` left to right, keeping each slot's text a prefix of a
+    legal value: at each position the highest-ranked token (after temperature) that does."""
 
-    den: Denoiser
-    slots: list[tuple[int, Slot, int]]
+    vocab: Vocab
+    slots: list[tuple[int, Slot, int, Legal]]
     temperature: float
     generators: list[torch.Generator]
 
@@ -528,39 +850,50 @@ class _PatternHook:
         index = {
             (int(r), int(c)): n for n, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True))
         }
-        mask, eos = self.den.mask_id, self.den.eos_id
-        for b, slot, start in self.slots:
+        mask, eos = self.vocab.denoiser.mask_id, self.vocab.denoiser.eos_id
+        for b, slot, start, legal in self.slots:
             span = ids[b, start : start + slot.length]
             left = (span == mask).nonzero()
             if len(left) == 0:
                 continue
             pos = start + int(left[0])
             prefix = span[: int(left[0])].tolist()
-            ranked = self._ranked(logits[index[(b, pos)]], b)
-            ids[b, pos] = self._first_legal(ranked, prefix, slot.node)
+            ids[b, pos] = self._first_legal(logits[index[(b, pos)]], b, prefix, legal)
             if int(ids[b, pos]) == eos:
                 ids[b, pos : start + slot.length] = eos
 
-    def _ranked(self, row: torch.Tensor, b: int) -> list[int]:
-        top = row.topk(64)
-        scores = top.values
+    def _first_legal(self, row: torch.Tensor, b: int, prefix: list[int], legal: Legal) -> int:
+        """The best-ranked token that keeps the slot legal; end-of-text when none does (the
+        slot's text is then repaired)."""
+        den = self.vocab.denoiser
+        eos = den.eos_id
+        hot = self.temperature if self.temperature > 0 else 1.0
+        noise = torch.zeros_like(row)
         if self.temperature > 0:
-            u = torch.rand(scores.shape, generator=self.generators[b]).clamp_min(1e-20)
-            scores = scores / self.temperature - torch.log(-torch.log(u))
-        return top.indices[scores.argsort(descending=True)].tolist()
-
-    def _first_legal(self, ranked: list[int], prefix: list[int], node: StringNode | NumberNode) -> int:
-        assert isinstance(node, StringNode) and node.pattern is not None
-        eos = self.den.eos_id
-        done = self.den.decode(prefix)
+            u = torch.rand(row.shape, generator=self.generators[b]).clamp_min(1e-20)
+            noise = -torch.log(-torch.log(u))
+        done = den.decode(prefix)
+        listed = legal.continuations(done)
+        if listed is None:
+            scores = row / hot + noise
+            finite = int(torch.isfinite(scores).sum())
+            ranked = scores.topk(finite if legal.limit is None else min(finite, legal.limit)).indices.tolist()
+        else:
+            # The tokens that continue a listed value, each scored with its share of the prior.
+            base = legal.weight(done)
+            bias = {eos: legal.weight(done, exact=True) - base} if legal.done(done) else {}
+            for value in listed:
+                rest = value[len(done) :]
+                for n in range(1, len(rest) + 1):
+                    for token in self.vocab.by_text.get(rest[:n], ()):
+                        if token not in bias:
+                            bias[token] = legal.weight(done + rest[:n]) - base
+            total = {t: float((row[t] + w) / hot + noise[t]) for t, w in bias.items()}
+            ranked = sorted((t for t in total if total[t] > -math.inf), key=lambda t: -total[t])
         for token in ranked:
             if token == eos:
-                if full_match(node.pattern, done) and len(done) >= node.min_length:
+                if legal.done(done):
                     return eos
-                continue
-            text = self.den.decode([*prefix, token])
-            if (node.max_length is None or len(text) <= node.max_length) and partial_match(
-                node.pattern, text
-            ):
+            elif legal.allows(den.decode([*prefix, token])):
                 return token
-        return eos  # nothing the model likes fits: the pattern's completion takes over
+        return eos

@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 
 from aod_ops.dlm.generate import Generator
+from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.models import load_denoiser
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.hf import fast_dtype
@@ -28,11 +29,14 @@ CANDIDATES = pa.schema(
         pa.field("errors", pa.list_(pa.string()), nullable=False),
         pa.field("valid", pa.bool_(), nullable=False),
         pa.field("forwards", pa.float64(), nullable=False),
+        pa.field("slots", pa.int64(), nullable=False),
+        pa.field("repaired", pa.int64(), nullable=False),
     ]
 )
 """A generated batch: the candidate's position in the run (``index``), its seed, the model's
 text, the parsed record as JSON text (null when it did not parse), the parse or schema errors,
-whether it is valid, and its share of the batch's model forward passes."""
+whether it is valid, its share of the batch's model forward passes, and its value slots and how
+many of them the compiler repaired (the repair rate's counts)."""
 
 
 class DLMGenerator:
@@ -44,6 +48,7 @@ class DLMGenerator:
     :param trust_remote_code: allow a local model's own code (LLaDA, Dream).
     :param prompt: the rendered prompt text.
     :param decoding: the sampler settings (from the prompt artifact).
+    :param guides: the value guides (from the prompt artifact), or None.
     :param threads: torch CPU threads for this actor (None leaves torch's default).
     :param device: ``"cuda"`` moves the model to the actor's GPU, in bf16.
     """
@@ -57,6 +62,7 @@ class DLMGenerator:
         decoding: DecodingSettings,
         threads: int | None = None,
         device: str = "cpu",
+        guides: Guides | None = None,
     ) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -66,12 +72,13 @@ class DLMGenerator:
         self.generator = Generator(denoiser, schema)
         self.prompt = prompt
         self.decoding = decoding
+        self.guides = guides
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Candidates for the batch's ``seed`` column (other input columns: ``index``)."""
         seeds = [int(s) for s in batch.column("seed").to_pylist()]
         before = self.generator.stats.forwards
-        candidates = self.generator.generate(self.prompt, seeds, self.decoding)
+        candidates = self.generator.generate(self.prompt, seeds, self.decoding, self.guides)
         share = (self.generator.stats.forwards - before) / max(1, len(candidates))
         columns: dict[str, list[Any]] = {
             "index": batch.column("index").to_pylist(),
@@ -83,5 +90,7 @@ class DLMGenerator:
             "errors": [list(c.errors) for c in candidates],
             "valid": [c.valid for c in candidates],
             "forwards": [share] * len(candidates),
+            "slots": [c.slots for c in candidates],
+            "repaired": [c.repaired for c in candidates],
         }
         return pa.Table.from_pydict(columns, schema=CANDIDATES)

@@ -33,6 +33,7 @@ from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.models import ADAPTER_DIR, BUILTIN_MODELS
 from aod_ops.errors import AodError, DataError, ModelError
+from aod_ops.fidelity import Yardstick, table_reward
 from aod_ops.loop import PROMPT_FILE
 from aod_ops.metrics import canonical_json, compute_metrics
 from aod_ops.output import PartitionWriter, Provenance, output_schema, read_report, record_id, recover
@@ -300,6 +301,7 @@ def _stages(job: _Job, pool: _Pool, batch_size: int) -> list[adapter.Stage]:
             "trust_remote_code": p.dlm.trust_remote_code,
             "prompt": job.prompt.render(job.schema.contents),
             "decoding": job.prompt.decoding,
+            "guides": job.prompt.guides,
             "threads": pool.threads,
             "device": pool.device,
         },
@@ -334,6 +336,8 @@ class _Tally:
     rejections: Counter[str] = field(default_factory=Counter)
     seen: set[str] = field(default_factory=set)
     forwards: float = 0.0
+    slots: int = 0
+    repaired: int = 0
     rejected: int = 0
     surplus: int = 0
 
@@ -403,6 +407,8 @@ def _take(job: _Job, writer: PartitionWriter, tally: _Tally, row: dict[str, Any]
     tally.valid.append(bool(row["valid"]))
     tally.critic_passed.append("critic" not in row["kinds"])
     tally.forwards += row["forwards"]
+    tally.slots += row["slots"]
+    tally.repaired += row["repaired"]
     kinds, reasons = list(row["kinds"]), list(row["reasons"])
     ok = bool(row["ok"])
     if ok:
@@ -451,6 +457,9 @@ def _report(
         ids=writer.ids,
         holdout=job.holdout,
     )
+    yardstick = Yardstick.of(job.schema, job.reference, job.holdout, p.rules, p.sensitive)
+    card = yardstick.score(writer.records, repair_rate=tally.repaired / tally.slots if tally.slots else None)
+    baseline = yardstick.baseline()
     rows = len(writer.ids)
     return {
         "partition": job.name,
@@ -469,6 +478,14 @@ def _report(
         "rejections": dict(tally.rejections.most_common()),
         "metrics": metrics.as_dict(),
         "privacy": privacy.as_dict(),
+        # The table's fidelity and privacy figures beside the held-out real rows' (DESIGN.md).
+        "fidelity": {
+            "yardstick": yardstick.source,
+            "reward": table_reward(card, baseline),
+            "holdout_reward": table_reward(baseline, baseline),
+            "table": card.as_dict(),
+            "holdout": baseline.as_dict(),
+        },
         "timings": {
             "seconds": round(seconds, 3),
             "startup_seconds": round(startup, 3),
