@@ -21,8 +21,9 @@ from aod_ops.agents.optimizer import (
 )
 from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import Candidate, DecodingSettings
+from aod_ops.dlm.guides import derive_guides
 from aod_ops.errors import DataError, ModelError
-from aod_ops.schema import load_schema
+from aod_ops.schema import compile_schema, load_schema
 from aod_ops.spec import load_reference, load_spec
 
 SCHEMA = load_schema(
@@ -251,3 +252,25 @@ def test_agent_prompt_carries_feedback_and_bounded_history() -> None:
     user = seen[0][1]["content"]
     assert judgement.feedback in user and PROMPT.instruction in user
     assert "Try 8." in user and "Try 6." in user and "Try 5." not in user
+
+
+def test_editor_switches_value_guides_on_then_retunes_their_windows() -> None:
+    guides = derive_guides(compile_schema(SCHEMA).root, [person(i, age=20 + 3 * i) for i in range(12)])
+    judgement = judged([person(1), person(2)])
+    first = Optimizer(guides=guides).propose(PROMPT, judgement, [], count=3, next_version=4)
+    assert first[0].prompt.guides == guides and "value guides on" in first[0].note
+    later = Optimizer(guides=guides).propose(first[0].prompt, judgement, [], count=4, next_version=8)
+    windows = [p for p in later if p.note.startswith("guide windows")]
+    assert windows and all(p.prompt.guides is not None for p in later)
+    assert {p.prompt.guides.bins for p in windows if p.prompt.guides} <= {5, 20}
+
+
+def test_editor_offers_the_other_commit_order_and_rotated_exemplars() -> None:
+    pool = [json.dumps(person(i)) for i in range(10)]
+    proposals = Optimizer(exemplar_pool=pool).propose(
+        PROMPT, judged([person(1)]), [], count=4, next_version=4
+    )
+    order = next(p for p in proposals if p.note.startswith("commit order"))
+    assert order.prompt.decoding.order != PROMPT.decoding.order
+    rotated = next(p for p in proposals if p.note.startswith("exemplars"))
+    assert set(rotated.prompt.exemplars) <= set(pool) and len(rotated.prompt.exemplars) == 2
