@@ -316,9 +316,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return code
     console.print(
         f"tables: {tables}/<partition>/data (rejects in quarantine/, report.json, validation_result.json, "
-        f"privacy_report.json); loop runs and prompts: {prompts}/<partition>; plot: {prompts}/report.html",
+        f"privacy_report.json{'; docs/fidelity.html' if args.docs else ''}); loop runs and prompts: "
+        f"{prompts}/<partition>; plot: {prompts}/report.html",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     return code
 

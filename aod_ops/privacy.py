@@ -17,9 +17,8 @@ Each gate is a figure, a threshold and a verdict:
   schema, or named by the spec): no record may carry a value of that column found in the
   reference. The report counts offending records and never shows the values.
 
-When the optional ``sdmetrics`` package is importable, its NewRowSynthesis score over the flat
-top-level columns is added to the report for information (it gates nothing); when it is not,
-the report says so.
+SDMetrics' NewRowSynthesis score over the flat top-level columns is added to the report for
+information (it gates nothing).
 """
 
 from __future__ import annotations
@@ -283,12 +282,10 @@ def _column_value(row: Any, column: str) -> str | None:
 
 
 def _new_row_synthesis(records: Sequence[Any], reference: Sequence[Any]) -> tuple[float | None, str]:
-    """sdmetrics' NewRowSynthesis over the flat top-level columns, when sdmetrics is installed."""
-    try:
-        import pandas as pd
-        from sdmetrics.single_table import NewRowSynthesis
-    except ImportError:
-        return None, "sdmetrics is not installed: NewRowSynthesis not computed (pip install sdmetrics)"
+    """sdmetrics' NewRowSynthesis over the flat top-level columns."""
+    import pandas as pd
+    from sdmetrics.single_table import NewRowSynthesis
+
     columns = sorted({key for row in [*records, *reference] if isinstance(row, Mapping) for key in row})
     if not records or not reference or not columns:
         return None, "NewRowSynthesis not computed: no records, reference rows or columns"

@@ -2,9 +2,10 @@
 
 ``write_report(folder)`` reads the ``history.json`` of one run directory (``<out>/<partition>``)
 or of every partition under an ``aod optimize --out`` folder, and writes ``report.png`` (one row
-per partition: the accepted reward with every proposal's reward beside it; validity, TSR, field
-overlap and diversity) and ``report.html`` (the plot, a table of rounds per partition and the best
-prompt) into ``folder``. Round 0 is the initial prompt.
+per partition: the accepted reward with every proposal's reward beside it; quality and detection
+AUC with the held-out real rows' as dashed lines, validity and field overlap) and ``report.html``
+(the plot, a table of rounds per partition and the best prompt) into ``folder``. Round 0 is the
+initial prompt.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ HTML_FILE = "report.html"
 # Metrics plotted per round: design name, label, line style (lines at 1.0 often coincide, so the
 # markers differ in shape and size to stay visible).
 METRICS = (
-    ("validity", "validity", "o-"),
-    ("tsr", "TSR", "s--"),
-    ("field_overlap", "field overlap", "^-"),
-    ("diversity", "diversity", "D:"),
+    ("quality", "quality", "o-"),
+    ("detection_auc", "detection AUC", "s-"),
+    ("validity", "validity", "^--"),
+    ("field_overlap", "field overlap", "D:"),
 )
+# Figures the held-out real rows also have: drawn as a dashed line of the same colour.
+HOLDOUT_LINES = ("quality", "detection_auc")
 
 
 @dataclass(frozen=True)
@@ -142,13 +145,18 @@ def plot(runs: list[RunSummary], path: Path) -> None:
         left.legend(loc="lower right", fontsize="small")
         for size, (key, label, style) in zip((9, 7, 6, 4), METRICS, strict=True):
             values = [p.metrics.get(key) for p in run.points]
-            right.plot(
+            (line,) = right.plot(
                 rounds,
                 [float("nan") if v is None else v for v in values],
                 style,
                 markersize=size,
                 label=label,
             )
+            real = run.points[-1].metrics.get("holdout", {}).get(key) if key in HOLDOUT_LINES else None
+            if real is not None:
+                right.axhline(
+                    real, color=line.get_color(), linestyle="--", linewidth=1, label=f"{label}, held-out"
+                )
         right.set_title(f"{run.partition}: metrics of the prompt in force")
         right.set_xlabel("round (0 = initial prompt)")
         right.set_ylim(-0.02, 1.02)
@@ -162,6 +170,13 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return html.escape("" if value is None else str(value))
+
+
+def _beside(value: float | None, real: float | None) -> str:
+    """A figure with the held-out rows' own in brackets."""
+    if value is None:
+        return ""
+    return f"{value:.3f}" if real is None else f"{value:.3f} ({real:.3f})"
 
 
 def page(runs: list[RunSummary]) -> str:
@@ -179,10 +194,10 @@ def page(runs: list[RunSummary]) -> str:
         "round",
         "prompt",
         "reward",
+        "quality (held-out)",
+        "detection AUC (held-out)",
         "validity",
-        "TSR",
         "field overlap",
-        "diversity",
         "accepted",
         "seconds",
     )
@@ -198,11 +213,13 @@ def page(runs: list[RunSummary]) -> str:
             accepted = (
                 "" if point.round == 0 else ("kept" if point.accepted is None else f"v{point.accepted}")
             )
+            real = point.metrics.get("holdout", {})
             cells = [
                 point.round or "0 (initial)",
                 f"v{point.version}",
                 point.reward,
-                *(point.metrics.get(key) for key, _, _ in METRICS),
+                *(_beside(point.metrics.get(key), real.get(key)) for key in HOLDOUT_LINES),
+                *(point.metrics.get(key) for key, _, _ in METRICS if key not in HOLDOUT_LINES),
                 accepted,
                 "" if point.seconds is None else f"{point.seconds:.1f}",
             ]

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from aod_ops.agents.judge import Judge  # noqa: E402
 from aod_ops.dlm.generate import Generator  # noqa: E402
 from aod_ops.dlm.models import load_denoiser  # noqa: E402
+from aod_ops.fidelity import Yardstick  # noqa: E402
 from aod_ops.schema import load_schema  # noqa: E402
 from aod_ops.spec import load_reference, load_spec  # noqa: E402
 from bench.quality import DEFAULT_SPEC, BenchSettings, Context, row, sample_dlm, static_prompt  # noqa: E402
@@ -52,13 +52,13 @@ def measure(
     for partition in chosen:
         schema = load_schema(partition.schema_path)
         ctx = Context(partition, schema, load_reference(partition), [])
-        judge = Judge(schema, ctx.reference, partition.sensitive, partition.notes)
+        yardstick = Yardstick.for_partition(partition)
         for mode in modes:
             prompt = static_prompt(ctx, mode, settings)  # type: ignore[arg-type]
             for cache in (False, True):
                 cached = replace(prompt, decoding=replace(prompt.decoding, cache=cache))
                 run = sample_dlm(Generator(denoiser, schema), cached, ctx, settings)
-                result = row(replace(run, system=f"dlm-{mode}"), judge)
+                result = row(replace(run, system=f"dlm-{mode}"), yardstick)
                 rows.append({"partition": partition.name, "mode": mode, "cache": cache, **result})
                 print(
                     f"{partition.name} {mode} cache={cache}: "

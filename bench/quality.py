@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package and bench/ import
@@ -73,9 +73,6 @@ from aod_ops.fidelity import Yardstick, table_reward  # noqa: E402
 from aod_ops.loop import optimize_partition  # noqa: E402
 from aod_ops.schema import LoadedSchema, load_schema  # noqa: E402
 from aod_ops.spec import Partition, load_reference, load_spec  # noqa: E402
-
-if TYPE_CHECKING:
-    from aod_ops.agents.judge import Judge
 
 SYSTEMS = (
     "reference",
@@ -400,11 +397,9 @@ def _example(candidate: Candidate) -> str:
     return " ".join(candidate.text.split())[:EXAMPLE_CHARS]
 
 
-def row(run: SystemRun, scorer: Yardstick | Judge) -> dict[str, Any]:
-    """One system's figures on one partition: its scorecard against ``scorer``'s real rows (a
-    ``Yardstick``, or a ``Judge``'s, as bench/dual_cache.py passes), its reward against as many
-    held-out baseline rows, its times and the first ``EXAMPLES`` records."""
-    yardstick = scorer if isinstance(scorer, Yardstick) else scorer.yardstick
+def row(run: SystemRun, yardstick: Yardstick) -> dict[str, Any]:
+    """One system's figures on one partition: its scorecard against the yardstick's real rows, its
+    reward against as many held-out baseline rows, its times and the first ``EXAMPLES`` records."""
     card = yardstick.score([c.record for c in run.candidates], repair_rate=repair_rate(run.candidates))
     n = len(run.candidates)
     return {

@@ -50,7 +50,7 @@ def optimized(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoopResult, str
         assert main(["optimize", "--spec", str(folder / "spec.yaml"), "--out", str(folder / "out")]) == 0
     # The run is finished: asking again reads it back without sampling.
     result = optimize_partition(load_spec(folder / "spec.yaml").select("dots")[0], folder / "out")
-    assert result.resumed == 2
+    assert result.resumed == len(result.rounds)
     return result, printed.getvalue()
 
 
@@ -62,8 +62,9 @@ def run(optimized: tuple[LoopResult, str]) -> LoopResult:
 def test_optimize_command_prints_a_line_per_round(optimized: tuple[LoopResult, str]) -> None:
     result, printed = optimized
     lines = re.findall(
-        r"^dots round (\d): reward ([\d.]+)  validity [\d.]+  TSR [\d.]+  field overlap [\d.]+  "
-        r"(accepted v\d+ \(editor\)|kept v\d+)  [\d.]+ s$",
+        r"^dots round (\d): reward ([\d.]+)  quality [\d.]+ \(real [\d.]+\)  "
+        r"detection AUC [\d.]+ \(real [\d.]+\)  validity [\d.]+  TSR [\d.]+  "
+        r"field overlap [\d.]+ \(real [\d.]+\)  (accepted v\d+ \(editor\)|kept v\d+)  [\d.]+ s$",
         printed,
         re.MULTILINE,
     )
@@ -71,8 +72,8 @@ def test_optimize_command_prints_a_line_per_round(optimized: tuple[LoopResult, s
         (str(r.number), round(r.best.reward, 3)) for r in result.rounds
     ]
     assert (
-        f"dots: best reward {result.best_reward:.3f} (prompt v{result.best_prompt.version}) after 2 round(s)"
-        in printed
+        f"dots: best reward {result.best_reward:.3f} (prompt v{result.best_prompt.version}) "
+        f"after {len(result.rounds)} round(s)" in printed
     )
 
 
@@ -88,7 +89,7 @@ def test_report_of_an_optimize_folder_writes_png_and_html(run: LoopResult) -> No
     # One row for the initial prompt and one per round, with the round's reward.
     assert page.count("<tr>") == 1 + 1 + len(run.rounds)
     assert f"<td>{run.rounds[-1].best.reward:.3f}</td>" in page
-    assert "stopped: rounds" in page
+    assert f"stopped: {run.stop}" in page
     assert run.best_prompt.instruction.split("\n")[0] in page
 
 

@@ -461,7 +461,32 @@ class AoDSynthesizeOperator(_ModelOperator):
             "rows": report["counts"]["rows"],
             "rejected": report["counts"]["rejected"],
             "ray_job_id": self.job_id,
+            # The headline fidelity figures, each beside the held-out real rows' (report.json has all).
+            "fidelity": {
+                name: {
+                    "table": report["fidelity"]["table"][name],
+                    "holdout": report["fidelity"]["holdout"][name],
+                }
+                for name in FIDELITY_SUMMARY
+            }
+            | {
+                "reward": {
+                    "table": report["fidelity"]["reward"],
+                    "holdout": report["fidelity"]["holdout_reward"],
+                }
+            },
         }
+
+
+FIDELITY_SUMMARY = (
+    "quality",
+    "detection_auc",
+    "dcr_protection",
+    "field_overlap",
+    "rule_violations",
+    "repair_rate",
+)
+"""The fidelity figures a synthesis task's XCom summary carries, each beside the held-out rows'."""
 
 
 class AoDValidateOperator(_PartitionOperator):
