@@ -22,6 +22,7 @@ from aod_ops.dlm.guides import (
     Guides,
     NumberGuide,
     NumberRange,
+    SeasonGuide,
     derive_guides,
     number_complete_ok,
     number_prefix_ok,
@@ -175,7 +176,7 @@ def test_guides_round_trip_through_json() -> None:
     [
         (lambda d: d.update(format=9), "format must be 1"),
         (lambda d: d.update(extra=1), "unknown keys"),
-        (lambda d: d["fields"][0].update(kind="text"), "kind must be number, date or category"),
+        (lambda d: d["fields"][0].update(kind="text"), "kind must be number, date, season or category"),
         (lambda d: d["fields"][0].update(quantiles=[3, 2]), "non-decreasing"),
         (lambda d: d["fields"][0].update(decimals=9), "decimals must be an integer"),
         (lambda d: d["fields"][0].pop("integer"), "expected the keys"),
@@ -376,3 +377,31 @@ def test_the_real_model_writes_guided_cars_without_repairs() -> None:
         assert isinstance(c.record, dict) and c.record["Name"].strip()
         decided = {"/Cylinders": c.record["Cylinders"], "/Origin": c.record["Origin"]}
         assert all(_in_window(guides, c, decided).values())
+
+
+def test_a_guided_date_keeps_its_season_with_the_temperature() -> None:
+    guides = _guides("seattle-weather")
+    hot: list[set[int]] = []
+    cold: list[set[int]] = []
+    for seed in range(300):
+        record = guides.draw(random.Random(seed))
+        lo, hi = record.windows["/date"]
+        days = [d for d in range(int(lo), int(hi) + 1) if record.in_season("/date", d)]
+        months = {date.fromordinal(d).month for d in days}
+        t_lo, t_hi = record.windows["/temp_max"]
+        if t_lo >= 20:
+            hot.append(months)
+        elif t_hi <= 8:
+            cold.append(months)
+    assert len(hot) >= 10 and len(cold) >= 10
+    # In the reference, 89% of the days at 20 C or more fall between May and September and 97% of
+    # those at 8 C or less between November and March; a date guided without its season would
+    # land there about 5 times in 12.
+    assert sum(m <= {5, 6, 7, 8, 9} for m in hot) >= 0.7 * len(hot)
+    assert sum(m <= {11, 12, 1, 2, 3} for m in cold) >= 0.8 * len(cold)
+
+
+def test_a_date_that_spans_less_than_a_year_has_no_season() -> None:
+    guides = _guides("la-riots")
+    assert not any(isinstance(f, SeasonGuide) for f in guides.fields)
+    assert guides.draw(random.Random(0)).seasons == {}

@@ -34,7 +34,7 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import cached_property
@@ -235,6 +235,26 @@ class DateGuide:
 
 
 @dataclass(frozen=True)
+class SeasonGuide:
+    """The time of year of a date field: ``cos(angle - phase)`` of the day's angle on the year's
+    circle, with ``QUANTILES`` quantiles over the reference. It is a copula dimension of its own,
+    so a date keeps its season's dependence with the other fields (a June day in Seattle is warm)
+    whichever year its window falls in. ``phase`` is the time of year the other fields' values
+    turn on most (the angle whose cosine correlates most with them: mid-winter for Seattle's
+    temperatures). A date field gets a season only when the reference spans at least a year."""
+
+    pointer: str
+    phase: float
+    quantiles: tuple[float, ...]
+
+
+def season(day: int, phase: float) -> float:
+    """An ordinal day's time of year: the cosine of its angle on the year's circle from ``phase``."""
+    angle = 2 * math.pi * (date.fromordinal(day).timetuple().tm_yday - 1) / 365.25
+    return math.cos(angle - phase)
+
+
+@dataclass(frozen=True)
 class CategoryGuide:
     """A categorical field, most frequent category first, with each category's share of the
     reference; ``choice`` is True for an enum or boolean, False for a free string."""
@@ -260,7 +280,8 @@ class CategoryGuide:
         return {k: prior if k == chosen_key else (1 - prior) * w / rest for k, w in weights.items()}
 
 
-FieldGuide: TypeAlias = NumberGuide | DateGuide | CategoryGuide
+FieldGuide: TypeAlias = NumberGuide | DateGuide | SeasonGuide | CategoryGuide
+SEASON_PHASES = 24  # phases tried for a season: every half month
 
 
 def value_key(value: Any) -> str:
@@ -289,9 +310,13 @@ class Guides:
     prior: float = PRIOR
 
     def __post_init__(self) -> None:
-        pointers = [f.pointer for f in self.fields]
-        if len(set(pointers)) != len(pointers):
+        pointers = [f.pointer for f in self.fields if not isinstance(f, SeasonGuide)]
+        seasons = [f.pointer for f in self.fields if isinstance(f, SeasonGuide)]
+        if len(set(pointers)) != len(pointers) or len(set(seasons)) != len(seasons):
             raise DataError("guides: a field is guided twice")
+        dates = {f.pointer for f in self.fields if isinstance(f, DateGuide)}
+        if any(pointer not in dates for pointer in seasons):
+            raise DataError("guides: a season guide must belong to a guided date field")
         n = len(self.fields)
         if len(self.correlation) != n or any(len(row) != n for row in self.correlation):
             raise DataError(f"guides: correlation must be {n} x {n}, one row and column per field")
@@ -305,8 +330,8 @@ class Guides:
 
     @cached_property
     def by_pointer(self) -> dict[str, FieldGuide]:
-        """The field guides by JSON pointer."""
-        return {f.pointer: f for f in self.fields}
+        """The field guides by JSON pointer (a date's season coordinates are part of its draw)."""
+        return {f.pointer: f for f in self.fields if not isinstance(f, SeasonGuide)}
 
     @cached_property
     def _cholesky(self) -> np.ndarray:
@@ -314,6 +339,11 @@ class Guides:
             return np.linalg.cholesky(np.array(self.correlation, dtype=float).reshape(len(self.fields), -1))
         except np.linalg.LinAlgError as exc:
             raise DataError("guides: the correlation matrix is not positive definite") from exc
+
+    @cached_property
+    def _seasonal(self) -> frozenset[str]:
+        """The date fields whose time of year is guided by season coordinates."""
+        return frozenset(f.pointer for f in self.fields if isinstance(f, SeasonGuide))
 
     def field(self, pointer: str) -> FieldGuide | None:
         """The guide of the field at ``pointer``, if any."""
@@ -329,7 +359,12 @@ class Guides:
         half = 0.5 / self.bins
         windows: dict[str, tuple[float, float]] = {}
         categories: dict[str, Any] = {}
+        seasons: dict[str, tuple[float, float, float]] = {}
         for guide, u in zip(self.fields, uniforms, strict=True):
+            if isinstance(guide, SeasonGuide):
+                lo, hi = (_quantile(guide.quantiles, p) for p in (max(0.0, u - half), min(1.0, u + half)))
+                seasons[guide.pointer] = (guide.phase, lo, hi)
+                continue
             if isinstance(guide, CategoryGuide):
                 cumulative = np.cumsum(guide.frequencies)
                 index = min(int(np.searchsorted(cumulative, u, side="right")), len(guide.categories) - 1)
@@ -337,12 +372,17 @@ class Guides:
                 continue
             lo, hi = (_quantile(guide.quantiles, p) for p in (max(0.0, u - half), min(1.0, u + half)))
             mid = _quantile(guide.quantiles, u)
-            if isinstance(guide, DateGuide):
+            if isinstance(guide, DateGuide) and guide.pointer in self._seasonal:
+                # The season picks the time of year: the window only has to hold one of each.
+                first, last = guide.quantiles[0], guide.quantiles[-1]
+                start = min(max(first, mid - 183), max(first, last - 366))
+                windows[guide.pointer] = (math.ceil(start), math.floor(min(last, start + 366)))
+            elif isinstance(guide, DateGuide):
                 low, high = math.ceil(lo), math.floor(hi)
                 windows[guide.pointer] = (low, high) if low <= high else (round(mid), round(mid))
             else:
                 windows[guide.pointer] = _snap(guide, lo, hi, mid)
-        return RecordGuide(self, windows, categories)
+        return RecordGuide(self, windows, categories, seasons)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form that ``from_dict`` reads back."""
@@ -362,6 +402,15 @@ class Guides:
                 )
             elif isinstance(f, DateGuide):
                 fields.append({"kind": "date", "pointer": f.pointer, "quantiles": list(f.quantiles)})
+            elif isinstance(f, SeasonGuide):
+                fields.append(
+                    {
+                        "kind": "season",
+                        "pointer": f.pointer,
+                        "phase": f.phase,
+                        "quantiles": list(f.quantiles),
+                    }
+                )
             else:
                 fields.append(
                     {
@@ -417,11 +466,20 @@ class Guides:
 @dataclass(frozen=True)
 class RecordGuide:
     """One record's draw from ``Guides``: ``windows`` (number values or ordinal days, inclusive,
-    before the rules are applied) and the guided ``categories``, by JSON pointer."""
+    before the rules are applied), the guided ``categories``, and for a date with a season its
+    ``seasons`` (its phase and the window of ``season(day, phase)``), by JSON pointer."""
 
     guides: Guides
     windows: Mapping[str, tuple[float, float]]
     categories: Mapping[str, Any]
+    seasons: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    def in_season(self, pointer: str, day: int) -> bool:
+        """Whether an ordinal day lies in the season drawn for the date at ``pointer``."""
+        if pointer not in self.seasons:
+            return True
+        phase, lo, hi = self.seasons[pointer]
+        return lo <= season(day, phase) <= hi
 
     def log_prior(self, pointer: str, options: Sequence[Any]) -> list[float] | None:
         """The log prior of each option of the choice at ``pointer``, None when it is not guided."""
@@ -597,12 +655,23 @@ def derive_guides(
     hidden = {s if s.startswith("/") else "/" + s for s in sensitive}
     fields: list[FieldGuide] = []
     columns: list[list[Any]] = []
+    dated: list[tuple[str, list[Any]]] = []
     for pointer, node in _leaves(root):
         values = [_at(row, pointer) for row in reference]
         guide = _guide(pointer, node, values, len(reference), pointer in hidden)
         if guide is not None:
             fields.append(guide)
             columns.append(values)
+        if isinstance(guide, DateGuide) and guide.quantiles[-1] - guide.quantiles[0] >= 365:
+            dated.append((pointer, values))
+    for pointer, values in dated:
+        phase = _phase(
+            values, [c for f, c in zip(fields, columns, strict=True) if isinstance(f, NumberGuide)]
+        )
+        days = [d for v in values if isinstance(v, str) and (d := _ordinal(v)) is not None]
+        quantiles = np.quantile([season(d, phase) for d in days], np.linspace(0.0, 1.0, QUANTILES))
+        fields.append(SeasonGuide(pointer, phase, tuple(float(q) for q in quantiles)))
+        columns.append(values)
     correlation = _correlation(fields, columns, np.random.default_rng(seed))
     guided = {f.pointer for f in fields}
     bounds = []
@@ -786,6 +855,32 @@ def _correlation(
     return tuple(tuple(float(x) for x in row) for row in matrix)
 
 
+def _phase(dates: list[Any], numbers: list[list[Any]]) -> float:
+    """The phase whose season the numeric columns follow most: of ``SEASON_PHASES`` phases, the
+    one maximising the summed squared rank correlations of ``season(day, phase)`` with them."""
+    best, phase = -1.0, 0.0
+    for k in range(SEASON_PHASES):
+        candidate = 2 * math.pi * k / SEASON_PHASES
+        total = 0.0
+        for column in numbers:
+            pairs = [
+                (season(d, candidate), float(v))
+                for s, v in zip(dates, column, strict=True)
+                if isinstance(s, str) and (d := _ordinal(s)) is not None and _is_number(v)
+            ]
+            if len(pairs) > 2:
+                a, b = (np.argsort(np.argsort(np.array(x))) for x in zip(*pairs, strict=True))
+                r = np.corrcoef(a, b)[0, 1]
+                total += 0.0 if np.isnan(r) else float(r) ** 2
+        if total > best:
+            best, phase = total, candidate
+    return phase
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _uniforms(guide: FieldGuide, column: list[Any], rng: np.random.Generator) -> list[float | None]:
     """Each row's value as a uniform: its mid-rank (ties broken at random) for numbers and dates,
     a uniform draw inside its category's cumulative frequency interval for categories."""
@@ -800,10 +895,10 @@ def _uniforms(guide: FieldGuide, column: list[Any], rng: np.random.Generator) ->
         return out
     present: list[tuple[int, float]] = []
     for i, v in enumerate(column):
-        if isinstance(guide, DateGuide):
+        if isinstance(guide, DateGuide | SeasonGuide):
             day = _ordinal(v) if isinstance(v, str) else None
             if day is not None:
-                present.append((i, float(day)))
+                present.append((i, float(day) if isinstance(guide, DateGuide) else season(day, guide.phase)))
         elif isinstance(v, int | float) and not isinstance(v, bool):
             present.append((i, float(v)))
     if not present:
@@ -846,10 +941,11 @@ def _field_from(i: int, data: Any) -> FieldGuide:
     expected = {
         "number": {"kind", "pointer", "quantiles", "integer", "decimals", "minimum", "maximum"},
         "date": {"kind", "pointer", "quantiles"},
+        "season": {"kind", "pointer", "phase", "quantiles"},
         "category": {"kind", "pointer", "categories", "frequencies", "choice"},
     }
     if kind not in expected:
-        raise DataError(f"guides: {where}: kind must be number, date or category, got {kind!r}")
+        raise DataError(f"guides: {where}: kind must be number, date, season or category, got {kind!r}")
     if set(data) != expected[kind]:
         raise DataError(f"guides: {where}: expected the keys {sorted(expected[kind])}, got {sorted(data)}")
     if kind == "category":
@@ -869,6 +965,11 @@ def _field_from(i: int, data: Any) -> FieldGuide:
     quantiles = _numbers(data["quantiles"], f"{where}.quantiles")
     if len(quantiles) < 2 or any(b < a for a, b in pairwise(quantiles)):
         raise DataError(f"guides: {where}: quantiles must be at least two non-decreasing numbers")
+    if kind == "season":
+        (phase,) = _numbers([data["phase"]], f"{where}.phase")
+        if quantiles[0] < -1 or quantiles[-1] > 1:
+            raise DataError(f"guides: {where}: a season's quantiles are cosines, in [-1, 1]")
+        return SeasonGuide(pointer, phase, tuple(quantiles))
     if kind == "date":
         if quantiles[0] < 1 or quantiles[-1] > date.max.toordinal():
             raise DataError(f"guides: {where}: quantiles must be ordinal days")

@@ -589,7 +589,10 @@ def slot_legal(
     if isinstance(guide, DateGuide) and window is not None:
         custom = node.pattern not in (None, FORMAT_PATTERNS["date"])
         days = range(max(1, int(window[0])), min(int(window[1]), date.max.toordinal()) + 1)
-        dates = [date.fromordinal(d).isoformat() for d in days]
+        # The season drawn for the record narrows the window to its time of year, unless no day of
+        # the window is in season (the window and the season were drawn apart by the rules).
+        in_season = [d for d in days if record is not None and record.in_season(slot.pointer, d)]
+        dates = [date.fromordinal(d).isoformat() for d in in_season or days]
         dates = [d for d in dates if not custom or _fits(node, d)]
         if dates:
             return SetLegal(tuple(dates), numeric=True)
