@@ -54,6 +54,17 @@ def test_field_overlap_gate_uses_the_threshold_inclusively_and_skips_choice_leav
     assert skipped.check("field_overlap").value == 0.0
 
 
+def test_the_field_overlap_gate_is_never_tighter_than_held_out_real_rows() -> None:
+    records = [{"x": 30, "s": "a", "ssn": "999"}]  # 1/3 copied: over the default 0.3
+    # Real unseen rows share s and x with the reference: 2/3 of their leaves.
+    holdout = [{"x": 50, "s": "b", "ssn": "444"}]
+    check = privacy_report(records, REFERENCE, holdout=holdout).check("field_overlap")
+    assert check.passed and check.threshold == pytest.approx(2 / 3)
+    assert "held-out real rows: 66.7%" in check.detail
+    worse = [{"x": 0, "s": "a", "ssn": "222"}]  # every leaf copied: beyond real data
+    assert not privacy_report(worse, REFERENCE, holdout=holdout).check("field_overlap").passed
+
+
 def test_a_holdout_sample_sets_the_dcr_baseline() -> None:
     # Holdout row: x 10 off row 0 (0.1), s and ssn differ -> (0.1 + 1 + 1) / 3 = 0.7 from row 0.
     report = privacy_report(GOOD, REFERENCE, holdout=[{"x": 10, "s": "z", "ssn": "555"}])

@@ -35,7 +35,7 @@ def test_examples_load_with_defaults_and_overrides_merged() -> None:
     assert spec.select("airports") == (by_name["airports"],)
     # The field-overlap gate: 0.3 unless a partition sets its own (cars: small-domain numbers).
     assert by_name["airports"].thresholds.max_field_overlap == 0.3
-    assert by_name["cars"].thresholds.max_field_overlap == 0.5
+    assert [r.text for r in by_name["cars"].rules] == ["Displacement >= 15 * Cylinders"]
 
 
 @pytest.mark.parametrize("name", ["cars", "airports", "la-riots", "seattle-weather"])
