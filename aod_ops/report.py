@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ HOLDOUT_LINES = ("quality", "detection_auc")
 
 @dataclass(frozen=True)
 class Point:
-    """The prompt in force after a round (round 0: the initial prompt)."""
+    """The prompt in force after a round (round 0: the initial prompt), with the held-out real
+    rows' own figures (``holdout``) beside its metrics."""
 
     round: int
     version: int
@@ -43,6 +44,22 @@ class Point:
     metrics: dict[str, float | None]
     accepted: int | None = None
     seconds: float | None = None
+    holdout: dict[str, float | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, line: dict[str, Any], round_number: int) -> Point:
+        """A point from a ``history.json`` line (the initial prompt's has no round fields)."""
+        metrics = dict(line["metrics"])
+        holdout = metrics.pop("holdout", {})
+        return cls(
+            round_number,
+            int(line["version"]),
+            float(line["reward"]),
+            metrics,
+            line.get("accepted"),
+            None if "seconds" not in line else float(line["seconds"]),
+            dict(holdout),
+        )
 
 
 @dataclass(frozen=True)
@@ -94,18 +111,7 @@ def read_run(run_dir: Path) -> RunSummary:
         initial = history["initial"]
         if not history["rounds"] or initial is None:
             raise DataError(f"{path}: no round recorded yet")
-        points = [Point(0, int(initial["version"]), float(initial["reward"]), dict(initial["metrics"]))]
-        points += [
-            Point(
-                int(line["round"]),
-                int(line["version"]),
-                float(line["reward"]),
-                dict(line["metrics"]),
-                line["accepted"],
-                float(line["seconds"]),
-            )
-            for line in history["rounds"]
-        ]
+        points = [Point.of(initial, 0)] + [Point.of(line, int(line["round"])) for line in history["rounds"]]
         tried = [
             (int(line["round"]), float(p["reward"])) for line in history["rounds"] for p in line["proposals"]
         ]
@@ -152,7 +158,7 @@ def plot(runs: list[RunSummary], path: Path) -> None:
                 markersize=size,
                 label=label,
             )
-            real = run.points[-1].metrics.get("holdout", {}).get(key) if key in HOLDOUT_LINES else None
+            real = run.points[-1].holdout.get(key) if key in HOLDOUT_LINES else None
             if real is not None:
                 right.axhline(
                     real, color=line.get_color(), linestyle="--", linewidth=1, label=f"{label}, held-out"
@@ -213,7 +219,7 @@ def page(runs: list[RunSummary]) -> str:
             accepted = (
                 "" if point.round == 0 else ("kept" if point.accepted is None else f"v{point.accepted}")
             )
-            real = point.metrics.get("holdout", {})
+            real = point.holdout
             cells = [
                 point.round or "0 (initial)",
                 f"v{point.version}",
