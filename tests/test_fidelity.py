@@ -12,7 +12,6 @@ import json
 import random
 import re
 import string
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,16 +117,6 @@ def test_a_small_batch_is_read_against_as_many_real_rows(name: str, yardsticks: 
     batch = yardstick.score(random_table(yardstick.schema, 16, seed=2))
     assert table_reward(small, small) >= 0.9
     assert table_reward(batch, small) < 0.4
-
-
-def test_score_of_a_loop_batch_is_fast(yardsticks: dict[str, Yardstick]) -> None:
-    yardstick = yardsticks["airports"]
-    batch = random_table(yardstick.schema, 16, seed=3)
-    yardstick.score(batch)  # first call compiles the validator and decides column kinds
-    start = time.perf_counter()
-    yardstick.score(batch)
-    # About 0.3 s on two shared cores; the bound leaves room for a loaded machine.
-    assert time.perf_counter() - start < 5.0
 
 
 # -- column kinds and shapes -------------------------------------------------------------------
