@@ -45,7 +45,8 @@ Choices the design leaves open, fixed here:
   casefolded with whitespace collapsed, other values by canonical JSON; null and empty strings
   are never copies. DCR protection: the share of valid records strictly closer to a reference
   sample (as large as the yardstick, ten fixed-seed draws averaged) than to the yardstick rows,
-  ties counting half, each distance as ``metrics.distances_to_closest_record`` defines it;
+  ties counting half, each distance as ``metrics.distances_to_closest_record`` defines it, both
+  on one scale (each number's range over the reference and the yardstick rows together);
   protection is 1 - max(0, 2 * share - 1). A copied reference row counts as closer only in the
   draws that hold it, so with a reference four times the yardstick a table of copies scores
   about 0.75: exact match, field overlap and DCR p5 are the figures that catch copies.
@@ -402,13 +403,17 @@ class Yardstick:
     def _dcr_protection(self, valid: list[Any], reference: ReferenceIndex) -> float:
         if not valid or not self.yardstick_rows or not reference.rows:
             return 1.0
-        to_yardstick = _dcr(valid, self.yardstick_rows)
         rows = list(reference.rows)
+        # Both distances on one scale (each pointer's range over the reference and the yardstick
+        # rows): with each side normalised by its own range, the side with the wider range
+        # looked closer.
+        scale = [*rows, *self.yardstick_rows]
+        to_yardstick = _dcr(valid, self.yardstick_rows, scale=scale)
         size = min(len(rows), len(self.yardstick_rows))
         shares = []
         for draw in range(_DCR_DRAWS):
             sample = random.Random(self.seed + draw).sample(rows, size)
-            to_reference = _dcr(valid, sample)
+            to_reference = _dcr(valid, sample, scale=scale)
             closer = (to_reference < to_yardstick).sum() + 0.5 * (to_reference == to_yardstick).sum()
             shares.append(closer / len(valid))
         return float(1.0 - max(0.0, 2.0 * float(np.mean(shares)) - 1.0))

@@ -224,9 +224,15 @@ def distances_to_closest_record(
     records: Sequence[Any],
     reference: Sequence[Any] | ReferenceIndex,
     max_reference: int = DEFAULT_MAX_DCR_REFERENCE,
+    scale: Sequence[Any] | None = None,
 ) -> np.ndarray:
-    """Each record's distance to its closest reference record (see the module docstring)."""
-    return _closest(list(records), _dcr_rows(reference, max_reference), exclude_self=False)
+    """Each record's distance to its closest reference record (see the module docstring).
+
+    :param scale: rows whose numbers set each pointer's range instead of the reference's: two
+        sets of distances are comparable only on one scale (DCR protection compares distances to
+        the reference with distances to held-out rows).
+    """
+    return _closest(list(records), _dcr_rows(reference, max_reference), exclude_self=False, scale=scale)
 
 
 def reference_self_distances(
@@ -245,18 +251,24 @@ def _dcr_rows(reference: Sequence[Any] | ReferenceIndex, max_reference: int) -> 
     return random.Random(0).sample(rows, max_reference) if len(rows) > max_reference else rows
 
 
-def _closest(records: list[Any], rows: list[Any], exclude_self: bool) -> np.ndarray:
+def _closest(
+    records: list[Any], rows: list[Any], exclude_self: bool, scale: Sequence[Any] | None = None
+) -> np.ndarray:
     if not records or len(rows) < (2 if exclude_self else 1):
         return np.zeros(0)
-    codes, numbers = _encode([*records, *rows])
-    rec_codes, ref_codes = codes[: len(records)], codes[len(records) :]
-    rec_nums, ref_nums = numbers[: len(records)], numbers[len(records) :]
-    # A pointer's numeric range comes from the reference only (the records are what is judged);
-    # a pointer with no reference number gets a range of -inf and compares 0/1.
-    has_number = ~np.isnan(ref_nums)
-    spread = np.where(has_number, ref_nums, -np.inf).max(axis=0) - np.where(has_number, ref_nums, np.inf).min(
-        axis=0
-    )
+    extra = list(scale or ())
+    codes, numbers = _encode([*records, *rows, *extra])
+    end = len(records) + len(rows)
+    rec_codes, ref_codes = codes[: len(records)], codes[len(records) : end]
+    rec_nums, ref_nums = numbers[: len(records)], numbers[len(records) : end]
+    # A pointer's numeric range comes from the reference only (the records are what is judged),
+    # or from the given scale rows; a pointer with no such number gets a range of -inf and
+    # compares 0/1.
+    scale_nums = numbers[end:] if extra else ref_nums
+    has_number = ~np.isnan(scale_nums)
+    spread = np.where(has_number, scale_nums, -np.inf).max(axis=0) - np.where(
+        has_number, scale_nums, np.inf
+    ).min(axis=0)
     block = max(1, _DCR_BLOCK_CELLS // len(rows))
     closest = np.empty(len(records))
     for start in range(0, len(records), block):

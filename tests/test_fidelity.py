@@ -93,7 +93,9 @@ def test_held_out_rows_beat_random_values_and_reference_copies(
     # Real rows against real rows: the detector does no better than chance, nothing is copied.
     assert baseline.detection_auc < 0.7
     assert baseline.exact_match_rate == 0.0
-    assert baseline.dcr_protection >= 0.6
+    # Distances to the reference and to the yardstick on one scale: unseen real rows are no
+    # closer to the reference (each side on its own range, cars scored 0.78 and la-riots 0.62).
+    assert baseline.dcr_protection >= 0.8
 
     reference = yardstick.score(load_reference(partitions[name]))
     assert reference.exact_match_rate == 1.0

@@ -128,6 +128,15 @@ def test_dcr_range_normalises_numbers_and_counts_other_leaves_zero_or_one() -> N
     assert percentile(np.zeros(0), 5) is None
 
 
+def test_dcr_on_a_given_scale_uses_that_range() -> None:
+    # Row 0 (x 0) is the nearest; on the reference's own range 10: |2 - 0| / 10 = 0.2 on x, c
+    # equal -> 0.1. On a scale whose x spans 0..40, |2 - 0| / 40 = 0.05 -> 0.025.
+    record = [{"x": 2, "c": "a"}]
+    assert distances_to_closest_record(record, DCR_REFERENCE) == pytest.approx([0.1])
+    scale = [*DCR_REFERENCE, {"x": 40, "c": "z"}]
+    assert distances_to_closest_record(record, DCR_REFERENCE, scale=scale) == pytest.approx([0.025])
+
+
 def test_dcr_compares_numbers_zero_or_one_where_the_reference_range_is_zero() -> None:
     assert distances_to_closest_record([{"x": 6}, {"x": 5}], [{"x": 5}, {"x": 5}]) == pytest.approx([1, 0])
 
