@@ -233,7 +233,9 @@ class Yardstick:
 
     @classmethod
     def for_partition(cls, partition: Partition) -> Yardstick:
-        """The yardstick of a spec partition: its schema, reference, holdout, rules and sensitive columns."""
+        """The yardstick of a spec partition: its schema, reference, holdout, rules and sensitive
+        columns. The split is the default one (seed 0), not the partition's generation seed, so the
+        loop, ``aod score`` and the synthesis report all compare with the same real rows."""
         holdout = load_reference(partition, holdout=True) if partition.holdout_path is not None else None
         return cls.of(
             load_schema(partition.schema_path),
