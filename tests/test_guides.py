@@ -405,3 +405,20 @@ def test_a_date_that_spans_less_than_a_year_has_no_season() -> None:
     guides = _guides("la-riots")
     assert not any(isinstance(f, SeasonGuide) for f in guides.fields)
     assert guides.draw(random.Random(0)).seasons == {}
+
+
+def test_a_guided_category_stays_with_the_number_it_explains_best() -> None:
+    # Airports' state codes explain longitude best: ordered by their mean longitude, a state is
+    # drawn with a longitude window near its own (in frequency order the two were unrelated).
+    _, _, reference = _partition("airports")
+    by_state: dict[str, list[float]] = {}
+    for row in reference:
+        by_state.setdefault(row["state"], []).append(row["longitude"])
+    guides = _guides("airports")
+    states, drawn = [], []
+    for seed in range(300):
+        record = guides.draw(random.Random(seed))
+        lo, hi = record.windows["/longitude"]
+        states.append(statistics.mean(by_state[record.categories["/state"]]))
+        drawn.append((lo + hi) / 2)
+    assert statistics.correlation(states, drawn) > 0.8

@@ -34,7 +34,7 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from functools import cached_property
@@ -672,6 +672,11 @@ def derive_guides(
         quantiles = np.quantile([season(d, phase) for d in days], np.linspace(0.0, 1.0, QUANTILES))
         fields.append(SeasonGuide(pointer, phase, tuple(float(q) for q in quantiles)))
         columns.append(values)
+    numbers = [c for f, c in zip(fields, columns, strict=True) if isinstance(f, NumberGuide)]
+    fields = [
+        _ordered(f, c, numbers) if isinstance(f, CategoryGuide) else f
+        for f, c in zip(fields, columns, strict=True)
+    ]
     correlation = _correlation(fields, columns, np.random.default_rng(seed))
     guided = {f.pointer for f in fields}
     bounds = []
@@ -875,6 +880,38 @@ def _phase(dates: list[Any], numbers: list[list[Any]]) -> float:
         if total > best:
             best, phase = total, candidate
     return phase
+
+
+def _ordered(guide: CategoryGuide, column: list[Any], numbers: list[list[Any]]) -> CategoryGuide:
+    """``guide`` with its categories in the order of their mean value in the numeric column they
+    explain best (the largest share of its variance between categories): the copula ties a
+    category to numbers only through that order, so a state drawn with its latitude stays in
+    its latitudes. Numeric options (cylinders) keep their value order; with no numeric column
+    the order is unchanged."""
+    if all(_is_number(c) for c in guide.categories) or not numbers:
+        return guide
+    best, means = 0.0, None
+    for values in numbers:
+        groups: dict[str, list[float]] = {}
+        for category, value in zip(column, values, strict=True):
+            if category is not _ABSENT and _is_number(value):
+                groups.setdefault(value_key(category), []).append(float(value))
+        every = [v for group in groups.values() for v in group]
+        if len(groups) < 2 or len(every) < 3 or np.var(every) == 0:
+            continue
+        between = sum(len(g) * (np.mean(g) - np.mean(every)) ** 2 for g in groups.values())
+        share = float(between / (np.var(every) * len(every)))
+        if share > best:
+            best, means = share, {k: float(np.mean(g)) for k, g in groups.items()}
+    if means is None:
+        return guide
+    middle = float(np.mean(list(means.values())))
+    order = sorted(range(len(guide.categories)), key=lambda i: (means.get(guide.keys[i], middle), i))
+    return replace(
+        guide,
+        categories=tuple(guide.categories[i] for i in order),
+        frequencies=tuple(guide.frequencies[i] for i in order),
+    )
 
 
 def _is_number(value: Any) -> bool:
