@@ -29,9 +29,9 @@ from aod_ops.loop import (
 from aod_ops.metrics import Metrics
 from aod_ops.spec import LoopSettings, Partition, load_spec
 
-# Small integers copy the reference and repeat often, so rewards differ from sample to sample
-# and proposals are both accepted and rejected; no string field, so the random model's garbled
-# text does not zero every reward.
+# Small integers copy the reference and repeat often, and two candidates make a noisy sample, so
+# rewards differ from sample to sample and proposals are both accepted and rejected; no string
+# field, so the random model's garbled text does not zero every reward.
 SCHEMA = {
     "title": "Dot",
     "type": "object",
@@ -43,7 +43,7 @@ SCHEMA = {
     "required": ["x", "y", "color"],
     "additionalProperties": False,
 }
-LOOP = {"rounds": 3, "candidates": 3, "proposals": 2, "target_reward": 1.0, "patience": 5}
+LOOP = {"rounds": 3, "candidates": 2, "proposals": 2, "target_reward": 1.0, "patience": 5}
 
 
 def make_spec(folder: Path, loop: dict[str, Any] | None = None, agent: Any = "local") -> Partition:
@@ -94,7 +94,7 @@ def test_run_directory_holds_rounds_history_and_best_prompt(full_run: LoopResult
         assert key in round_two
     assert {"validity", "tsr", "field_overlap", "exact_match_rate", "diversity"} <= set(round_two["metrics"])
     assert round_two["start"]["sampled"] is False  # only round 1 samples its starting prompt
-    assert len(round_two["proposals"]) == 2 and all(len(p["candidates"]) == 3 for p in round_two["proposals"])
+    assert len(round_two["proposals"]) == 2 and all(len(p["candidates"]) == 2 for p in round_two["proposals"])
     assert sum(p["accepted"] for p in round_two["proposals"]) == (round_two["accepted"] is not None)
 
 
@@ -159,11 +159,11 @@ def test_more_rounds_continue_a_finished_run_and_other_settings_are_refused(tmp_
     more = optimize_partition(partition, out, rounds=2)
     assert (more.resumed, len(more.rounds), more.stop) == (1, 2, "rounds")
     with pytest.raises(DataError, match="candidates"):
-        optimize_partition(partition, out, rounds=2, candidates=2)
-    fresh = optimize_partition(partition, out, rounds=1, candidates=2, restart=True)
+        optimize_partition(partition, out, rounds=2, candidates=3)
+    fresh = optimize_partition(partition, out, rounds=1, candidates=3, restart=True)
     assert fresh.resumed == 0 and len(fresh.rounds) == 1
     assert (
-        len(fresh.rounds[0].start.candidates) == 2
+        len(fresh.rounds[0].start.candidates) == 3
         and not (out / "dots" / "rounds" / "round_02.json").exists()
     )
 
