@@ -197,7 +197,7 @@ class Yardstick:
         sensitive: Sequence[str] = (),
         seed: int = 0,
     ) -> None:
-        """Prepare the yardstick (``Yardstick.of`` is the documented entry point)."""
+        """Prepare the yardstick of a schema, its reference sample and held-out rows (None: no holdout)."""
         self.schema = schema
         self.root: Node = compile_schema(schema).root
         self.reference = list(reference)
@@ -219,25 +219,12 @@ class Yardstick:
         self._choice: dict[str, bool] = {}
 
     @classmethod
-    def of(
-        cls,
-        schema: LoadedSchema,
-        reference: Sequence[Any],
-        holdout: Sequence[Any] | None,
-        rules: Sequence[Rule] = (),
-        sensitive: Sequence[str] = (),
-        seed: int = 0,
-    ) -> Yardstick:
-        """The yardstick of a schema, its reference sample and held-out rows (None: no holdout)."""
-        return cls(schema, reference, holdout, rules, sensitive, seed)
-
-    @classmethod
     def for_partition(cls, partition: Partition) -> Yardstick:
         """The yardstick of a spec partition: its schema, reference, holdout, rules and sensitive
         columns. The split is the default one (seed 0), not the partition's generation seed, so the
         loop, ``aod score`` and the synthesis report all compare with the same real rows."""
         holdout = load_reference(partition, holdout=True) if partition.holdout_path is not None else None
-        return cls.of(
+        return cls(
             load_schema(partition.schema_path),
             load_reference(partition),
             holdout,

@@ -613,7 +613,7 @@ def run_benchmark(
         schema = load_schema(partition.schema_path)
         holdout = load_reference(partition, holdout=True) if partition.holdout_path else []
         ctx = Context(partition, schema, load_reference(partition), holdout)
-        yardstick = Yardstick.of(schema, ctx.reference, holdout or None, partition.rules, partition.sensitive)
+        yardstick = Yardstick(schema, ctx.reference, holdout or None, partition.rules, partition.sensitive)
         n = settings.candidates or len(yardstick.baseline_rows)
         sizes[partition.name] = n
         heldout[partition.name] = base = heldout_row(yardstick, partition.name, n)

@@ -162,7 +162,7 @@ def kinds_rows(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def test_column_kinds_come_from_the_schema_then_the_values() -> None:
-    yardstick = Yardstick.of(load_schema(KINDS_SCHEMA), kinds_rows(40, 0), kinds_rows(40, 1))
+    yardstick = Yardstick(load_schema(KINDS_SCHEMA), kinds_rows(40, 0), kinds_rows(40, 1))
     card = yardstick.baseline()
     kinds = {c.pointer: (c.kind, c.metric) for c in card.columns}
     assert kinds == {
@@ -216,7 +216,7 @@ def test_dcr_protection_is_high_for_real_rows_and_low_for_noisy_copies(
     cars = partitions["cars"]
     reference = load_reference(cars)[:50]
     # A reference as large as the yardstick: every draw holds every copied row.
-    yardstick = Yardstick.of(load_schema(cars.schema_path), reference, load_reference(cars, holdout=True))
+    yardstick = Yardstick(load_schema(cars.schema_path), reference, load_reference(cars, holdout=True))
     rng = random.Random(0)
     noisy = [dict(r, Acceleration=round(r["Acceleration"] + rng.uniform(-0.05, 0.05), 3)) for r in reference]
     card = yardstick.score(noisy)
@@ -231,7 +231,7 @@ def test_sensitive_copies_ignore_case_spaces_and_tiny_numeric_differences(
 ) -> None:
     riots = partitions["la-riots"]
     reference = load_reference(riots)
-    yardstick = Yardstick.of(
+    yardstick = Yardstick(
         load_schema(riots.schema_path),
         reference,
         load_reference(riots, holdout=True),
@@ -280,7 +280,7 @@ def test_a_table_without_a_valid_record_still_gets_a_scorecard(yardsticks: dict[
 def test_without_a_holdout_the_reference_is_split(partitions: dict[str, Partition]) -> None:
     cars = partitions["cars"]
     reference = load_reference(cars)
-    yardstick = Yardstick.of(
+    yardstick = Yardstick(
         load_schema(cars.schema_path), reference, None, parse_rules(["Displacement >= 15 * Cylinders"])
     )
     assert yardstick.source == "reference"

@@ -223,7 +223,7 @@ class Judge:
     def yardstick(self) -> Yardstick:
         """The real rows the batches' fidelity and privacy are measured against (built on first use:
         a synthesis filter that only needs verdicts never pays for it)."""
-        return Yardstick.of(self.schema, self.index.rows, self.holdout, self.rules, self.sensitive)
+        return Yardstick(self.schema, self.index.rows, self.holdout, self.rules, self.sensitive)
 
     def verdicts(self, candidates: Sequence[CandidateLike]) -> tuple[Verdict, ...]:
         """Each candidate's verdict (in order), critic included: what a synthesis filter needs."""

@@ -220,7 +220,7 @@ def _fidelity_report(
     from aod_ops.fidelity import Yardstick
     from aod_ops.score import score_records
 
-    yardstick = Yardstick.of(schema, reference, holdout, rules, sensitive)
+    yardstick = Yardstick(schema, reference, holdout, rules, sensitive)
     return score_records(name, path, yardstick, records).write_report(docs).html
 
 

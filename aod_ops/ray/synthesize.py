@@ -457,7 +457,7 @@ def _report(
         ids=writer.ids,
         holdout=job.holdout,
     )
-    yardstick = Yardstick.of(job.schema, job.reference, job.holdout, p.rules, p.sensitive)
+    yardstick = Yardstick(job.schema, job.reference, job.holdout, p.rules, p.sensitive)
     card = yardstick.score(writer.records, repair_rate=tally.repaired / tally.slots if tally.slots else None)
     baseline = yardstick.baseline()
     rows = len(writer.ids)
