@@ -67,7 +67,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,7 @@ from aod_ops.metrics import (
     diversity,
     exact_match_rate,
     field_overlap,
+    is_number,
     leaves,
     percentile,
     task_success_rate,
@@ -428,7 +429,7 @@ class _SensitiveIndex:
         self.texts: dict[str, set[str]] = {}
         for column in self.columns:
             values = [row.get(column) for row in reference if isinstance(row, dict)]
-            numbers = np.sort([float(v) for v in values if _is_number(v)])
+            numbers = np.sort([float(v) for v in values if is_number(v)])
             spread = float(numbers[-1] - numbers[0]) if len(numbers) else 0.0
             self.numbers[column] = (numbers, 1e-6 * spread)
             self.texts[column] = {key for v in values if (key := _text_key(v)) is not None}
@@ -443,7 +444,7 @@ class _SensitiveIndex:
 
     def _copied(self, record: Any, column: str) -> bool:
         value = record.get(column) if isinstance(record, dict) else None
-        if _is_number(value):
+        if is_number(value):
             numbers, tolerance = self.numbers[column]
             at = int(np.searchsorted(numbers, value))
             near = numbers[max(0, at - 1) : at + 1]
@@ -454,7 +455,7 @@ class _SensitiveIndex:
 
 def _text_key(value: Any) -> str | None:
     """The key a non-number value is compared under: folded text, canonical JSON, or None."""
-    if value is None or _is_number(value):
+    if value is None or is_number(value):
         return None
     if isinstance(value, str):
         folded = " ".join(value.casefold().split())
@@ -462,14 +463,10 @@ def _text_key(value: Any) -> str | None:
     return canonical_json(value)
 
 
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _kind_of(values: list[Any], strings: bool) -> str:
     """The kind of a column the schema does not settle, from its values in some rows."""
     seen = [v for v in values if v is not _ABSENT and v is not None]
-    if not strings and seen and all(_is_number(v) for v in seen):
+    if not strings and seen and all(is_number(v) for v in seen):
         return NUMERICAL
     distinct = len({canonical_json(v) for v in seen})
     # Few distinct values that repeat (each seen twice on average) make categories.
@@ -518,7 +515,7 @@ def _encode(kind: str, values: list[Any]) -> Any:
 
 def _finite(value: Any) -> float:
     """A number as a finite float; NaN for anything else (an infinity or a huge integer too)."""
-    if not _is_number(value):
+    if not is_number(value):
         return math.nan
     try:
         number = float(value)

@@ -31,7 +31,7 @@ import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -93,7 +93,8 @@ def _leaf_key(leaf: Any) -> Any:
     return (isinstance(leaf, bool), leaf)
 
 
-def _is_number(leaf: Any) -> bool:
+def is_number(leaf: Any) -> TypeGuard[int | float]:
+    """Whether a JSON leaf is a number (a boolean is not)."""
     return isinstance(leaf, int | float) and not isinstance(leaf, bool)
 
 
@@ -310,7 +311,7 @@ def _encode(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         for pointer, leaf in row_leaves.items():
             column = pointers[pointer]
             codes[position, column] = values.setdefault(_leaf_key(leaf), len(values))
-            if _is_number(leaf):
+            if is_number(leaf):
                 numbers[position, column] = float(leaf)
     return codes, numbers
 

@@ -265,12 +265,17 @@ def _in_window(guides: Guides, candidate: Candidate, decided: dict[str, Any]) ->
     return out
 
 
-def test_guided_cars_fall_in_their_windows_and_spread_like_the_reference(den: Denoiser) -> None:
-    part, schema, reference = _partition("cars")
+def _guided(den: Denoiser, name: str) -> tuple[Generator, Guides, list[dict[str, Any]], list[Candidate]]:
+    """A partition's generator, guides and reference, and 64 guided candidates (seeds 0-63)."""
+    part, schema, reference = _partition(name)
     generator = Generator(den, schema)
     assert generator.compiled is not None
     guides = derive_guides(generator.compiled.root, reference, part.rules)
-    candidates = generator.generate(render_prompt("x"), list(range(64)), FAST, guides)
+    return generator, guides, reference, generator.generate(render_prompt("x"), list(range(64)), FAST, guides)
+
+
+def test_guided_cars_fall_in_their_windows_and_spread_like_the_reference(den: Denoiser) -> None:
+    generator, guides, reference, candidates = _guided(den, "cars")
     assert all(c.valid and c.slots == 7 for c in candidates)
     # Guided numbers are decoded legally; only the free Name may need a pad (the model's end of
     # text first) from a random model.
@@ -293,11 +298,7 @@ def test_guided_cars_fall_in_their_windows_and_spread_like_the_reference(den: De
 
 
 def test_guided_seattle_keeps_its_rule_and_its_years(den: Denoiser) -> None:
-    part, schema, reference = _partition("seattle-weather")
-    generator = Generator(den, schema)
-    assert generator.compiled is not None
-    guides = derive_guides(generator.compiled.root, reference, part.rules)
-    candidates = generator.generate(render_prompt("x"), list(range(64)), FAST, guides)
+    generator, guides, _, candidates = _guided(den, "seattle-weather")
     assert all(c.valid and c.repaired == 0 for c in candidates)
     for c in candidates:
         assert isinstance(c.record, dict)
@@ -342,7 +343,6 @@ def test_a_prompt_with_guides_round_trips_and_an_old_artifact_loads() -> None:
     assert again == prompt and again.guides == guides
     child = prompt.revise(2, instruction="Write a day of weather.")
     assert child.guides == guides and child.parent == 1
-    assert prompt.revise(3, without_guides=True).guides is None
     old = {
         "instruction": "Write a car.",
         "exemplars": [],

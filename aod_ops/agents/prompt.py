@@ -73,16 +73,15 @@ class Prompt:
         exemplars: Sequence[str] | None = None,
         decoding: DecodingSettings | None = None,
         guides: Guides | None = None,
-        without_guides: bool = False,
     ) -> Prompt:
         """A child of this prompt numbered ``version``, with the given parts replaced (the
-        guides are kept unless replaced, or dropped with ``without_guides``)."""
+        guides are kept unless replaced)."""
         return replace(
             self,
             instruction=self.instruction if instruction is None else instruction,
             exemplars=self.exemplars if exemplars is None else tuple(exemplars),
             decoding=self.decoding if decoding is None else decoding,
-            guides=None if without_guides else self.guides if guides is None else guides,
+            guides=self.guides if guides is None else guides,
             version=version,
             parent=self.version,
         )

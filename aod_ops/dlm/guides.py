@@ -29,7 +29,6 @@ in the prompt artifact (``Prompt.guides``) as one of the optimizer's levers.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -45,6 +44,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from aod_ops.errors import DataError
+from aod_ops.metrics import canonical_json, is_number
 from aod_ops.rules import Bound, Rule
 from aod_ops.schema.nodes import ChoiceNode, Node, NumberNode, ObjectNode, StringNode, UnionNode
 from aod_ops.schema.patterns import full_match
@@ -267,12 +267,12 @@ class CategoryGuide:
     @cached_property
     def keys(self) -> tuple[str, ...]:
         """Each category's canonical JSON text (an integral float reads as an integer)."""
-        return tuple(value_key(c) for c in self.categories)
+        return tuple(canonical_json(c) for c in self.categories)
 
     def prior(self, chosen: Any, prior: float) -> dict[str, float]:
         """Each category's prior (by key) when ``chosen`` is guided: ``prior`` for it, the rest
         shared by reference frequency (a category the reference lacks weighs ``_FLOOR``)."""
-        chosen_key = value_key(chosen)
+        chosen_key = canonical_json(chosen)
         weights = {k: max(f, _FLOOR) for k, f in zip(self.keys, self.frequencies, strict=True)}
         rest = sum(w for k, w in weights.items() if k != chosen_key)
         if rest <= 0:
@@ -282,13 +282,6 @@ class CategoryGuide:
 
 FieldGuide: TypeAlias = NumberGuide | DateGuide | SeasonGuide | CategoryGuide
 SEASON_PHASES = 24  # phases tried for a season: every half month
-
-
-def value_key(value: Any) -> str:
-    """A JSON value's canonical text, by which categories and options are matched."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 # -- guides -------------------------------------------------------------------------------------
@@ -487,7 +480,7 @@ class RecordGuide:
         if not isinstance(guide, CategoryGuide) or pointer not in self.categories:
             return None
         prior = guide.prior(self.categories[pointer], self.guides.prior)
-        return [math.log(prior.get(value_key(o), _FLOOR * (1 - self.guides.prior))) for o in options]
+        return [math.log(prior.get(canonical_json(o), _FLOOR * (1 - self.guides.prior))) for o in options]
 
     def string_prior(self, pointer: str) -> dict[str, float] | None:
         """Each category of the free string at ``pointer`` with its prior, None when not guided."""
@@ -734,11 +727,11 @@ def _guide(pointer: str, node: Node, values: list[Any], rows: int, sensitive: bo
     if isinstance(node, ChoiceNode):
         if not all(_scalar(o) for o in node.options):  # an enum of objects or arrays is left alone
             return None
-        keys = [value_key(o) for o in node.options]
+        keys = [canonical_json(o) for o in node.options]
         tally = dict.fromkeys(keys, 0)
         for v in present:
-            if value_key(v) in tally:
-                tally[value_key(v)] += 1
+            if canonical_json(v) in tally:
+                tally[canonical_json(v)] += 1
         total = sum(tally.values())
         if not total:
             return None
@@ -871,7 +864,7 @@ def _phase(dates: list[Any], numbers: list[list[Any]]) -> float:
             pairs = [
                 (season(d, candidate), float(v))
                 for s, v in zip(dates, column, strict=True)
-                if isinstance(s, str) and (d := _ordinal(s)) is not None and _is_number(v)
+                if isinstance(s, str) and (d := _ordinal(s)) is not None and is_number(v)
             ]
             if len(pairs) > 2:
                 a, b = (np.argsort(np.argsort(np.array(x))) for x in zip(*pairs, strict=True))
@@ -888,14 +881,14 @@ def _ordered(guide: CategoryGuide, column: list[Any], numbers: list[list[Any]]) 
     category to numbers only through that order, so a state drawn with its latitude stays in
     its latitudes. Numeric options (cylinders) keep their value order; with no numeric column
     the order is unchanged."""
-    if all(_is_number(c) for c in guide.categories) or not numbers:
+    if all(is_number(c) for c in guide.categories) or not numbers:
         return guide
     best, means = 0.0, None
     for values in numbers:
         groups: dict[str, list[float]] = {}
         for category, value in zip(column, values, strict=True):
-            if category is not _ABSENT and _is_number(value):
-                groups.setdefault(value_key(category), []).append(float(value))
+            if category is not _ABSENT and is_number(value):
+                groups.setdefault(canonical_json(category), []).append(float(value))
         every = [v for group in groups.values() for v in group]
         if len(groups) < 2 or len(every) < 3 or np.var(every) == 0:
             continue
@@ -914,10 +907,6 @@ def _ordered(guide: CategoryGuide, column: list[Any], numbers: list[list[Any]]) 
     )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _uniforms(guide: FieldGuide, column: list[Any], rng: np.random.Generator) -> list[float | None]:
     """Each row's value as a uniform: its mid-rank (ties broken at random) for numbers and dates,
     a uniform draw inside its category's cumulative frequency interval for categories."""
@@ -926,7 +915,7 @@ def _uniforms(guide: FieldGuide, column: list[Any], rng: np.random.Generator) ->
         index = {k: i for i, k in enumerate(guide.keys)}
         starts = np.concatenate([[0.0], np.cumsum(guide.frequencies)[:-1]])
         for i, v in enumerate(column):
-            k = index.get(value_key(v)) if v is not _ABSENT else None
+            k = index.get(canonical_json(v)) if v is not _ABSENT else None
             if k is not None:
                 out[i] = float(starts[k] + rng.random() * guide.frequencies[k])
         return out
