@@ -29,6 +29,12 @@ a resumed run samples what an uninterrupted one would have. A run directory hold
 
 The rounds' stopping settings (``rounds``, ``target_reward``, ``patience``) may change between
 runs: a finished run asked for more rounds goes on; one that is done is not redone.
+
+A configured agent (or critic) that fails, after its client's bounded retries, fails the round
+with a ``ModelError`` naming the endpoint and what happened: the loop never quietly goes on
+without the model it was told to use. With ``agent_fallback: editor`` in the spec it does go on
+(the deterministic editor writes the proposals, the deterministic judge's word stands), and the
+round says so in ``RoundRecord.fallbacks``.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aod_ops.agents.chat import ChatModel, chat_model_from_spec
+from aod_ops.agents.chat import chat_model_from_spec
 from aod_ops.agents.judge import Judge, Judgement
 from aod_ops.agents.optimizer import Optimizer, Trial
 from aod_ops.agents.prompt import Prompt, initial_prompt
@@ -60,6 +66,7 @@ ROUNDS_DIR = "rounds"
 STOP_REASONS = ("target", "patience", "rounds")
 # The fidelity figures history.json shows per round, beside the held-out rows'.
 HEADLINE = ("quality", "detection_auc", "dcr_protection", "rule_violations", "repair_rate")
+_FALLBACK_HINT = "set agent_fallback: editor in the spec to go on without it"
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,9 @@ class RoundRecord:
 
     ``sampled_start`` is True when the starting prompt was sampled in this round (round 1);
     ``accepted`` is the accepted proposal's version; ``proposing_s`` is the optimizer's time;
-    ``agent_failures`` counts the agent's malformed or missing answers in this round.
+    ``agent_failures`` counts the agent's malformed or missing answers in this round;
+    ``fallbacks`` says what went on without a failed model under ``agent_fallback: editor``
+    (``"agent down: editor used (...)"``, ``"critic down: judged without it (...)"``).
     """
 
     number: int
@@ -137,6 +146,7 @@ class RoundRecord:
     accepted: int | None
     proposing_s: float
     agent_failures: int = 0
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def best(self) -> Evaluation:
@@ -186,6 +196,7 @@ class RoundRecord:
             },
             "forwards": self.forwards,
             "agent_failures": self.agent_failures,
+            "fallbacks": list(self.fallbacks),
         }
 
     @classmethod
@@ -199,6 +210,8 @@ class RoundRecord:
             accepted=None if data["accepted"] is None else int(data["accepted"]),
             proposing_s=float(data["timings"]["proposing_s"]),
             agent_failures=int(data["agent_failures"]),
+            # Round files written before fallbacks were recorded have none.
+            fallbacks=tuple(str(note) for note in data.get("fallbacks", ())),
         )
 
 
@@ -265,26 +278,6 @@ def evaluation_seed(seed: int, round_number: int, slot: int) -> int:
     Every (partition seed, round, slot) draws fresh candidates."""
     digest = hashlib.sha256(f"aod-loop:{seed}:{round_number}:{slot}".encode()).digest()
     return int.from_bytes(digest[:7], "big")
-
-
-class _CallBudget:
-    """A chat model that answers at most ``calls`` times per round, then raises ``ModelError``:
-    the optimizer treats that as an agent that is gone for the round, and its editor fills in."""
-
-    def __init__(self, model: ChatModel, calls: int) -> None:
-        self.model = model
-        self.name = model.name
-        self.calls = calls
-        self.left = calls
-        self.refused = 0
-
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
-        """The model's reply while the round's budget lasts."""
-        if self.left <= 0:
-            self.refused += 1
-            raise ModelError(f"the agent's {self.calls} calls for this round are spent")
-        self.left -= 1
-        return self.model.complete(messages, max_tokens, temperature)
 
 
 def _file_digest(path: Path) -> str:
@@ -407,6 +400,7 @@ def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> 
                 ],
                 "seconds": record.seconds,
                 "forwards": record.forwards,
+                "fallbacks": list(record.fallbacks),
             }
         )
     final = rounds[-1].best if rounds else None
@@ -457,14 +451,14 @@ class _Parts:
         chat = (
             chat_model_from_spec(partition.agent, partition.seed) if use_agent or partition.critic else None
         )
-        self.budget = _CallBudget(chat, agent_calls) if chat is not None and agent_calls else None
-        agent: ChatModel | None = (self.budget or chat) if use_agent else None
+        fallback = partition.agent_fallback == "editor"
         self.judge = Judge(
             self.schema,
             self.reference,
             partition.sensitive,
             partition.notes,
             critic=chat if partition.critic else None,
+            critic_fallback=fallback,
             holdout=holdout,
             rules=partition.rules,
         )
@@ -482,7 +476,13 @@ class _Parts:
             if partition.sensitive
             else [json.dumps(row, separators=(",", ":"), ensure_ascii=False) for row in self.reference]
         )
-        self.optimizer = Optimizer(agent=agent, guides=guides, exemplar_pool=pool)
+        self.optimizer = Optimizer(
+            agent=chat if use_agent else None,
+            guides=guides,
+            exemplar_pool=pool,
+            agent_calls=agent_calls,
+            fallback=fallback,
+        )
         self.generator = Generator(
             load_denoiser(partition.dlm.model, partition.dlm.trust_remote_code), self.schema
         )
@@ -502,7 +502,7 @@ class _Parts:
         )
         sampling_s = time.perf_counter() - started
         spent = self.generator.stats.forwards - forwards
-        judgement = self.judge.judge(candidates, sampling_s, spent)
+        judgement = self._judge(candidates, sampling_s, spent)
         evaluation = Evaluation(
             prompt=prompt,
             source=source,
@@ -522,7 +522,16 @@ class _Parts:
     def rejudge(self, evaluation: Evaluation) -> Judgement:
         """The judgement of recorded candidates: a resume needs its problems for the optimizer. The
         recorded reward stands (a critic, when configured, is asked again and may differ)."""
-        return self.judge.judge(evaluation.candidates, evaluation.sampling_s, evaluation.forwards)
+        return self._judge(evaluation.candidates, evaluation.sampling_s, evaluation.forwards)
+
+    def _judge(self, candidates: Sequence[Candidate], sampling_s: float, forwards: int) -> Judgement:
+        """The judge's judgement; a failed critic's ``ModelError`` says which partition it failed."""
+        try:
+            return self.judge.judge(candidates, sampling_s, forwards)
+        except ModelError as exc:
+            raise ModelError(
+                f"partition {self.partition.name!r}: the critic failed: {exc}; {_FALLBACK_HINT}"
+            ) from exc
 
     def run_round(
         self,
@@ -539,19 +548,23 @@ class _Parts:
         judgements: list[Judgement] = []
         proposing_s = 0.0
         failures = 0
+        fallbacks: list[str] = []
         if start.reward < self.settings.target_reward:
-            if self.budget is not None:
-                self.budget.left = self.budget.calls
-            refused, malformed = self.budget.refused if self.budget else 0, self.optimizer.malformed
+            malformed = self.optimizer.malformed
             started = time.perf_counter()
-            revised = self.optimizer.propose(
-                start.prompt, judgement, trials, self.settings.proposals, next_version
-            )
+            try:
+                revised = self.optimizer.propose(
+                    start.prompt, judgement, trials, self.settings.proposals, next_version
+                )
+            except ModelError as exc:
+                raise ModelError(
+                    f"partition {self.partition.name!r} round {number}: the agent failed: {exc}; "
+                    f"{_FALLBACK_HINT}"
+                ) from exc
             proposing_s = time.perf_counter() - started
-            # Refusals of the spent budget are the cap working, not the agent failing.
-            failures = (self.optimizer.malformed - malformed) - (
-                (self.budget.refused if self.budget else 0) - refused
-            )
+            failures = self.optimizer.malformed - malformed + (self.optimizer.down is not None)
+            if self.optimizer.down is not None:
+                fallbacks.append(f"agent down: editor used ({self.optimizer.down})")
             for slot, proposal in enumerate(revised, start=1):
                 seed = evaluation_seed(self.partition.seed, number, slot)
                 evaluation, judged = self.evaluate(
@@ -565,7 +578,14 @@ class _Parts:
             index = max(range(len(proposals)), key=lambda i: (proposals[i].reward, -i))
             if proposals[index].reward >= start.reward:
                 accepted, after = proposals[index].prompt.version, judgements[index]
-        record = RoundRecord(number, start, number == 1, tuple(proposals), accepted, proposing_s, failures)
+        # The critic judged this round's samples: the starting prompt's in round 1, the proposals'.
+        this_round = [judgement, *judgements] if number == 1 else judgements
+        for reason in dict.fromkeys(j.critic_down for j in this_round):
+            if reason is not None:
+                fallbacks.append(f"critic down: judged without it ({reason})")
+        record = RoundRecord(
+            number, start, number == 1, tuple(proposals), accepted, proposing_s, failures, tuple(fallbacks)
+        )
         return record, after
 
 

@@ -5,7 +5,8 @@ or of every partition under an ``aod optimize --out`` folder, and writes ``repor
 per partition: the accepted reward with every proposal's reward beside it; quality and detection
 AUC with the held-out real rows' as dashed lines, validity and field overlap) and ``report.html``
 (the plot, a table of rounds per partition and the best prompt) into ``folder``. Round 0 is the
-initial prompt.
+initial prompt. A round that went on without a failed agent or critic (``agent_fallback: editor``)
+says so in its row.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ HOLDOUT_LINES = ("quality", "detection_auc")
 @dataclass(frozen=True)
 class Point:
     """The prompt in force after a round (round 0: the initial prompt), with the held-out real
-    rows' own figures (``holdout``) beside its metrics."""
+    rows' own figures (``holdout``) beside its metrics, and what stood in for a failed agent or
+    critic in the round (``fallbacks``)."""
 
     round: int
     version: int
@@ -45,6 +47,7 @@ class Point:
     accepted: int | None = None
     seconds: float | None = None
     holdout: dict[str, float | None] = field(default_factory=dict)
+    fallbacks: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, line: dict[str, Any], round_number: int) -> Point:
@@ -59,6 +62,7 @@ class Point:
             line.get("accepted"),
             None if "seconds" not in line else float(line["seconds"]),
             dict(holdout),
+            tuple(str(note) for note in line.get("fallbacks", ())),
         )
 
 
@@ -206,6 +210,7 @@ def page(runs: list[RunSummary]) -> str:
         "field overlap",
         "accepted",
         "seconds",
+        "notes",
     )
     for run in runs:
         best = run.points[-1]  # the accepted reward never decreases
@@ -228,6 +233,7 @@ def page(runs: list[RunSummary]) -> str:
                 *(point.metrics.get(key) for key, _, _ in METRICS if key not in HOLDOUT_LINES),
                 accepted,
                 "" if point.seconds is None else f"{point.seconds:.1f}",
+                "; ".join(point.fallbacks),
             ]
             parts.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")

@@ -6,6 +6,12 @@ output must not copy), the target row count, domain notes for the agents, the se
 and optionally its own settings, which override the defaults field by field. Paths are relative to
 the spec file. ``load_spec`` checks everything, schemas and reference samples included, before any
 work starts, and a problem raises ``SpecError`` naming the file, the partition and the field.
+
+Every reference and holdout row is validated against the partition's schema: a row that breaks it
+is refused with its file, line, JSON pointer and reason, or left out (with a warning) where the
+spec says ``invalid_rows: skip``. A spec larger than ``MAX_SPEC_BYTES``, nested deeper than
+``MAX_SPEC_DEPTH`` or expanding (through YAML aliases) to more than ``MAX_SPEC_VALUES`` values, and
+a record nested deeper than ``MAX_RECORD_DEPTH``, are refused with one line naming the limit.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import logging
 import math
 import re
+import reprlib
 import types
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
@@ -28,10 +36,24 @@ from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, SpecError
 from aod_ops.privacy import PrivacyThresholds, sensitive_columns
 from aod_ops.rules import Rule, check_fields, parse_rules
-from aod_ops.schema import load_schema
+from aod_ops.schema import LoadedSchema, load_schema
 
 REFERENCE_FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet")
+# Limits on a spec file: a real one is a few KiB, a handful of levels deep.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_DEPTH = 32
+MAX_SPEC_VALUES = 100_000  # after YAML aliases are expanded: a "billion laughs" spec stops here
+MAX_RECORD_DEPTH = 100  # nesting of a reference record (JSON nests far deeper before it fails)
+# How many of a file's bad rows an error or a warning shows (the rest are counted).
+SHOWN_PROBLEMS = 5
+AgentFallback = Literal["error", "editor"]
+InvalidRows = Literal["error", "skip"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_log = logging.getLogger(__name__)
+# Values in error messages are shown cut short: a hostile spec must not print megabytes.
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
+_short.maxlevel = 3
 
 
 @dataclass(frozen=True)
@@ -100,7 +122,11 @@ class Partition:
     ``sensitive`` holds the columns the spec names and those the schema marks
     ``x-aod-sensitive: true``; ``thresholds`` the privacy gates (``max_field_overlap`` may be set
     per partition: a table of small-domain numbers repeats real values however it is made);
-    ``rules`` the cross-field rules the judge counts, the value guides respect and GX checks.
+    ``rules`` the cross-field rules the judge counts, the value guides respect and GX checks;
+    ``agent_fallback`` what the loop does when the agent (or the critic) fails: ``"error"`` fails
+    the round, ``"editor"`` goes on without it and says so; ``invalid_rows`` what loading does with
+    reference or holdout rows that break the schema: ``"error"`` refuses the file, ``"skip"``
+    leaves them out with a warning.
     """
 
     name: str
@@ -112,10 +138,12 @@ class Partition:
     holdout_path: Path | None = None
     dlm: DLMSetting = field(default_factory=DLMSetting)
     agent: AgentSetting = field(default_factory=AgentSetting)
+    agent_fallback: AgentFallback = "error"
     critic: bool = False
     seed: int = 0
     loop: LoopSettings = field(default_factory=LoopSettings)
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
+    invalid_rows: InvalidRows = "error"
     thresholds: PrivacyThresholds = field(default_factory=PrivacyThresholds)
     rules: tuple[Rule, ...] = ()
 
@@ -139,7 +167,7 @@ class Spec:
 
 
 # The settings a partition may override; `defaults` holds the same keys.
-_SETTINGS = ("dlm", "agent", "critic", "seed", "loop", "decoding")
+_SETTINGS = ("dlm", "agent", "agent_fallback", "critic", "seed", "loop", "decoding", "invalid_rows")
 _PARTITION_FIELDS = (
     "name", "schema", "reference", "holdout", "rows", "notes", "sensitive", "max_field_overlap", "rules",
     *_SETTINGS,
@@ -156,6 +184,12 @@ class _Where:
 
     def fail(self, field_name: str, problem: str) -> NoReturn:
         raise SpecError(f"{self.path}: {self.section}: field {field_name!r}: {problem}")
+
+
+def _key(key: Any) -> str:
+    """A mapping key as an error message names it, cut short."""
+    text = str(key)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check(where: _Where, name: str, value: Any, hint: Any) -> Any:
@@ -180,19 +214,19 @@ def _check(where: _Where, name: str, value: Any, hint: Any) -> Any:
         else getattr(o, "__name__", str(o))
         for o in options
     )
-    where.fail(name, f"must be {wanted}, got {value!r}")
+    where.fail(name, f"must be {wanted}, got {_short.repr(value)}")
 
 
 def _merge(where: _Where, name: str, base: _T, raw: Any) -> _T:
     """``base`` (a settings dataclass) with the fields given in the mapping ``raw`` replaced."""
     if not isinstance(raw, dict):
-        where.fail(name, f"must be a mapping, got {raw!r}")
+        where.fail(name, f"must be a mapping, got {_short.repr(raw)}")
     hints = get_type_hints(type(base))
     known = [f.name for f in fields(base)]  # type: ignore[arg-type]
     values = {}
     for key, value in raw.items():
         if key not in known:
-            where.fail(f"{name}.{key}", f"unknown field (expected one of: {', '.join(known)})")
+            where.fail(f"{name}.{_key(key)}", f"unknown field (expected one of: {', '.join(known)})")
         values[key] = _check(where, f"{name}.{key}", value, hints[key])
     try:
         return replace(base, **values)  # type: ignore[type-var]
@@ -213,6 +247,8 @@ def _settings(where: _Where, raw: dict[str, Any], base: dict[str, Any]) -> dict[
             out[key] = AgentSetting() if value == "local" else _merge(where, key, AgentSetting(), value)
         elif key in ("critic", "seed"):
             out[key] = _check(where, key, value, bool if key == "critic" else int)
+        elif key in ("agent_fallback", "invalid_rows"):
+            out[key] = _check(where, key, value, AgentFallback if key == "agent_fallback" else InvalidRows)
         else:
             out[key] = _merge(where, key, base[key], value)
     try:
@@ -225,7 +261,7 @@ def _settings(where: _Where, raw: dict[str, Any], base: dict[str, Any]) -> dict[
 def _file(where: _Where, name: str, base: Path, value: Any, suffixes: tuple[str, ...] = ()) -> Path:
     """An existing file named relative to the spec's folder."""
     if not isinstance(value, str) or not value:
-        where.fail(name, f"must be a path, got {value!r}")
+        where.fail(name, f"must be a path, got {_short.repr(value)}")
     path = (base / value).resolve()
     if not path.is_file():
         where.fail(name, f"file not found: {path}")
@@ -237,7 +273,7 @@ def _file(where: _Where, name: str, base: Path, value: Any, suffixes: tuple[str,
 def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[str, Any]) -> Partition:
     for key in raw:
         if key not in _PARTITION_FIELDS:
-            where.fail(key, f"unknown field (expected one of: {', '.join(_PARTITION_FIELDS)})")
+            where.fail(_key(key), f"unknown field (expected one of: {', '.join(_PARTITION_FIELDS)})")
     for key in ("name", "schema", "reference", "rows"):
         if key not in raw:
             where.fail(key, "missing")
@@ -249,23 +285,26 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
         where.fail("rows", f"must be at least 1, got {rows}")
     sensitive = raw.get("sensitive", [])
     if not isinstance(sensitive, list) or not all(isinstance(s, str) for s in sensitive):
-        where.fail("sensitive", f"must be a list of column names, got {sensitive!r}")
+        where.fail("sensitive", f"must be a list of column names, got {_short.repr(sensitive)}")
     schema_path = _file(where, "schema", base, raw["schema"])
     try:
-        schema = load_schema(schema_path).contents
+        loaded = load_schema(schema_path)
     except AodError as exc:
         where.fail("schema", str(exc))
+    schema = loaded.contents
     columns = schema.get("properties", {}) if isinstance(schema, dict) else {}
     for column in sensitive:
         if column not in columns:
             where.fail("sensitive", f"{column!r} is not a top-level property of {schema_path.name}")
     max_overlap = raw.get("max_field_overlap", PrivacyThresholds.max_field_overlap)
     if isinstance(max_overlap, bool) or not isinstance(max_overlap, int | float) or not 0 <= max_overlap <= 1:
-        where.fail("max_field_overlap", f"must be a number between 0 and 1, got {max_overlap!r}")
+        where.fail("max_field_overlap", f"must be a number between 0 and 1, got {_short.repr(max_overlap)}")
     holdout = raw.get("holdout")
     texts = raw.get("rules", [])
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        where.fail("rules", f"must be a list of comparisons such as 'temp_min <= temp_max', got {texts!r}")
+        where.fail(
+            "rules", f"must be a list of comparisons such as 'temp_min <= temp_max', got {_short.repr(texts)}"
+        )
     try:
         rules = parse_rules(texts)
         check_fields(rules, schema)
@@ -287,11 +326,15 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
         if path is None:
             continue
         try:
-            records = read_records(path, schema)
+            records, problems = check_rows(path, loaded)
         except DataError as exc:
             where.fail(key, str(exc))
+        if problems and partition.invalid_rows == "error":
+            where.fail(key, _refusal(path, problems, len(records)))
+        if problems:
+            _log.warning(_skip_warning(path, problems, len(records)))
         if not records:
-            where.fail(key, f"{path.name} holds no records")
+            where.fail(key, f"{path.name} holds no records" + (" that fit the schema" if problems else ""))
     return partition
 
 
@@ -302,31 +345,28 @@ def load_spec(path: str | Path) -> Spec:
     """
     path = Path(path).resolve()
     top = _Where(path, "spec")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a mapping with 'defaults' and 'partitions'")
     for key in raw:
         if key not in ("defaults", "partitions"):
-            top.fail(key, "unknown field (expected defaults, partitions)")
+            top.fail(_key(key), "unknown field (expected defaults, partitions)")
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
-        top.fail("defaults", f"must be a mapping, got {defaults!r}")
+        top.fail("defaults", f"must be a mapping, got {_short.repr(defaults)}")
     where = _Where(path, "defaults")
     for key in defaults:
         if key not in _SETTINGS:
-            where.fail(key, f"unknown field (expected one of: {', '.join(_SETTINGS)})")
+            where.fail(_key(key), f"unknown field (expected one of: {', '.join(_SETTINGS)})")
     base_settings = {
         "dlm": DLMSetting(),
         "agent": AgentSetting(),
+        "agent_fallback": "error",
         "critic": False,
         "seed": 0,
         "loop": LoopSettings(),
         "decoding": DecodingSettings(),
+        "invalid_rows": "error",
     }
     settings = _settings(where, defaults, base_settings)
     items = raw.get("partitions")
@@ -339,7 +379,7 @@ def load_spec(path: str | Path) -> Spec:
             label = f"partition {item['name']!r}"
         where = _Where(path, label)
         if not isinstance(item, dict):
-            where.fail("partitions", f"each partition must be a mapping, got {item!r}")
+            where.fail("partitions", f"each partition must be a mapping, got {_short.repr(item)}")
         partition = _partition(where, item, path.parent, settings)
         if any(p.name == partition.name for p in partitions):
             where.fail("name", "duplicate partition name")
@@ -347,23 +387,175 @@ def load_spec(path: str | Path) -> Spec:
     return Spec(path=path, partitions=tuple(partitions))
 
 
-def load_reference(partition: Partition, holdout: bool = False) -> list[dict[str, Any]]:
-    """The partition's reference sample (or its held-out sample) as JSON-like records."""
-    path = partition.holdout_path if holdout else partition.reference_path
-    if path is None:
-        raise SpecError(f"partition {partition.name!r} has no holdout sample")
-    return read_records(path, load_schema(partition.schema_path).contents)
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a nesting limit: it composes nodes recursively, so a deeply
+    nested document would otherwise end in a ``RecursionError``."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """The next node, refused past ``MAX_SPEC_DEPTH`` levels."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_SPEC_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested deeper than {MAX_SPEC_DEPTH} levels, the limit for a spec",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
-def read_records(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
-    """Records from a JSONL, CSV or Parquet file.
+def read_yaml(path: Path) -> Any:
+    """A spec file's YAML document, within the size, depth and value-count limits.
 
-    CSV cells are typed by the schema's top-level property types (integer, number, boolean; an
-    empty cell is null where the type allows it, else the property is left out); Parquet dates,
-    times and decimals become ISO strings and floats, as in JSON.
+    :raises SpecError: in one line, naming the file and what is wrong (the limit, where one is).
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)  # never more: the file may be endless
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from exc
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES >> 20} MiB, the limit for a spec")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        raw = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader: no Python objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise SpecError(f"{path}: not valid YAML: {at}{exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    except ValueError as exc:  # a number Python will not convert, such as an integer of 5000 digits
+        reason = " ".join(str(exc).split(";")[0].split())[:200]  # without Python's advice to programmers
+        raise SpecError(f"{path}: not valid YAML: {reason}") from exc
+    _check_expansion(path, raw)
+    return raw
+
+
+def _check_expansion(path: Path, raw: Any) -> None:
+    """Refuse a document whose aliases expand it past ``MAX_SPEC_VALUES`` values or
+    ``MAX_SPEC_DEPTH`` levels (an alias may even point at its own ancestor): checking or printing
+    such a spec would never end. The walk stops at the limit, so it is quick."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"{path}: more than {MAX_SPEC_VALUES} values (YAML aliases expanded), the limit for a spec"
+            )
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(
+                f"{path}: nested deeper than {MAX_SPEC_DEPTH} levels (YAML aliases followed), "
+                "the limit for a spec"
+            )
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One way a reference or holdout row breaks the partition's schema: the file, where the row
+    is in it (``line 4`` of a text file, ``row 4`` of a Parquet file), the JSON pointer of the
+    offending value and the validator's reason."""
+
+    path: Path
+    location: str
+    pointer: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name} {self.location} at {self.pointer or '/'}: {self.reason}"
+
+
+def check_rows(path: Path, schema: LoadedSchema) -> tuple[list[dict[str, Any]], list[RowProblem]]:
+    """The records of a reference file that fit ``schema``, and a problem per error of the others.
 
     :raises DataError: naming the file (and line) that cannot be read.
     """
+    valid: list[dict[str, Any]] = []
+    problems: list[RowProblem] = []
+    for location, record in _located_records(path, schema.contents):
+        issues = schema.errors(record)
+        if not issues:
+            valid.append(record)
+        for issue in issues:
+            reason = " ".join(issue.message.split())
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            problems.append(RowProblem(path, location, issue.pointer, reason))
+    return valid, problems
+
+
+def _problem_rows(problems: list[RowProblem]) -> int:
+    return len({p.location for p in problems})
+
+
+def _refusal(path: Path, problems: list[RowProblem], valid: int) -> str:
+    """The one-line error for a file with rows that break the schema."""
+    bad = _problem_rows(problems)
+    return (
+        f"{path}: {bad} of {bad + valid} rows break the schema "
+        f"(fix them, or set invalid_rows: skip to leave them out): {_listed(problems)}"
+    )
+
+
+def _skip_warning(path: Path, problems: list[RowProblem], valid: int) -> str:
+    """The one-line warning for rows left out under ``invalid_rows: skip``."""
+    bad = _problem_rows(problems)
+    return (
+        f"{path}: warning: left out {bad} of {bad + valid} rows that break the schema "
+        f"(invalid_rows: skip): {_listed(problems)}"
+    )
+
+
+def _listed(problems: list[RowProblem]) -> str:
+    """The first ``SHOWN_PROBLEMS`` problems and how many more there are, on one line."""
+    more = len(problems) - SHOWN_PROBLEMS
+    return "; ".join(str(problem) for problem in problems[:SHOWN_PROBLEMS]) + (
+        f"; and {more} more problems" if more > 0 else ""
+    )
+
+
+def load_reference(partition: Partition, holdout: bool = False) -> list[dict[str, Any]]:
+    """The partition's reference sample (or its held-out sample) as JSON-like records: the rows
+    that fit its schema (``load_spec`` has refused the file, or warned of the others).
+
+    :raises DataError: when rows break the schema and the partition does not skip them (the file
+        changed since the spec was loaded), or the file cannot be read.
+    """
+    path = partition.holdout_path if holdout else partition.reference_path
+    if path is None:
+        raise SpecError(f"partition {partition.name!r} has no holdout sample")
+    records, problems = check_rows(path, load_schema(partition.schema_path))
+    if problems and partition.invalid_rows == "error":
+        raise DataError(_refusal(path, problems, len(records)))
+    return records
+
+
+def read_records(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records from a JSONL, CSV or Parquet file (not validated: see ``check_rows``).
+
+    CSV cells are typed by the schema's top-level property types (integer, number, boolean); an
+    empty cell is no value: null where the type allows it, else the property is left out. Parquet
+    dates, times and decimals become ISO strings and floats, as in JSON.
+
+    :raises DataError: naming the file (and line) that cannot be read, or a record nested deeper
+        than ``MAX_RECORD_DEPTH``.
+    """
+    return [record for _, record in _located_records(path, schema)]
+
+
+def _located_records(path: Path, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``read_records`` with where each record is: ``line N`` (JSONL, CSV) or ``row N`` (Parquet)."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".ndjson"):
@@ -371,23 +563,36 @@ def read_records(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
         if suffix == ".csv":
             return _read_csv(path, schema)
         if suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            try:
-                return [_jsonable(row) for row in pq.read_table(path).to_pylist()]
-            except pa.ArrowException as exc:
-                raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
+            return _read_parquet(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text: {exc}") from exc
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     raise DataError(f"{path}: unsupported format (use {', '.join(REFERENCE_FORMATS)})")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (a scalar is 0), counted without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _too_deep(path: Path, location: str) -> DataError:
+    return DataError(
+        f"{path}: {location}: nested deeper than {MAX_RECORD_DEPTH} levels, the limit for a record"
+    )
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     records = []
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -395,14 +600,40 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: line {number}: not valid JSON: {exc.msg}") from exc
+            except RecursionError:
+                raise _too_deep(path, f"line {number}") from None
+            except ValueError as exc:  # an integer of thousands of digits
+                reason = str(exc).split(";")[0]  # without Python's advice to programmers
+                raise DataError(f"{path}: line {number}: not valid JSON: {reason}") from exc
             if not isinstance(record, dict):
                 raise DataError(f"{path}: line {number}: a record must be a JSON object")
-            records.append(record)
+            if _depth(record) > MAX_RECORD_DEPTH:
+                raise _too_deep(path, f"line {number}")
+            records.append((f"line {number}", record))
+    return records
+
+
+def _read_parquet(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except pa.ArrowException as exc:
+        raise DataError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())}") from exc
+    records = []
+    for number, row in enumerate(rows, start=1):
+        if _depth(row) > MAX_RECORD_DEPTH:
+            raise _too_deep(path, f"row {number}")
+        records.append((f"row {number}", _jsonable(row)))
     return records
 
 
 def _property_types(schema: dict[str, Any], name: str) -> list[str]:
-    prop = schema.get("properties", {}).get(name, {})
+    properties = schema.get("properties")
+    prop = properties.get(name) if isinstance(properties, dict) else None
+    if not isinstance(prop, dict):  # absent, or a boolean schema: read as text
+        prop = {}
     kind = prop.get("type")
     if kind is None and isinstance(prop.get("enum"), list):
         # An untyped enum is typed by its options: {"enum": [4, 6, 8]} reads "6" as 6.
@@ -422,25 +653,30 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "string"
 
 
-def _read_csv(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
+def _read_csv(path: Path, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     records = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
-            if None in row:  # DictReader files surplus cells under the key None
-                raise DataError(f"{path}: line {reader.line_num}: more cells than header columns")
-            record: dict[str, Any] = {}
-            for column, cell in row.items():
-                kinds = _property_types(schema, column)
-                if not cell and "string" not in kinds:
-                    if "null" in kinds:
-                        record[column] = None
-                    continue
-                try:
-                    record[column] = _cell(cell or "", kinds)
-                except ValueError as exc:
-                    raise DataError(f"{path}: line {reader.line_num}: column {column!r}: {exc}") from exc
-            records.append(record)
+        try:
+            for row in reader:
+                if None in row:  # DictReader files surplus cells under the key None
+                    raise DataError(f"{path}: line {reader.line_num}: more cells than header columns")
+                record: dict[str, Any] = {}
+                for column, cell in row.items():
+                    kinds = _property_types(schema, column)
+                    if not cell:
+                        # An empty cell is no value: a required property is then missing.
+                        if "null" in kinds:
+                            record[column] = None
+                        continue
+                    try:
+                        record[column] = _cell(cell, kinds)
+                    except ValueError as exc:
+                        raise DataError(f"{path}: line {reader.line_num}: column {column!r}: {exc}") from exc
+                records.append((f"line {reader.line_num}", record))
+        except csv.Error as exc:  # a cell over the csv module's size limit, on the line it was reading
+            raise DataError(f"{path}: line {reader.line_num + 1}: not readable CSV: {exc}") from exc
     return records
 
 

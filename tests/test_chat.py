@@ -44,6 +44,10 @@ class _Server:
                     self._send(503, b"maintenance")
                 elif mode == "garbage":
                     self._send(200, b"<html>not json</html>")
+                elif mode == "pages":
+                    self._send(502, b"<html>\n<body>\n  Bad gateway\n</body>\n</html>\n" * 50)
+                elif mode == "deep":
+                    self._send(200, b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
                 elif mode == "nochoices":
                     self._send(200, json.dumps({"id": "x", "choices": []}).encode())
                 elif mode == "denied":
@@ -57,10 +61,13 @@ class _Server:
                     self._send(200, json.dumps(answer).encode())
 
             def _send(self, status: int, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (the timeout test)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -112,12 +119,23 @@ def test_persistent_server_error_gives_up_after_retries(server: _Server) -> None
     assert len(server.requests) == 3
 
 
-@pytest.mark.parametrize("mode", ["garbage", "nochoices"])
+@pytest.mark.parametrize("mode", ["garbage", "nochoices", "deep"])
 def test_garbage_answer_is_a_clear_model_error(server: _Server, mode: str) -> None:
     chat = OpenAIChat(server.url + "/" + mode, "m", retries=3, backoff=0.01)
     with pytest.raises(ModelError, match=r"not an OpenAI chat completion"):
         chat.complete(MESSAGES, max_tokens=4, temperature=0.0)
     assert len(server.requests) == 1  # an answer that is not a completion is not retried
+
+
+def test_an_error_page_becomes_one_short_line(server: _Server) -> None:
+    chat = OpenAIChat(server.url + "/pages", "m", retries=0)
+    with pytest.raises(ModelError) as caught:
+        chat.complete(MESSAGES, max_tokens=4, temperature=0.0)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400
+    assert message.startswith(
+        f"agent endpoint {server.url}/pages/v1/chat/completions: HTTP 502: <html> <body>"
+    )
 
 
 def test_client_error_is_not_retried(server: _Server) -> None:

@@ -286,12 +286,30 @@ def test_critic_verdicts_are_parsed_strictly_with_retries() -> None:
     assert "judged unrealistic" in result.feedback
 
 
-def test_unreachable_critic_gives_no_verdict_and_is_asked_once() -> None:
+def test_unreachable_critic_fails_the_judgement() -> None:
     chat = ScriptedChat([], down=True)
-    result = judge([fresh(0), fresh(1), fresh(2)], critic=chat)
+    with pytest.raises(ModelError, match=r"http://127.0.0.1:9: cannot connect"):
+        judge([fresh(0), fresh(1), fresh(2)], critic=chat)
+    assert chat.calls == 1
+
+
+def test_unreachable_critic_with_fallback_gives_no_verdict_is_asked_once_and_says_why() -> None:
+    chat = ScriptedChat([], down=True)
+    result = judge([fresh(0), fresh(1), fresh(2)], critic=chat, critic_fallback=True)
     assert chat.calls == 1
     assert all(v.ok for v in result.verdicts)
     assert result.critic_failures == 3
+    assert result.critic_down == "agent endpoint http://127.0.0.1:9: cannot connect"
+
+
+def test_malformed_critic_answers_are_no_failure_of_the_critic() -> None:
+    result = judge([fresh(0)], critic=ScriptedChat(["no idea", "still no idea"]))
+    assert result.critic_failures == 1 and result.critic_down is None
+
+
+@pytest.mark.parametrize("answer", ["[" * 100_000 + "]" * 100_000, '{"realistic": ' + "9" * 5000 + "}"])
+def test_hostile_critic_answers_are_no_verdict(answer: str) -> None:
+    assert parse_critic(answer) is None
 
 
 @pytest.mark.parametrize(

@@ -228,12 +228,45 @@ def test_malformed_agent_output_is_skipped_and_the_editor_fills_in() -> None:
     assert optimizer.malformed == 6 and chat.calls == 6  # two proposals asked, three attempts each
 
 
-def test_unreachable_agent_falls_back_to_the_editor_at_once() -> None:
+def test_unreachable_agent_fails_the_proposals() -> None:
     chat = ScriptedChat([], down=True)
     optimizer = Optimizer(chat)
+    with pytest.raises(ModelError, match=r"http://127.0.0.1:9: cannot connect"):
+        optimizer.propose(PROMPT, judged([person(1)]), [], count=3, next_version=4)
+    assert chat.calls == 1
+
+
+def test_unreachable_agent_with_fallback_leaves_the_proposals_to_the_editor_and_says_why() -> None:
+    chat = ScriptedChat([], down=True)
+    optimizer = Optimizer(chat, fallback=True)
     proposals = optimizer.propose(PROMPT, judged([person(1)]), [], count=3, next_version=4)
     assert len(proposals) == 3 and {p.source for p in proposals} == {"editor"}
-    assert chat.calls == 1 and optimizer.malformed == 1
+    assert chat.calls == 1 and optimizer.malformed == 0
+    assert optimizer.down == "agent endpoint http://127.0.0.1:9: cannot connect"
+    # The next round asks again, and a working agent clears the reason.
+    chat.down, chat.answers = (
+        False,
+        ['{"instruction": "Write one invented person record with a new name."}'] * 3,
+    )
+    optimizer.propose(PROMPT, judged([person(1)]), [], count=2, next_version=7)
+    assert optimizer.down is None
+
+
+def test_agent_calls_cap_the_agent_per_proposal_round() -> None:
+    answers = [f'{{"instruction": "Write one invented person record, variant {i}."}}' for i in range(6)]
+    chat = ScriptedChat(["malformed", *answers])
+    optimizer = Optimizer(chat, agent_calls=2)
+    judgement = judged([person(1, age=-5), person(2, age=-6)])
+    proposals = optimizer.propose(PROMPT, judgement, [], count=4, next_version=4)
+    # Two calls: a malformed answer, then its retry; the editor writes the rest.
+    assert chat.calls == 2 and [p.source for p in proposals] == ["editor", "agent", "editor", "editor"]
+    proposals = optimizer.propose(PROMPT, judgement, [], count=4, next_version=8)
+    assert chat.calls == 4 and [p.source for p in proposals] == ["editor", "agent", "agent", "editor"]
+
+
+@pytest.mark.parametrize("answer", ["[" * 100_000 + "]" * 100_000, '{"instruction": ' + "9" * 5000 + "}"])
+def test_hostile_agent_answers_are_malformed(answer: str) -> None:
+    assert parse_agent_answer(answer) is None
 
 
 def test_agent_prompt_carries_feedback_and_bounded_history() -> None:

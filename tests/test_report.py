@@ -112,6 +112,19 @@ def test_report_escapes_text_from_the_run(run: LoopResult, tmp_path: Path) -> No
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;dots&lt;/b&gt;" in page
 
 
+def test_report_names_what_stood_in_for_a_failed_agent(run: LoopResult, tmp_path: Path) -> None:
+    copy = tmp_path / "dots"
+    copy.mkdir()
+    history = json.loads(run.history_path.read_text())
+    note = "agent down: editor used (agent endpoint http://127.0.0.1:9/v1/chat/completions: cannot connect)"
+    history["rounds"][0]["fallbacks"] = [note]
+    del history["rounds"][-1]["fallbacks"]  # a history written before fallbacks were recorded
+    (copy / "history.json").write_text(json.dumps(history))
+    (copy / "prompt.json").write_text(run.prompt_path.read_text())
+    page = write_report(copy).html.read_text()
+    assert "<th>notes</th>" in page and f"<td>{note}</td>" in page
+
+
 def test_folder_without_runs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no loop runs here"):
         write_report(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ import yaml
 
 from aod_ops.errors import DataError, SpecError
 from aod_ops.metrics import canonical_json
-from aod_ops.spec import AgentSetting, load_reference, load_spec, read_records
+from aod_ops.spec import (
+    MAX_RECORD_DEPTH,
+    MAX_SPEC_DEPTH,
+    MAX_SPEC_VALUES,
+    AgentSetting,
+    load_reference,
+    load_spec,
+    read_records,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -86,6 +95,8 @@ def _spec(tmp_path: Path, partition: dict[str, Any], defaults: dict[str, Any] | 
         ({"name": "bad name!"}, "name", "must be letters, digits"),
         ({"max_field_overlap": 1.5}, "max_field_overlap", "must be a number between 0 and 1, got 1.5"),
         ({"max_field_overlap": "high"}, "max_field_overlap", "must be a number between 0 and 1"),
+        ({"agent_fallback": "ignore"}, "agent_fallback", "must be one of 'error', 'editor', got 'ignore'"),
+        ({"invalid_rows": "drop"}, "invalid_rows", "must be one of 'error', 'skip', got 'drop'"),
     ],
 )
 def test_bad_partition_field_names_file_partition_and_field(
@@ -175,6 +186,15 @@ def test_endpoint_agent_and_dlm_mapping(tmp_path: Path) -> None:
         base_url="http://127.0.0.1:8000", model="qwen", api_key_env="KEY", timeout=5.0
     )
     assert partition.dlm.model == "llada" and partition.dlm.trust_remote_code
+    assert partition.agent_fallback == "error" and partition.invalid_rows == "error"  # the defaults
+
+
+def test_agent_fallback_and_invalid_rows_are_settings_a_partition_overrides(tmp_path: Path) -> None:
+    path = _spec(
+        tmp_path, {"invalid_rows": "error"}, defaults={"agent_fallback": "editor", "invalid_rows": "skip"}
+    )
+    (partition,) = load_spec(path).partitions
+    assert partition.agent_fallback == "editor" and partition.invalid_rows == "error"
 
 
 SCHEMA = {
@@ -195,7 +215,8 @@ def test_csv_cells_are_typed_by_the_schema(tmp_path: Path) -> None:
     path = tmp_path / "ref.csv"
     path.write_text("name,count,price,active,note,score,code\nab,3,2.5,true,,,7\n42,-1,3,False,hi,,X1\n")
     assert read_records(path, SCHEMA) == [
-        {"name": "ab", "count": 3, "price": 2.5, "active": True, "note": "", "score": None, "code": 7},
+        # An empty cell is no value: null where the type allows it, else left out.
+        {"name": "ab", "count": 3, "price": 2.5, "active": True, "note": None, "score": None, "code": 7},
         {"name": "42", "count": -1, "price": 3.0, "active": False, "note": "hi", "score": None, "code": "X1"},
     ]
 
@@ -233,3 +254,194 @@ def test_parquet_reference_becomes_json_values(tmp_path: Path) -> None:
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match=r"bad.parquet: not a readable Parquet file"):
         read_records(tmp_path / "bad.parquet", {})
+
+
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "date": {"type": "string", "format": "date"},
+        "weather": {"enum": ["sun", "rain", "snow"]},
+        "temp_max": {"type": "number"},
+        "station": {"type": "string"},
+    },
+    "required": ["date", "weather", "temp_max", "station"],
+    "additionalProperties": False,
+}
+GOOD_ROWS = "".join(f"2015-01-{day:02d},sun,{day}.5,SEA\n" for day in range(1, 9))
+
+
+def _weather(tmp_path: Path, rows: str, holdout: str | None = None, **partition: Any) -> Path:
+    """A spec with the weather schema and CSV reference ``rows`` (after the header, on line 2)."""
+    (tmp_path / "weather.json").write_text(json.dumps(WEATHER))
+    header = "date,weather,temp_max,station\n"
+    (tmp_path / "weather.csv").write_text(header + rows)
+    entry = {"name": "weather", "schema": "weather.json", "reference": "weather.csv", "rows": 10, **partition}
+    if holdout is not None:
+        (tmp_path / "holdout.csv").write_text(header + holdout)
+        entry["holdout"] = "holdout.csv"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"partitions": [entry]}))
+    return path
+
+
+BAD_ROWS = "2015-02-01,hail,3.0,SEA\nyesterday,rain,4.0,SEA\n2015-02-03,snow,1.0,\n"
+
+
+def test_reference_rows_that_break_the_schema_are_refused_with_file_line_pointer_and_reason(
+    tmp_path: Path,
+) -> None:
+    path = _weather(tmp_path, GOOD_ROWS.split("\n", 1)[0] + "\n" + BAD_ROWS + GOOD_ROWS.split("\n", 1)[1])
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    csv = tmp_path / "weather.csv"
+    assert "\n" not in message
+    assert message.startswith(f"{path}: partition 'weather': field 'reference': {csv}: 3 of 11 rows break")
+    head, listed = message.split("leave them out): ")
+    assert "invalid_rows: skip" in head
+    assert listed.split("; ") == [
+        "weather.csv line 3 at /weather: 'hail' is not one of ['sun', 'rain', 'snow']",
+        "weather.csv line 4 at /date: 'yesterday' is not a 'date'",
+        "weather.csv line 5 at /: 'station' is a required property",  # the empty cell
+    ]
+
+
+def test_many_bad_rows_show_the_first_few_and_a_count(tmp_path: Path) -> None:
+    rows = "".join(f"2015-03-{day:02d},hail,1.0,SEA\n" for day in range(1, 21))
+    path = _weather(tmp_path, GOOD_ROWS + rows)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert "20 of 28 rows break the schema" in message and "\n" not in message
+    listed = message.split("leave them out): ")[1].split("; ")
+    assert len(listed) == 6 and listed[-1] == "and 15 more problems"
+
+
+def test_holdout_rows_are_checked_too(tmp_path: Path) -> None:
+    path = _weather(tmp_path, GOOD_ROWS, holdout="2016-01-01,sun,cold,SEA\n2016-01-02,sun,1,SEA\n")
+    with pytest.raises(SpecError, match=r"field 'holdout': .*holdout.csv: line 2: column 'temp_max': 'cold'"):
+        load_spec(path)
+    path = _weather(tmp_path, GOOD_ROWS, holdout="2016-01-01,fog,1.0,SEA\n2016-01-02,sun,1,SEA\n")
+    with pytest.raises(
+        SpecError, match=r"field 'holdout': .*1 of 2 rows break.*: holdout.csv line 2 at /weather"
+    ):
+        load_spec(path)
+
+
+def test_invalid_rows_skip_leaves_them_out_with_a_one_line_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _weather(tmp_path, GOOD_ROWS + BAD_ROWS, invalid_rows="skip")
+    with caplog.at_level(logging.WARNING, logger="aod_ops.spec"):
+        (partition,) = load_spec(path).partitions
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in warning
+    assert warning.startswith(
+        f"{tmp_path / 'weather.csv'}: warning: left out 3 of 11 rows that break the schema"
+    )
+    assert (
+        "line 10 at /weather: 'hail'" in warning
+        and "line 12 at /: 'station' is a required property" in warning
+    )
+    reference = load_reference(partition)
+    assert len(reference) == 8 and {r["weather"] for r in reference} == {"sun"}
+
+
+def test_a_reference_with_no_valid_row_fails_even_when_skipping(tmp_path: Path) -> None:
+    path = _weather(tmp_path, BAD_ROWS, invalid_rows="skip")
+    with pytest.raises(
+        SpecError, match=r"field 'reference': weather.csv holds no records that fit the schema"
+    ):
+        load_spec(path)
+
+
+def test_load_reference_refuses_rows_broken_after_the_spec_was_loaded(tmp_path: Path) -> None:
+    path = _weather(tmp_path, GOOD_ROWS)
+    (partition,) = load_spec(path).partitions
+    with (tmp_path / "weather.csv").open("a") as handle:
+        handle.write("2015-02-01,hail,3.0,SEA\n")
+    with pytest.raises(DataError, match=r"weather.csv: 1 of 9 rows break the schema"):
+        load_reference(partition)
+
+
+def _alias_bomb() -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\npartitions: *a8\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (_alias_bomb(), f"more than {MAX_SPEC_VALUES} values (YAML aliases expanded), the limit for a spec"),
+        ("defaults: &d {loop: *d}\n", f"nested deeper than {MAX_SPEC_DEPTH} levels (YAML aliases followed)"),
+        (
+            "partitions: " + "[" * 10_000 + "]" * 10_000,
+            f"nested deeper than {MAX_SPEC_DEPTH} levels, the limit",
+        ),
+        ("".join("  " * i + f"k{i}:\n" for i in range(100)), f"nested deeper than {MAX_SPEC_DEPTH} levels"),
+        ("defaults: {seed: " + "9" * 6000 + "}\n", "not valid YAML: Exceeds the limit (4300 digits)"),
+        ("!!python/object/apply:os.system [echo hi]\n", "could not determine a constructor"),
+        ("partitions:\n\t- name: x\n", "not valid YAML: line 2, column 1: found character '\\t'"),
+        ("- just\n- a list\n", "a spec is a mapping with 'defaults' and 'partitions'"),
+        ("defaults: {rows: " + "x" * 100_000 + "}\n", "field 'rows': unknown field"),
+        (
+            "defaults: {seed: [" + "1, " * 50_000 + "1]}\npartitions: []\n",
+            "field 'seed': must be int, got [1, 1",
+        ),
+    ],
+)
+def test_hostile_yaml_is_a_one_line_spec_error_naming_the_limit(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and problem in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_huge_and_binary_spec_files_are_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(100 * 2**20)  # 100 MB (sparse): only the first MiB is ever read
+    with pytest.raises(SpecError, match=r"spec.yaml: larger than 1 MiB, the limit for a spec$"):
+        load_spec(path)
+    path.write_bytes(b"partitions: [\xff\xfe]\n")
+    with pytest.raises(SpecError, match=r"spec.yaml: not UTF-8 text \(byte 13\)$"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", f"nested deeper than {MAX_RECORD_DEPTH} levels"),
+        ('{"a": ' + "[" * 150 + "]" * 150 + "}", f"nested deeper than {MAX_RECORD_DEPTH} levels"),
+        ('{"a": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_hostile_jsonl_lines_are_a_one_line_data_error_naming_file_and_line(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    path = tmp_path / "ref.jsonl"
+    path.write_text('{"a": 1}\n' + line + "\n")
+    with pytest.raises(DataError) as caught:
+        read_records(path, {})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line 2: ") and problem in message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_unreadable_csv_is_a_data_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "ref.csv"
+    path.write_text("name,count\nab,3\n" + "x" * 200_000 + ",4\n")
+    with pytest.raises(DataError, match=r"ref.csv: line 3: not readable CSV: field larger than field limit"):
+        read_records(path, SCHEMA)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "ref.csv"
+    path.write_text("\ufeffcount,name\n3,ab\n", encoding="utf-8")
+    assert read_records(path, SCHEMA) == [{"count": 3, "name": "ab"}]

@@ -129,14 +129,14 @@ class OpenAIChat:
                 problem = f"no answer within {self.timeout:g} s"
                 continue
             except httpx.TransportError as exc:
-                problem = f"cannot connect ({exc})"
+                problem = f"cannot connect ({_one_line(str(exc) or type(exc).__name__)})"
                 continue
             if response.status_code == 429 or response.status_code >= 500:
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                problem = f"HTTP {response.status_code}: {_one_line(response.text)}"
                 continue
             if response.status_code >= 400:
                 raise ModelError(
-                    f"agent endpoint {self.url}: HTTP {response.status_code}: {response.text[:200]}"
+                    f"agent endpoint {self.url}: HTTP {response.status_code}: {_one_line(response.text)}"
                 )
             return self._content(response)
         raise ModelError(f"agent endpoint {self.url}: {problem} (after {self.retries + 1} attempts)")
@@ -144,14 +144,27 @@ class OpenAIChat:
     def _content(self, response: httpx.Response) -> str:
         try:
             content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            RecursionError,
+        ):  # RecursionError: nested too deep
             content = None
         if not isinstance(content, str):
             raise ModelError(
                 f"agent endpoint {self.url}: not an OpenAI chat completion (expected "
-                f"choices[0].message.content): {response.text[:200]!r}"
+                f"choices[0].message.content): {_one_line(response.text)!r}"
             )
         return content
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line and cut to ``limit`` characters: an endpoint's error page or an
+    exception's text goes into a one-line error message."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def chat_model_from_spec(agent: AgentSetting, seed: int = 0) -> ChatModel:

@@ -4,8 +4,10 @@ Deterministic evaluators look at every candidate: parse errors, each JSON Schema
 pointer and offending value), leaves copied from the reference sample, exact copies of reference
 records, duplicates within the batch, and degenerate values (empty strings, repeated tokens,
 placeholder text, garbled text). An optional LLM critic rates the realism of the remaining
-records against the partition's notes. Findings are grouped into problems, most frequent first,
-and rendered into a feedback text of bounded length for the optimizer.
+records against the partition's notes; a critic that cannot be reached fails the judgement
+(``ModelError``) unless the judge was told to go on without it (``critic_fallback``). Findings
+are grouped into problems, most frequent first, and rendered into a feedback text of bounded
+length for the optimizer.
 
 A candidate is accepted (``Verdict.ok``) when it is valid, novel (no exact copy, not a repeat of an
 earlier record of the batch), has no degenerate value, copies no sensitive reference value, and the
@@ -139,7 +141,9 @@ class Problem:
 class Judgement:
     """The judge's answer for one batch: per-candidate verdicts (in order), the recurring problems
     (most frequent first), the metrics, the fidelity and privacy scorecard beside the held-out
-    rows' (``baseline``, the same number of real rows), the reward and the feedback text."""
+    rows' (``baseline``, the same number of real rows), the reward and the feedback text;
+    ``critic_failures`` counts the candidates the critic gave no verdict on, and ``critic_down``
+    says why the critic failed when the judge was told to go on without it."""
 
     verdicts: tuple[Verdict, ...]
     problems: tuple[Problem, ...]
@@ -149,6 +153,7 @@ class Judgement:
     reward: float
     feedback: str
     critic_failures: int = 0
+    critic_down: str | None = None
 
 
 def reward(card: Scorecard, baseline: Scorecard, accepted: float) -> float:
@@ -170,6 +175,9 @@ class Judge:
     :param notes: the partition's domain notes, shown to the critic.
     :param critic: a chat model that rates realism, or None for the deterministic judge only.
     :param critic_retries: extra attempts when the critic's answer is malformed.
+    :param critic_fallback: when the critic fails (unreachable, timed out, not a chat completion),
+        judge the batch without it and say why in ``Judgement.critic_down``; False: raise the
+        ``ModelError``.
     :param feedback_chars: the feedback text's maximum length.
     :param skip_leaf: True for pointers whose schema is an enum, const or boolean (left out of
         field overlap); by default worked out from the compiled schema.
@@ -186,6 +194,7 @@ class Judge:
         notes: str = "",
         critic: ChatModel | None = None,
         critic_retries: int = 1,
+        critic_fallback: bool = False,
         feedback_chars: int = FEEDBACK_CHARS,
         skip_leaf: Callable[[Pointer], bool] | None = None,
         holdout: Sequence[Any] | None = None,
@@ -208,6 +217,7 @@ class Judge:
         self.notes = notes
         self.critic = critic
         self.critic_retries = critic_retries
+        self.critic_fallback = critic_fallback
         self.feedback_chars = feedback_chars
         if skip_leaf is None:
             root = compile_schema(schema).root
@@ -240,7 +250,7 @@ class Judge:
         :param seconds: wall-clock time spent generating the batch, for the cost metrics.
         :param forwards: model forward passes spent on the batch, for the cost metrics.
         """
-        findings, valid_flags, critic_failures = self._findings(candidates)
+        findings, valid_flags, critic_failures, critic_down = self._findings(candidates)
         records = [c.record for c in candidates]
         critic_passed = [not any(f.kind == "critic" for f in found) for found in findings]
         metrics = compute_metrics(
@@ -275,11 +285,17 @@ class Judge:
             reward=score,
             feedback=self._feedback(card, baseline, score, problems, len(candidates)),
             critic_failures=critic_failures,
+            critic_down=critic_down,
         )
 
-    def _findings(self, candidates: Sequence[CandidateLike]) -> tuple[list[list[Finding]], list[bool], int]:
-        """Every candidate's findings (the critic's included), validity flags, and how many
-        critic answers were missing or malformed."""
+    def _findings(
+        self, candidates: Sequence[CandidateLike]
+    ) -> tuple[list[list[Finding]], list[bool], int, str | None]:
+        """Every candidate's findings (the critic's included), validity flags, how many critic
+        answers were missing or malformed, and why the critic failed (None when it did not).
+
+        :raises ModelError: when the critic fails and ``critic_fallback`` is off.
+        """
         findings: list[list[Finding]] = []
         valid_flags: list[bool] = []
         seen: dict[str, int] = {}
@@ -287,21 +303,23 @@ class Judge:
             found = self._evaluate(position, candidate, seen)
             valid_flags.append(not any(f.kind in ("parse", "schema") for f in found))
             findings.append(found)
-        critic_failures, critic_down = 0, False
+        critic_failures, critic_down = 0, None
         if self.critic is not None:
             for position, candidate in enumerate(candidates):
                 if any(f.kind != "copied" for f in findings[position]):
                     continue  # a rejected record is not worth the critic's time
                 try:
                     verdict = None if critic_down else self._ask_critic(candidate.record)
-                except ModelError:
-                    critic_down, verdict = True, None  # an unreachable critic is not asked again
+                except ModelError as exc:
+                    if not self.critic_fallback:
+                        raise
+                    critic_down, verdict = str(exc), None  # a failed critic is not asked again
                 if verdict is None:
                     critic_failures += 1  # no verdict: the deterministic judge's word stands
                 elif not verdict[0]:
                     message = f"record {position + 1} is unrealistic: {verdict[1] or 'no reason given'}"
                     findings[position].append(Finding("critic", "", "unrealistic", message))
-        return findings, valid_flags, critic_failures
+        return findings, valid_flags, critic_failures, critic_down
 
     def _evaluate(self, position: int, candidate: CandidateLike, seen: dict[str, int]) -> list[Finding]:
         """The deterministic findings of one candidate; ``seen`` maps earlier records to positions."""
@@ -427,7 +445,7 @@ def parse_critic(answer: str) -> tuple[bool, str] | None:
         return None
     try:
         value, _ = json.JSONDecoder().raw_decode(answer[start:])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, an integer too long to read, nested too deep
         return None
     if not isinstance(value, dict) or not isinstance(value.get("realistic"), bool):
         return None

@@ -12,7 +12,10 @@ Two sources of proposals, tried in this order:
    exemplars rotated through the reference;
 2. the agent (a ``ChatModel``), asked for a rewritten instruction as one JSON object; its answers
    are parsed strictly, a malformed one is retried and then skipped (and counted in
-   ``Optimizer.malformed``), never a crash;
+   ``Optimizer.malformed``), never a crash. An agent that cannot be reached (or whose endpoint
+   answers something that is no chat completion) fails the proposal with ``ModelError``, unless
+   the optimizer was made with ``fallback=True``: then the editor writes the proposals and
+   ``Optimizer.down`` says why;
 
 and further editor variants fill whatever is left. Proposals are distinct from each other and from
 every prompt already tried.
@@ -167,7 +170,7 @@ def parse_agent_answer(answer: str) -> str | None:
         return None
     try:
         value, _ = json.JSONDecoder().raw_decode(answer[start:])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, an integer too long to read, nested too deep
         return None
     instruction = value.get("instruction") if isinstance(value, dict) else None
     if not isinstance(instruction, str) or not 20 <= len(instruction.strip()) <= MAX_INSTRUCTION_CHARS:
@@ -186,6 +189,10 @@ class Optimizer:
         proposal may switch on and retune; None: the editor has no guides to offer.
     :param exemplar_pool: reference records as JSON text that exemplars rotate through (empty for
         a partition with personal data: its records are never shown to the model).
+    :param agent_calls: the most chat calls the agent may spend per ``propose`` (None: as many as
+        the proposals need); once they are spent the editor writes the rest.
+    :param fallback: when the agent fails (unreachable, timed out, not a chat completion), let the
+        editor write the proposals and record why in ``down``; False: raise the ``ModelError``.
     """
 
     def __init__(
@@ -196,6 +203,8 @@ class Optimizer:
         max_tokens: int = 300,
         guides: Guides | None = None,
         exemplar_pool: Sequence[str] = (),
+        agent_calls: int | None = None,
+        fallback: bool = False,
     ) -> None:
         self.agent = agent
         self.guides = guides
@@ -203,7 +212,11 @@ class Optimizer:
         self.retries = retries
         self.max_history = max_history
         self.max_tokens = max_tokens
-        self.malformed = 0  # agent answers that were malformed or never came, over the optimizer's life
+        self.agent_calls = agent_calls
+        self.fallback = fallback
+        self.malformed = 0  # agent answers that were malformed, over the optimizer's life
+        self.down: str | None = None  # why the agent failed in the last ``propose`` (fallback only)
+        self._calls_left: int | None = None
 
     def propose(
         self, prompt: Prompt, judgement: Judgement, history: Sequence[Trial], count: int, next_version: int
@@ -212,6 +225,7 @@ class Optimizer:
         from ``next_version``.
 
         :param history: earlier trials, oldest first (the current prompt's parent among them).
+        :raises ModelError: when the agent fails and ``fallback`` is off.
         """
         tried = {_content(t.prompt) for t in history} | {_content(prompt)}
         edits = self._edits(prompt, judgement, history)
@@ -227,13 +241,19 @@ class Optimizer:
 
         first, *others = edits
         add(*first)
+        self.down, self._calls_left = None, self.agent_calls
         if self.agent is not None:
             for _ in range(count - len(proposals)):
+                if self._calls_left is not None and self._calls_left <= 0:
+                    break  # the budget is spent: the editor writes the rest
                 try:
                     instruction = self._ask_agent(prompt, judgement, history)
-                except ModelError:
-                    self.malformed += 1
-                    break  # an unreachable agent is not asked again this round; the editor fills in
+                except ModelError as exc:
+                    if not self.fallback:
+                        raise
+                    # A failed agent is not asked again this round; the editor fills in.
+                    self.down = str(exc)
+                    break
                 if instruction is not None:
                     add(
                         replace(first[0], instruction=instruction),
@@ -315,7 +335,8 @@ class Optimizer:
         return edits
 
     def _ask_agent(self, prompt: Prompt, judgement: Judgement, history: Sequence[Trial]) -> str | None:
-        """One rewritten instruction from the agent, or None after ``retries`` malformed answers.
+        """One rewritten instruction from the agent, or None after ``retries`` malformed answers
+        (or when the call budget runs out).
 
         :raises ModelError: when the agent cannot be reached.
         """
@@ -334,6 +355,10 @@ class Optimizer:
             },
         ]
         for _ in range(self.retries + 1):
+            if self._calls_left is not None:
+                if self._calls_left <= 0:
+                    return None
+                self._calls_left -= 1
             instruction = parse_agent_answer(
                 self.agent.complete(messages, max_tokens=self.max_tokens, temperature=0.7)
             )
