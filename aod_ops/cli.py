@@ -1,7 +1,8 @@
 """The ``aod`` command: generate, coverage, and the pipeline steps, for people and benchmarks.
 
 User errors (``AodError``) print one line naming what is wrong and where, and exit with 2;
-nothing is printed as a traceback.
+nothing is printed as a traceback. Ctrl-C and SIGTERM stop a command with its cleanup (Ray shut
+down, a partition's staging folder removed) and exit with 130 and 143.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -22,13 +24,40 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aod_ops.commands_loop import add_optimize_parser, add_report_parser
-from aod_ops.errors import AodError
+from aod_ops.errors import AodError, ModelError
 from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.score import add_score_parser
 
 console = Console(stderr=True)
 DEFAULT_DLM = "aod-smol-dlm"
 DEFAULT_INSTRUCTION = "Write one realistic record as JSON."
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts: a whole number of at least 1."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type for counts where 0 means none: a whole number of at least 0."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def check_trusted_model(args: argparse.Namespace) -> None:
+    """Refuse ``--trust-remote-code`` without ``--model``: the flag trusts that model alone and
+    never reaches a spec's models (each trusts its own in its ``dlm`` setting)."""
+    if args.trust_remote_code and args.model is None:
+        raise ModelError("--trust-remote-code trusts the model given with --model, and none was given")
 
 
 def progress_bar() -> Progress:
@@ -47,8 +76,8 @@ def _decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["skeleton", "free"], default="skeleton")
     p.add_argument("--model", default=DEFAULT_DLM, help="built-in DLM name or local model folder")
     p.add_argument("--trust-remote-code", action="store_true", help="allow LLaDA/Dream model code")
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--block-length", type=int, default=32)
+    p.add_argument("--steps", type=positive_int, default=16)
+    p.add_argument("--block-length", type=positive_int, default=32)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument(
         "--no-cache",
@@ -292,37 +321,58 @@ def cmd_adapt_dlm(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``aod run``: optimize, synthesize and validate the partitions, the DAG's steps without
-    Airflow, each step exactly as its own ``aod`` command runs it."""
+    Airflow, each step exactly as its own ``aod`` command runs it.
+
+    As in the DAG, a partition that cannot be synthesized fails alone: the others are validated,
+    and the run exits with 1.
+    """
+    from aod_ops.ray.command import synthesize_partitions
+
+    check_trusted_model(args)
     out = Path(args.out)
     prompts, tables = out / "prompts", out / "tables"
     common = ["--spec", args.spec] + (["--partition", args.partition] if args.partition else [])
-    model = ["--model", args.model] if args.model else []
+    model = []
+    if args.model:  # the run's --model, and the trust given with it, reach the steps that load it
+        model = ["--model", args.model] + (["--trust-remote-code"] if args.trust_remote_code else [])
     counts = [f"--{k}={v}" for k, v in (("rounds", args.rounds), ("candidates", args.candidates)) if v]
-    steps = [
-        ["optimize", *common, *model, *counts, "--out", str(prompts)],
-        ["report", str(prompts)],
-        ["synthesize", *common, *model, "--prompt-dir", str(prompts), "--out", str(tables)]
-        + ([f"--rows={args.rows}"] if args.rows else []),
-        ["validate", *common, "--data", str(tables)]
-        + ([f"--rows={args.rows}"] if args.rows else [])
-        + (["--docs"] if args.docs else []),
-    ]
-    code = 0
-    for step in steps:
-        console.rule(f"aod {step[0]}")
-        step_args = build_parser().parse_args(step)
-        code = int(step_args.handler(step_args))
-        if code and step[0] != "validate":
+    rows = [f"--rows={args.rows}"] if args.rows else []
+    for argv in (["optimize", *common, *model, *counts, "--out", str(prompts)], ["report", str(prompts)]):
+        step = _step(argv)
+        code = int(step.handler(step))
+        if code:
             return code
+    synthesize = ["synthesize", *common, *model, "--prompt-dir", str(prompts), "--out", str(tables), *rows]
+    failed = {f.partition for f in synthesize_partitions(_step(synthesize))}
+    docs = ["--docs"] if args.docs else []
+    validate = ["validate", "--spec", args.spec, "--data", str(tables), *rows, *docs]
+    if failed:
+        from aod_ops.spec import load_spec
+
+        names = [p.name for p in load_spec(args.spec).select(args.partition) if p.name not in failed]
+        validations = [[*validate, "--partition", name] for name in names]
+    else:
+        validations = [[*validate, *(["--partition", args.partition] if args.partition else [])]]
+    code = 1 if failed else 0
+    for argv in validations:
+        step = _step(argv)
+        code = max(code, int(step.handler(step)))
     console.print(
         f"tables: {tables}/<partition>/data (rejects in quarantine/, report.json, validation_result.json, "
         f"privacy_report.json{'; docs/fidelity.html' if args.docs else ''}); loop runs and prompts: "
-        f"{prompts}/<partition>; plot: {prompts}/report.html",
+        f"{prompts}/<partition>; plot: {prompts}/report.html"
+        + (f"; not synthesized: {', '.join(sorted(failed))}" if failed else ""),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
     return code
+
+
+def _step(argv: list[str]) -> argparse.Namespace:
+    """One step of ``aod run``: its heading, and its arguments parsed as its command parses them."""
+    console.rule(f"aod {argv[0]}")
+    return build_parser().parse_args(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,10 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate records for a JSON Schema")
     p.add_argument("--schema", required=True)
-    p.add_argument("-n", type=int, default=16)
+    p.add_argument("-n", type=positive_int, default=16, help="records to write (default 16)")
     p.add_argument("--out", help="JSON Lines file (default: stdout)")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     _decoding_args(p)
     p.set_defaults(handler=cmd_generate)
 
@@ -343,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schemas", required=True, action="append", help="folder of *.json (repeatable)")
     p.add_argument("--json", help="write per-schema results here")
     p.add_argument("--timeout-per-schema", type=float, default=10.0)
-    p.add_argument("--attempts", type=int, default=3, help="seeds tried per schema")
+    p.add_argument("--attempts", type=positive_int, default=3, help="seeds tried per schema")
     _decoding_args(p)
     # The structure must come from the compiler: coverage runs the tiny random model by default.
     p.set_defaults(handler=cmd_coverage, model="tiny-random", steps=4, temperature=1.0)
@@ -357,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True)
     p.add_argument("--data", required=True, help="output folder of aod synthesize")
     p.add_argument("--partition")
-    p.add_argument("--rows", type=int, help="the row count to expect (default: each partition's rows)")
+    p.add_argument(
+        "--rows", type=positive_int, help="the row count to expect (default: each partition's rows)"
+    )
     p.add_argument(
         "--docs", action="store_true", help="write GX Data Docs HTML and a fidelity report (PNG + HTML)"
     )
@@ -368,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoints and the adapter; an existing run resumes")
     p.add_argument("--minutes", type=float, default=60.0, help="training time over all resumed runs")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=positive_int)
     p.set_defaults(handler=cmd_adapt_dlm)
 
     p = sub.add_parser("run", help="optimize, synthesize and validate: the whole pipeline without Airflow")
@@ -376,25 +428,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--partition")
     p.add_argument("--model", help="DLM for every partition (default: the spec's)")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--candidates", type=int)
-    p.add_argument("--rows", type=int)
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="with --model: allow its own code (LLaDA/Dream); a spec's trust never applies to --model",
+    )
+    p.add_argument("--rounds", type=positive_int)
+    p.add_argument("--candidates", type=positive_int)
+    p.add_argument("--rows", type=positive_int)
     p.add_argument("--docs", action="store_true")
     p.set_defaults(handler=cmd_run)
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` runs (Ray is shut down, a
+    partition's staging folder removed) before the command exits."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aod``."""
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return int(args.handler(args))
     except AodError as e:
         console.print(f"aod {args.command}: error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        console.print(f"aod {args.command}: {'terminated' if terminated else 'interrupted'}")
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":

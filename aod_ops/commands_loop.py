@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def round_line(partition: str, record: RoundRecord) -> str:
     """One line per round: round, reward, quality and detection AUC beside the held-out rows',
-    validity, TSR, field overlap, accepted or not, time."""
+    validity, TSR, field overlap, accepted or not, time, and what stood in for a down agent."""
     best = record.best
     metrics = best.metrics
     table, real = best.scores["table"], best.scores["holdout"]
@@ -22,7 +22,7 @@ def round_line(partition: str, record: RoundRecord) -> str:
         outcome = f"kept v{best.prompt.version}" if record.proposals else "no proposals"
     else:
         outcome = f"accepted v{record.accepted} ({best.source})"
-    return (
+    line = (
         f"{partition} round {record.number}: reward {best.reward:.3f}  "
         f"quality {table['quality']:.2f} (real {real['quality']:.2f})  "
         f"detection AUC {table['detection_auc']:.2f} (real {real['detection_auc']:.2f})  "
@@ -30,14 +30,18 @@ def round_line(partition: str, record: RoundRecord) -> str:
         f"field overlap {metrics.field_overlap:.2f} (real {real['field_overlap']:.2f})  "
         f"{outcome}  {record.seconds:.1f} s"
     )
+    return line + "".join(f"  {note}" for note in record.fallbacks)  # what stood in for a down agent
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     """``aod optimize``: run or resume the AoD loop for each selected partition."""
+    from aod_ops.cli import check_trusted_model
     from aod_ops.spec import DLMSetting, load_spec
 
+    check_trusted_model(args)
     for partition in load_spec(args.spec).select(args.partition):
         if args.model is not None:
+            # The whole setting is replaced: the spec's trust belongs to the spec's model only.
             dlm = DLMSetting(model=args.model, trust_remote_code=args.trust_remote_code)
             partition = replace(partition, dlm=dlm)
         optimize_one(args, partition)
@@ -98,18 +102,22 @@ def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
 
 def add_optimize_parser(sub: Any) -> None:
     """Register ``aod optimize`` on the subparsers ``sub``."""
+    from aod_ops.cli import non_negative_int, positive_int  # here: aod_ops.cli imports this module
+
     p = sub.add_parser("optimize", help="optimize each partition's DLM prompt with the AoD loop")
     p.add_argument("--spec", required=True, help="partition spec (YAML)")
     p.add_argument("--partition", help="only this partition (default: all, one after another)")
     p.add_argument("--out", required=True, help="output folder: one run directory per partition")
-    p.add_argument("--rounds", type=int, help="most rounds (default: the spec's loop.rounds)")
-    p.add_argument("--candidates", type=int, help="candidates sampled per prompt (default: the spec's)")
-    p.add_argument("--proposals", type=int, help="revised prompts per round (default: the spec's)")
+    p.add_argument("--rounds", type=positive_int, help="most rounds (default: the spec's loop.rounds)")
+    p.add_argument(
+        "--candidates", type=positive_int, help="candidates sampled per prompt (default: the spec's)"
+    )
+    p.add_argument("--proposals", type=positive_int, help="revised prompts per round (default: the spec's)")
     p.add_argument("--model", help="DLM instead of the spec's (built-in name or local folder)")
     p.add_argument("--trust-remote-code", action="store_true", help="with --model: allow LLaDA/Dream code")
     p.add_argument(
         "--agent-calls",
-        type=int,
+        type=non_negative_int,
         help="agent chat calls per round for proposals (default: all asked with an endpoint agent, "
         "none with the local SmolLM2, whose proposals the deterministic editor writes)",
     )

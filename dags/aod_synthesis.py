@@ -56,6 +56,7 @@ with DAG(
         "candidates": Param(None, type=COUNT, minimum=1, description="per round; null: the spec's"),
         "rows": Param(None, type=COUNT, minimum=1, description="rows per partition; null: the spec's"),
         "model": Param(None, type=NAME, description="DLM instead of the spec's, e.g. tiny-random"),
+        "trust_remote_code": Param(False, type="boolean", description="let `model` run its own code (LLaDA)"),
         "execution_mode": Param("local", enum=["local", "ray_job"], description="worker or Ray job"),
         "aod_conn_id": Param(None, type=NAME, description="an `aod` connection for the models"),
         "ray_conn_id": Param("ray_default", type="string", description="the `ray` connection (ray_job mode)"),
@@ -79,6 +80,7 @@ with DAG(
             rounds="{{ params.rounds }}",
             candidates="{{ params.candidates }}",
             model="{{ params.model }}",
+            trust_remote_code="{{ params.trust_remote_code }}",
             aod_conn_id="{{ params.aod_conn_id }}",
         )
         synthesize = AoDSynthesizeOperator(
@@ -88,6 +90,7 @@ with DAG(
             out_dir=run_dir,
             rows="{{ params.rows }}",
             model="{{ params.model }}",
+            trust_remote_code="{{ params.trust_remote_code }}",
             aod_conn_id="{{ params.aod_conn_id }}",
             execution_mode="{{ params.execution_mode }}",
             ray_conn_id="{{ params.ray_conn_id }}",

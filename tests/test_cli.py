@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
+import torch
+import yaml
 
-from aod_ops.cli import main
+from aod_ops import cli, commands_loop
+from aod_ops.cli import build_parser, main
+from aod_ops.ray import adapter
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 FIXTURES = Path(__file__).parent / "fixtures" / "schemas"
@@ -114,3 +122,137 @@ def test_adapt_dlm_writes_a_model_that_generate_loads(
     args = ["generate", "--schema", str(tmp_path / "city.json"), "-n", "2", "--steps", "4", "--out", str(out)]
     assert main([*args, "--model", str(model)]) == 0
     assert [set(json.loads(line)) for line in out.read_text().splitlines()] == [{"city"}, {"city"}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "value"),
+    [
+        (["generate", "--schema", "s.json"], "-n", "0"),
+        (["generate", "--schema", "s.json"], "-n", "-1"),
+        (["generate", "--schema", "s.json"], "--batch-size", "0"),
+        (["generate", "--schema", "s.json"], "--steps", "0"),
+        (["coverage", "--schemas", "d"], "--attempts", "0"),
+        (["synthesize", "--spec", "s.yaml", "--out", "o"], "--rows", "0"),
+        (["synthesize", "--spec", "s.yaml", "--out", "o"], "--actors", "-1"),
+        (["synthesize", "--spec", "s.yaml", "--out", "o"], "--batch-size", "0"),
+        (["synthesize", "--spec", "s.yaml", "--out", "o"], "--threads-per-actor", "0"),
+        (["synthesize", "--spec", "s.yaml", "--out", "o"], "--max-candidates", "0"),
+        (["optimize", "--spec", "s.yaml", "--out", "o"], "--rounds", "0"),
+        (["optimize", "--spec", "s.yaml", "--out", "o"], "--candidates", "0"),
+        (["optimize", "--spec", "s.yaml", "--out", "o"], "--proposals", "-2"),
+        (["run", "--spec", "s.yaml", "--out", "o"], "--rows", "0"),
+        (["run", "--spec", "s.yaml", "--out", "o"], "--rounds", "0"),
+        (["run", "--spec", "s.yaml", "--out", "o"], "--candidates", "0"),
+        (["validate", "--spec", "s.yaml", "--data", "d"], "--rows", "0"),
+        (["adapt-dlm", "--corpus", "c", "--out", "o"], "--max-steps", "0"),
+    ],
+)
+def test_counts_below_one_are_refused_by_the_parser(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, flag, value])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip().splitlines()[-1]
+        == f"aod {argv[0]}: error: argument {flag}: must be at least 1, got {value}"
+    )
+    assert "Traceback" not in err
+
+
+def test_counts_that_are_not_whole_numbers_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "--schema", "s.json", "-n", "2.5"])
+    assert capsys.readouterr().err.strip().endswith("argument -n: must be a whole number, got '2.5'")
+
+
+def test_no_agent_calls_is_a_count_but_fewer_is_not(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        build_parser().parse_args(["optimize", "--spec", "s", "--out", "o", "--agent-calls", "0"]).agent_calls
+        == 0
+    )
+    with pytest.raises(SystemExit):
+        main(["optimize", "--spec", "s", "--out", "o", "--agent-calls", "-1"])
+    assert "argument --agent-calls: must be at least 0, got -1" in capsys.readouterr().err
+
+
+def _two_partitions(folder: Path) -> Path:
+    """``flags`` cannot reach its rows (its only record is the reference's); ``shirts`` can."""
+    shirts = {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "green", "blue"]}, "size": {"type": "integer"}},
+        "required": ["color", "size"],
+        "additionalProperties": False,
+    }
+    flags = {"type": "object", "properties": {"ok": {"const": True}}, "required": ["ok"]}
+    (folder / "shirts.json").write_text(json.dumps(shirts))
+    (folder / "shirts.jsonl").write_text('{"color": "red", "size": 1}\n{"color": "blue", "size": 2}\n')
+    (folder / "flags.json").write_text(json.dumps(flags))
+    (folder / "flags.jsonl").write_text('{"ok": true}\n')
+    doc = {
+        "defaults": {"dlm": "tiny-random", "decoding": {"steps": 2}},
+        "partitions": [
+            {"name": "flags", "schema": "flags.json", "reference": "flags.jsonl", "rows": 2},
+            {"name": "shirts", "schema": "shirts.json", "reference": "shirts.jsonl", "rows": 2},
+        ],
+    }
+    (folder / "spec.yaml").write_text(yaml.safe_dump(doc))
+    return folder / "spec.yaml"
+
+
+@pytest.fixture
+def ray_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's part played in this process: each block goes through the stages in turn."""
+
+    @contextmanager
+    def session(address: str | None = None) -> Iterator[adapter.Cluster]:
+        yield adapter.Cluster(cpus=2, gpus=0)
+
+    def stream(
+        items: Sequence[dict[str, Any]], block_rows: int, stages: Sequence[adapter.Stage]
+    ) -> Iterator[pa.Table]:
+        fns = [stage.fn(**stage.kwargs) for stage in stages]
+        for start in range(0, len(items), block_rows):
+            batch = pa.Table.from_pylist(list(items[start : start + block_rows]))
+            for fn in fns:
+                batch = fn(batch)
+            yield batch
+
+    monkeypatch.setattr(adapter, "session", session)
+    monkeypatch.setattr(adapter, "stream", stream)
+    monkeypatch.setattr(adapter, "put", lambda value: value)
+    monkeypatch.setattr(adapter, "get", lambda value: value)
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)  # the actors' setting
+
+
+SYNTHESIS = ["--batch-size", "4", "--max-candidates", "8"]
+
+
+def test_synthesize_tries_every_partition_writes_the_good_ones_and_lists_each_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ray_in_this_process: None
+) -> None:
+    out = tmp_path / "out"
+    assert main(["synthesize", "--spec", str(_two_partitions(tmp_path)), "--out", str(out), *SYNTHESIS]) == 1
+    assert (out / "shirts" / "report.json").is_file() and not (out / "flags").exists()
+    captured = capsys.readouterr()
+    assert "flags: failed: partition 'flags': 0 of 2 rows after 8 candidates (the budget)" in captured.err
+    assert "exact_copy 8" in captured.err and "Traceback" not in captured.err
+    table = captured.out
+    assert "shirts" in table and "complete" in table and "flags" in table and "FAILED" in table
+
+
+def test_run_validates_the_partitions_that_were_synthesized(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    ray_in_this_process: None,
+) -> None:
+    validated: list[str | None] = []
+    monkeypatch.setattr(commands_loop, "optimize_one", lambda args, partition: None)
+    monkeypatch.setattr(commands_loop, "cmd_report", lambda args: 0)
+    monkeypatch.setattr(cli, "cmd_validate", lambda args: validated.append(args.partition) or 0)
+    out = tmp_path / "run"
+    assert main(["run", "--spec", str(_two_partitions(tmp_path)), "--out", str(out), "--rows", "2"]) == 1
+    assert validated == ["shirts"]
+    assert "not synthesized: flags" in capsys.readouterr().err

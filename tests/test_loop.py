@@ -1,10 +1,12 @@
 """The AoD loop end to end with the tiny random DLM: the run directory, acceptance, stop rules,
-resume after an interruption, and the agent's call budget (against a loopback endpoint)."""
+resume after an interruption, the agent's call budget (against a loopback endpoint), and an agent
+that fails: the round fails, or with ``agent_fallback: editor`` says the editor stood in."""
 
 from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,14 +18,17 @@ import pytest
 import yaml
 
 from aod_ops.agents.prompt import Prompt
+from aod_ops.cli import main
+from aod_ops.commands_loop import round_line
 from aod_ops.dlm.generate import Candidate
-from aod_ops.errors import DataError, SpecError
+from aod_ops.errors import DataError, ModelError, SpecError
 from aod_ops.loop import (
     Evaluation,
     LoopResult,
     RoundRecord,
     optimize_partition,
     read_rounds,
+    round_file,
     stop_reason,
 )
 from aod_ops.metrics import Metrics
@@ -46,8 +51,10 @@ SCHEMA = {
 LOOP = {"rounds": 3, "candidates": 2, "proposals": 2, "target_reward": 1.0, "patience": 5}
 
 
-def make_spec(folder: Path, loop: dict[str, Any] | None = None, agent: Any = "local") -> Partition:
-    """A one-partition spec in ``folder`` running the tiny random DLM."""
+def make_spec(
+    folder: Path, loop: dict[str, Any] | None = None, agent: Any = "local", **defaults: Any
+) -> Partition:
+    """A one-partition spec in ``folder`` running the tiny random DLM (``defaults``: more settings)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dots.json").write_text(json.dumps(SCHEMA))
     rng = random.Random(1)
@@ -62,6 +69,7 @@ def make_spec(folder: Path, loop: dict[str, Any] | None = None, agent: Any = "lo
             "agent": agent,
             "loop": {**LOOP, **(loop or {})},
             "decoding": {"steps": 2, "block_length": 8, "temperature": 1.0},
+            **defaults,
         },
         "partitions": [{"name": "dots", "schema": "dots.json", "reference": "dots.jsonl", "rows": 10}],
     }
@@ -229,10 +237,12 @@ def test_stop_rules_in_order_target_patience_rounds() -> None:
 
 
 class _Agent:
-    """A loopback OpenAI-compatible endpoint that always answers with a valid instruction."""
+    """A loopback OpenAI-compatible endpoint that answers with a valid instruction (or, with
+    ``garbage`` set, with a page that is no chat completion)."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.garbage = False
         state = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -244,6 +254,8 @@ class _Agent:
                 state.calls += 1
                 text = json.dumps({"instruction": f"Write one new dot record, answer {state.calls}."})
                 body = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                if state.garbage:
+                    body = b"<html><body>It works!</body></html>"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -273,3 +285,75 @@ def test_endpoint_agent_writes_proposals_within_its_call_budget(tmp_path: Path, 
     assert [p.source for p in record.proposals] == ["editor", "agent", "editor"]
     assert record.proposals[1].prompt.instruction == "Write one new dot record, answer 1."
     assert record.agent_failures == 0  # the spent budget is not the agent failing
+
+
+def _closed_port() -> int:
+    """A localhost port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_down_agent_fails_optimize_with_one_line_naming_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    make_spec(tmp_path, {"rounds": 1}, agent={"base_url": url, "model": "m", "retries": 1})
+    code = main(["optimize", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("aod optimize: error: ")]
+    assert f"partition 'dots' round 1: the agent failed: agent endpoint {url}/v1/chat/completions: " in line
+    assert "cannot connect" in line and "(after 2 attempts)" in line
+    assert line.endswith("set agent_fallback: editor in the spec to go on without it")
+    assert not (tmp_path / "out" / "dots" / "rounds").exists()  # the failed round is not recorded
+
+
+def test_an_endpoint_answering_no_chat_completion_fails_the_round(tmp_path: Path, agent: _Agent) -> None:
+    agent.garbage = True
+    partition = make_spec(tmp_path, {"rounds": 1}, agent={"base_url": agent.url, "model": "m"})
+    with pytest.raises(
+        ModelError, match=rf"round 1: the agent failed: agent endpoint {agent.url}/v1/.*not an OpenAI"
+    ):
+        optimize_partition(partition, tmp_path / "out")
+    assert agent.calls == 1  # an answer that is not a completion is not retried
+
+
+def test_with_agent_fallback_the_editor_and_the_judge_go_on_and_the_round_says_so(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    agent = {"base_url": url, "model": "m", "retries": 0}
+    partition = make_spec(tmp_path, {"rounds": 1}, agent=agent, agent_fallback="editor", critic=True)
+    result = optimize_partition(partition, tmp_path / "out")
+    (record,) = result.rounds
+    assert [p.source for p in record.proposals] == ["editor", "editor"]
+    assert record.agent_failures == 1
+    reason = f"agent endpoint {url}/v1/chat/completions: cannot connect"
+    agent_note, critic_note = record.fallbacks
+    assert agent_note.startswith(f"agent down: editor used ({reason}") and "(after 1 attempts))" in agent_note
+    assert critic_note.startswith(f"critic down: judged without it ({reason}")
+    saved = json.loads((result.run_dir / "rounds" / "round_01.json").read_text())
+    assert saved["fallbacks"] == list(record.fallbacks)
+    assert json.loads(result.history_path.read_text())["rounds"][0]["fallbacks"] == list(record.fallbacks)
+    assert read_rounds(result.run_dir)[0].fallbacks == record.fallbacks
+    assert round_line("dots", record).endswith(f"  {agent_note}  {critic_note}")  # the printed line
+
+
+def test_a_down_critic_without_fallback_fails_the_first_judgement(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    partition = make_spec(
+        tmp_path, {"rounds": 1}, agent={"base_url": url, "model": "m", "retries": 0}, critic=True
+    )
+    with pytest.raises(ModelError, match=rf"partition 'dots': the critic failed: agent endpoint {url}/v1/"):
+        optimize_partition(partition, tmp_path / "out")
+
+
+def test_round_files_from_before_fallbacks_were_recorded_read_back(
+    tmp_path: Path, full_run: LoopResult
+) -> None:
+    copy = tmp_path / "dots"
+    (copy / "rounds").mkdir(parents=True)
+    data = json.loads(round_file(full_run.run_dir, 1).read_text())
+    del data["fallbacks"]
+    (copy / "rounds" / "round_01.json").write_text(json.dumps(data))
+    (record,) = read_rounds(copy)
+    assert record.fallbacks == () and record == full_run.rounds[0]

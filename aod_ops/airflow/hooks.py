@@ -84,7 +84,8 @@ class AoDHook(BaseHook):
 
     Host (and port): the agent's OpenAI-compatible base URL, empty for the local SmolLM2 agent;
     password: its API key; extra: ``agent_model`` (needed with a base URL), ``dlm`` (a built-in
-    DLM or a local folder), ``dlm_base_url`` (a DLM server), ``trust_remote_code``.
+    DLM or a local folder), ``dlm_base_url`` (a DLM server), ``trust_remote_code`` (lets that
+    ``dlm`` run its own code; it applies to no other model, the spec's included).
 
     :param aod_conn_id: the ``aod`` connection's id.
     """
@@ -130,10 +131,13 @@ class AoDHook(BaseHook):
         elif extra.get("agent_model") or conn.password:
             raise AoDConnectionError(f"{where}: 'agent_model' and the API key need the agent base URL (host)")
         dlm = None
+        trust = extra.get("trust_remote_code", False)
+        if not isinstance(trust, bool):
+            raise AoDConnectionError(f"{where}: 'trust_remote_code' must be true or false, got {trust!r}")
+        if trust and not extra.get("dlm"):
+            # It would otherwise look as if it trusted the spec's model, which it never does.
+            raise AoDConnectionError(f"{where}: 'trust_remote_code' trusts the connection's 'dlm'; set it")
         if extra.get("dlm") or extra.get("dlm_base_url"):
-            trust = extra.get("trust_remote_code", False)
-            if not isinstance(trust, bool):
-                raise AoDConnectionError(f"{where}: 'trust_remote_code' must be true or false, got {trust!r}")
             dlm = DLMSetting(
                 model=str(extra.get("dlm") or DLMSetting().model),
                 trust_remote_code=trust,

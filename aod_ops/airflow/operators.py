@@ -42,6 +42,7 @@ from aod_ops.airflow.exceptions import (
 from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook
 from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger
 from aod_ops.errors import AodError, DataError, SchemaError, SpecError
+from aod_ops.spec import read_yaml
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -64,12 +65,7 @@ def table_asset(partition: str) -> Asset:
 
 def _spec_yaml(path: Path) -> dict[str, Any]:
     """The spec's YAML with a ``partitions`` list, without checking the partitions themselves."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("partitions"), list) or not raw["partitions"]:
         raise SpecError(f"{path}: a spec is a mapping with 'defaults' and a non-empty 'partitions' list")
     return raw
@@ -199,16 +195,33 @@ class _ModelOperator(_PartitionOperator):
     """A partition operator that runs models: an ``aod`` connection or a DLM name may override
     the spec's.
 
+    Trusting a model's own code belongs to that model's setting alone: the spec's trust never
+    reaches the connection's DLM or ``model``, nor the connection's trust ``model``.
+
     :param model: the DLM to use instead of the spec's (e.g. ``tiny-random``).
+    :param trust_remote_code: let ``model`` run its own code (LLaDA, Dream).
     :param aod_conn_id: an ``aod`` connection whose DLM and agent endpoint replace the spec's;
         None keeps the spec's models.
     """
 
-    template_fields: Sequence[str] = (*_PartitionOperator.template_fields, "model", "aod_conn_id")
+    template_fields: Sequence[str] = (
+        *_PartitionOperator.template_fields,
+        "model",
+        "trust_remote_code",
+        "aod_conn_id",
+    )
 
-    def __init__(self, *, model: str | None = None, aod_conn_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        trust_remote_code: bool = False,
+        aod_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self.trust_remote_code = trust_remote_code
         self.aod_conn_id = aod_conn_id
 
     @cached_property
@@ -218,11 +231,14 @@ class _ModelOperator(_PartitionOperator):
         return ModelEndpoints() if conn_id is None else AoDHook(conn_id).get_conn()
 
     def overrides(self) -> dict[str, Any]:
-        """The connection's models, then ``model``, in place of the spec's."""
+        """The connection's models, then ``model``, in place of the spec's (each a whole ``dlm``
+        setting, so no trust carries over from the setting it replaces)."""
         fields = self.endpoints.overrides()
         model = _optional_str(self.model)
         if model is not None:
-            fields["dlm"] = {**fields.get("dlm", {}), "model": model}
+            fields["dlm"] = {"model": model, "trust_remote_code": self.trust_remote_code}
+        elif self.trust_remote_code:
+            raise AoDInputError("trust_remote_code trusts the operator's model, and none was given")
         return fields
 
 
@@ -417,6 +433,7 @@ class AoDSynthesizeOperator(_ModelOperator):
             rows=rows,
             actors=actors,
             model=partition.dlm.model,
+            trust_remote_code=partition.dlm.trust_remote_code,
             prompt_dir=self.prompts(),
         )
         ti = context["ti"]

@@ -278,23 +278,69 @@ def smollm2_denoiser(adapter: Path | None = None, dtype: torch.dtype | None = No
     return Denoiser(model, tokenizer, mask_id, tokenizer.eos_token_id, True, name)
 
 
+# The files through which a folder names its own Python code (``auto_map``) to transformers.
+_CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A model folder's JSON configuration file, or ModelError naming it."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model folder {path.parent}: cannot read {path.name}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"model folder {path.parent}: {path.name} is not a JSON object")
+    return raw
+
+
+def check_model(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Check, without loading any weights or code, that ``load_denoiser`` may load the model.
+
+    :raises ModelError: for an unknown name, a missing adapter, a folder without
+        ``config.json``, or a folder that ships its own code (``auto_map``) when
+        ``trust_remote_code`` was not asked for for this model.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        if name_or_path == "aod-smol-dlm" and not (ADAPTER_DIR / "adapter.safetensors").is_file():
+            raise ModelError(f"the aod-smol-dlm adapter is missing from {ADAPTER_DIR}")
+        return
+    path = Path(name_or_path)
+    if not path.is_dir():
+        raise ModelError(
+            f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) "
+            "and not a local folder"
+        )
+    if (path / "adapter_config.json").is_file():
+        return  # an adapter over SmolLM2: weights only, never code
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model folder {path} has no config.json")
+    if trust_remote_code:
+        return
+    for name in _CODE_CONFIGS:
+        file = path / name
+        # Only the mapping matters: transformers imports the folder's modules that auto_map names.
+        if file.is_file() and _read_config(file).get("auto_map"):
+            raise ModelError(
+                f"model folder {path} ships its own Python code (auto_map in {name}); it runs only "
+                "when trusted for this model: --trust-remote-code beside --model, or "
+                "trust_remote_code: true in the same dlm setting"
+            )
+
+
 def local_denoiser(path: Path, trust_remote_code: bool) -> Denoiser:
     """A model folder: a saved aod DLM, or LLaDA/Dream when ``trust_remote_code`` is given."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"model folder {path} has no config.json")
-    raw = json.loads(config_file.read_text())
-    if raw.get("auto_map") and not trust_remote_code:
-        raise ModelError(
-            f"model {path} ships its own code ({raw.get('model_type')}); pass trust_remote_code "
-            "(--trust-remote-code) to run it"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    loader = AutoModelForCausalLM if "ForCausalLM" in "".join(config.architectures or []) else AutoModel
-    model = loader.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+    check_model(str(path), trust_remote_code)
+    raw = _read_config(path / "config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        loader = AutoModelForCausalLM if "ForCausalLM" in "".join(config.architectures or []) else AutoModel
+        model = loader.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+    except (OSError, ValueError, KeyError) as exc:  # a broken or foreign folder: one line, no traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model folder {path}: cannot load it: {first}") from exc
     mask_id = raw.get("aod_mask_token_id", raw.get("mask_token_id", tokenizer.mask_token_id))
     if mask_id is None:
         raise ModelError(f"model {path} has no mask token (mask_token_id in config.json)")
@@ -309,25 +355,20 @@ def _builtin(name: str) -> Denoiser:
         return tiny_random_denoiser()
     if name == "smollm2-bidir":
         return smollm2_denoiser()
-    if not (ADAPTER_DIR / "adapter.safetensors").is_file():
-        raise ModelError(f"the aod-smol-dlm adapter is missing from {ADAPTER_DIR}")
-    return smollm2_denoiser(ADAPTER_DIR)
+    return smollm2_denoiser(ADAPTER_DIR)  # check_model saw the adapter there
 
 
 def load_denoiser(name_or_path: str, trust_remote_code: bool = False) -> Denoiser:
     """A denoiser by built-in name or local folder; built-ins are loaded once per process.
 
     A folder is either a model (``config.json``) or an adapter that ``aod adapt-dlm`` wrote
-    (``adapter_config.json``), applied over SmolLM2 as ``aod-smol-dlm`` is.
+    (``adapter_config.json``), applied over SmolLM2 as ``aod-smol-dlm`` is. A folder that ships
+    its own code loads only with ``trust_remote_code``, which belongs to this model alone.
     """
+    check_model(name_or_path, trust_remote_code)
     if name_or_path in BUILTIN_MODELS:
         return _builtin(name_or_path)
     path = Path(name_or_path)
-    if not path.is_dir():
-        raise ModelError(
-            f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) "
-            "and not a local folder"
-        )
     if (path / "adapter_config.json").is_file():
         return smollm2_denoiser(path)
     return local_denoiser(path, trust_remote_code)

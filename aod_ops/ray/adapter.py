@@ -6,6 +6,12 @@ Ray Data pieces used: ``ray.data.from_items`` for the seeds, ``Dataset.map_batch
 ``iter_batches`` whose order follows the input (``preserve_order``). Ray Data's actor pools
 restart a dead actor and retry its tasks (``max_restarts=-1``, ``max_task_retries=-1`` by
 default), which is how a killed worker is recovered.
+
+An embedded cluster keeps its sessions, logs and sockets in a folder of its own, named after the
+driver's process id (``embedded_dir``). Its processes are stopped with it, also when the driver
+is interrupted; and what a killed driver's cluster left behind (its agents and workers outlive
+it) is found by that folder alone and stopped by the next embedded session. A cluster started
+any other way (``ray start``, another program) is never touched.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import ray
 from ray.data import ActorPoolStrategy, DataContext
@@ -31,6 +42,8 @@ from aod_ops.errors import AodError
 _RAY_OWN_DEPRECATIONS = re.compile(r"`(use_push_based_shuffle|use_polars|use_arrow_tensor_v2)` is deprecated")
 # A local Ray node must register within a fixed 30 s, which an overloaded machine can miss.
 _START_ATTEMPTS = 2
+# Seconds a leftover Ray process gets to stop on SIGTERM before SIGKILL (its agents ignore it).
+_STOP_GRACE = 3.0
 # Tasks queued on each actor: enough to keep it busy, few enough that little work is thrown away
 # when the target is reached and the stream is stopped.
 _TASKS_IN_FLIGHT = 2
@@ -66,8 +79,9 @@ def session(address: str | None = None) -> Iterator[Cluster]:
 
     A Ray session already open in this process (inside a Ray job, or one the caller opened) is
     used as it is and left open. Otherwise ``address`` (or ``RAY_ADDRESS``) names a cluster to
-    join; with neither, ``ray.init()`` joins the local cluster if one is running, else starts an
-    embedded one on this machine, which is shut down at the end.
+    join; with neither, an embedded cluster is started on this machine in ``embedded_dir()``,
+    after stopping what killed drivers' embedded clusters left behind, and it is shut down at the
+    end, also when the block is interrupted.
     """
     # Ray Data logs every execution's start and end at INFO; the caller shows its own progress.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -75,19 +89,113 @@ def session(address: str | None = None) -> Iterator[Cluster]:
         yield _cluster()
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    for attempt in range(1, _START_ATTEMPTS + 1):
-        try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-            break
-        except Exception as exc:  # Ray raises bare Exceptions too (a node that timed out starting)
-            ray.shutdown()
-            if attempt == _START_ATTEMPTS:
-                where = address or "the local machine"
-                raise AodError(f"cannot start or join Ray at {where} ({attempt} attempts): {exc}") from exc
+    folder = None
+    if address is None:
+        reap_dead_clusters()
+        folder = embedded_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
+        _init(address, folder)
+        # ray.init installs its own SIGTERM handler (sys.exit); a handler the caller set (the CLI's,
+        # an Airflow task's) decides instead. Either way the ``finally`` below runs.
+        if sigterm not in (None, signal.SIG_DFL):
+            signal.signal(signal.SIGTERM, sigterm)
         yield _cluster()
     finally:
         ray.shutdown()
+        if folder is not None:
+            stop_cluster(folder)  # whatever ray.shutdown did not stop, and the folder itself
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _init(address: str | None, folder: Path | None) -> None:
+    """Join the cluster at ``address``, or start an embedded one in ``folder``."""
+    # "local" starts a new cluster: never a ``ray start`` one found on the machine.
+    where: dict[str, Any] = (
+        {"address": address} if folder is None else {"address": "local", "_temp_dir": str(folder)}
+    )
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, **where)
+            return
+        except Exception as exc:  # Ray raises bare Exceptions too (a node that timed out starting)
+            ray.shutdown()
+            if attempt == _START_ATTEMPTS:
+                place = address or "the local machine"
+                raise AodError(f"cannot start or join Ray at {place} ({attempt} attempts): {exc}") from exc
+
+
+def embedded_dir(pid: int | None = None) -> Path:
+    """The folder of the embedded cluster that process ``pid`` (default: this one) starts.
+
+    One per driver, so that its processes are known by the folder their command lines and open
+    files name; short (under ``/tmp`` unless ``RAY_TMPDIR`` says otherwise, as for Ray's own),
+    since Ray's socket paths in it must fit in 107 bytes.
+    """
+    root = Path(os.environ.get("RAY_TMPDIR") or "/tmp") / f"aod-ray-{os.getuid()}"
+    return root / str(os.getpid() if pid is None else pid)
+
+
+def reap_dead_clusters() -> list[Path]:
+    """Stop the processes that embedded clusters of killed drivers left behind and remove their
+    folders; returns the folders. A live driver's cluster is left alone."""
+    root = embedded_dir().parent
+    dead = (
+        [f for f in sorted(root.iterdir()) if f.name.isdigit() and not _driver_alive(f)]
+        if root.is_dir()
+        else []
+    )
+    for folder in dead:
+        stop_cluster(folder)
+    return dead
+
+
+def _driver_alive(folder: Path) -> bool:
+    """Whether the process named by ``folder`` is the live driver that made it (not a process that
+    was given the same id later: the folder is older than such a process)."""
+    try:
+        driver = psutil.Process(int(folder.name))
+        alive = driver.status() != psutil.STATUS_ZOMBIE
+        return alive and driver.create_time() <= folder.stat().st_mtime + 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
+        return False
+
+
+def stop_cluster(folder: Path) -> None:
+    """Stop every Ray process of the embedded cluster in ``folder`` (SIGTERM, then SIGKILL) and
+    remove the folder.
+
+    Its processes are this user's whose command line names the folder (GCS, raylet, dashboard,
+    monitors) or, for ``ray::`` processes (agents, workers), that hold a file open in it; this
+    process, the driver, is never one of them.
+    """
+    inside = f"{folder}{os.sep}"
+    found = []
+    for process in psutil.process_iter(["cmdline", "uids"]):
+        try:
+            if process.pid == os.getpid() or process.info["uids"].real != os.getuid():
+                continue
+            cmdline = process.info["cmdline"] or []
+            if any(inside in arg for arg in cmdline) or (
+                cmdline[:1]
+                and cmdline[0].startswith("ray::")
+                and any(f.path.startswith(inside) for f in process.open_files())
+            ):
+                found.append(process)
+        except (psutil.Error, AttributeError):  # gone, a zombie, or not ours to read
+            continue
+    for process in found:
+        with suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(found, timeout=_STOP_GRACE)
+    for process in alive:
+        with suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=_STOP_GRACE)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cluster() -> Cluster:

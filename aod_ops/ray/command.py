@@ -9,15 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from aod_ops.ray.synthesize import PartitionFailure, PartitionResult
+
 
 def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``synthesize`` to the ``aod`` subcommands (``sub`` is from ``add_subparsers``)."""
+    from aod_ops.cli import positive_int  # here: aod_ops.cli imports this module
+
     p: argparse.ArgumentParser = sub.add_parser(
         "synthesize",
         help="synthesize each partition's target rows on Ray into Parquet",
@@ -28,15 +33,26 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="partition spec (YAML)")
     p.add_argument("--out", required=True, help="output folder (one subfolder per partition)")
     p.add_argument("--partition", help="only this partition")
-    p.add_argument("--rows", type=int, help="target rows per partition (default: the spec's rows)")
+    p.add_argument("--rows", type=positive_int, help="target rows per partition (default: the spec's rows)")
     p.add_argument(
-        "--actors", type=int, help="DLM actors (default: one per GPU, else one per CPU, at most 8)"
+        "--actors", type=positive_int, help="DLM actors (default: one per GPU, else one per CPU, at most 8)"
     )
-    p.add_argument("--batch-size", type=int, default=16, help="candidates per model batch (default 16)")
-    p.add_argument("--threads-per-actor", type=int, help="torch CPU threads (and CPUs reserved) per actor")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="candidates per model batch (default 16)"
+    )
+    p.add_argument(
+        "--threads-per-actor", type=positive_int, help="torch CPU threads (and CPUs reserved) per actor"
+    )
     p.add_argument("--prompt-dir", type=Path, help="folder with <partition>/prompt.json from the AoD loop")
     p.add_argument("--model", help="DLM for every partition (default: the spec's dlm)")
-    p.add_argument("--max-candidates", type=int, help="candidate budget per partition (default: 10 per row)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="with --model: allow its own code (LLaDA/Dream); a spec's trust never applies to --model",
+    )
+    p.add_argument(
+        "--max-candidates", type=positive_int, help="candidate budget per partition (default: 10 per row)"
+    )
     p.add_argument("--allow-partial", action="store_true", help="keep the rows made when the budget runs out")
     p.add_argument(
         "--ray-address",
@@ -48,23 +64,40 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    """Run ``synthesize`` with a progress bar per partition, then print a summary table.
+    """``aod synthesize``: 0 when every partition was written, 1 when some failed (the others
+    were written, and each failure is listed with its reason)."""
+    return 1 if synthesize_partitions(args) else 0
+
+
+def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
+    """Run ``synthesize`` with a progress bar per partition, print a summary table, and return
+    the partitions that failed (every partition is tried).
 
     A dashboard address (``http(s)://host:8265``) submits the run as a Ray job through the Jobs
     API instead and waits for it; any other address is joined as a Ray client.
     """
+    from aod_ops.cli import check_trusted_model, console, progress_bar  # here: aod_ops.cli imports this
+
+    check_trusted_model(args)
     if args.ray_address and args.ray_address.startswith(("http://", "https://")):
         from aod_ops.ray.jobs import RayJobs, SynthesisJob, run_synthesis_job
 
         job = SynthesisJob(
-            Path(args.spec), args.out, args.partition, args.rows, args.actors, args.model, args.prompt_dir
+            spec_path=Path(args.spec),
+            out=args.out,
+            partition=args.partition,
+            rows=args.rows,
+            actors=args.actors,
+            model=args.model,
+            trust_remote_code=args.trust_remote_code,
+            prompt_dir=args.prompt_dir,
         )
         token = os.environ.get("RAY_AUTH_TOKEN")  # a cluster with token authentication
         headers = {"Authorization": f"Bearer {token}"} if token else None
         run_synthesis_job(RayJobs(args.ray_address, headers=headers), job, echo=Console(stderr=True).print)
-        return 0
+        return []
     from aod_ops.ray.synthesize import Progress as Step
-    from aod_ops.ray.synthesize import SynthesisOptions, synthesize
+    from aod_ops.ray.synthesize import SynthesisFailed, SynthesisOptions, synthesize
 
     options = SynthesisOptions(
         rows=args.rows,
@@ -73,12 +106,11 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         threads_per_actor=args.threads_per_actor,
         prompt_dir=args.prompt_dir,
         model=args.model,
+        trust_remote_code=args.trust_remote_code,
         max_candidates=args.max_candidates,
         allow_partial=args.allow_partial,
         ray_address=args.ray_address,
     )
-    from aod_ops.cli import progress_bar  # here: aod_ops.cli imports this module
-
     bar = progress_bar()
     tasks: dict[str, TaskID] = {}
 
@@ -90,10 +122,27 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         )
         bar.update(tasks[step.partition], completed=step.valid, status=status)
 
+    failures: list[PartitionFailure] = []
     with bar:
-        results = synthesize(args.spec, args.out, partition=args.partition, options=options, on_progress=show)
+        try:
+            results = synthesize(
+                args.spec, args.out, partition=args.partition, options=options, on_progress=show
+            )
+        except SynthesisFailed as failed:
+            results, failures = failed.results, failed.failures
+    _summary(args.out, results, failures)
+    for failure in failures:
+        console.print(
+            f"{failure.partition}: failed: {failure.reason}", markup=False, highlight=False, soft_wrap=True
+        )
+    return failures
+
+
+def _summary(out_dir: str, results: list[PartitionResult], failures: list[PartitionFailure]) -> None:
+    """The summary table: a line per partition and one for its held-out rows; a failed
+    partition's line says so (its reason follows the table)."""
     # Under each partition, the same figures for its held-out real rows (the ceiling).
-    table = Table(title=f"synthesized into {args.out}")
+    table = Table(title=f"synthesized into {out_dir}")
     for column in (
         "partition",
         "status",
@@ -136,9 +185,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             "",
             style="dim",
         )
+    for failure in failures:
+        table.add_row(failure.partition, "FAILED", *[""] * 8, style="red")
     # A table written to a file or a CI log is not cut to the 80 columns rich assumes there.
     out = Console()
     if not out.is_terminal:
         out.width = max(out.width, 160)
     out.print(table)
-    return 0

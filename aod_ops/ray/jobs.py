@@ -68,6 +68,7 @@ class SynthesisJob:
     :param rows: rows per partition instead of the spec's.
     :param actors: DLM actors instead of the synthesis default.
     :param model: the DLM instead of the spec's.
+    :param trust_remote_code: let ``model`` run its own code (``--trust-remote-code``).
     :param prompt_dir: a folder of ``<partition>/prompt.json`` artifacts (the loop's output); the
         selected partitions' prompts travel with the job.
     :param env_vars: environment variables for the job (never secrets: Ray shows them).
@@ -79,6 +80,7 @@ class SynthesisJob:
     rows: int | None = None
     actors: int | None = None
     model: str | None = None
+    trust_remote_code: bool = False
     prompt_dir: Path | None = None
     env_vars: Mapping[str, str] = field(default_factory=dict)
 
@@ -94,6 +96,8 @@ class SynthesisJob:
         ):
             if value is not None:
                 args += [flag, str(value)]
+        if self.model is not None and self.trust_remote_code:
+            args.append("--trust-remote-code")
         if self.prompt_dir is not None:
             args += ["--prompt-dir", PROMPT_DIR]
         return shlex.join(args)

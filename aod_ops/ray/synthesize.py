@@ -7,7 +7,8 @@ other one goes to the quarantine dataset with its reasons. The stream stops as s
 target count is reached, so the output holds exactly that many rows, and which rows they are
 depends only on the spec, the prompt and the model (not on the actor count or the timing). When
 the candidate budget is spent first, the partition fails with the counts, or keeps the rows it
-has when partial output was asked for.
+has when partial output was asked for. A failed partition does not stop the others: every
+partition is tried, and ``SynthesisFailed`` then names each failure beside what was written.
 
 Everything that can be checked is checked before Ray starts: the spec, schemas, reference
 samples, prompt artifacts, the model name and the output columns. Each partition is committed
@@ -31,7 +32,7 @@ from typing import Any, Literal
 
 from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import record_seed
-from aod_ops.dlm.models import ADAPTER_DIR, BUILTIN_MODELS
+from aod_ops.dlm.models import check_model
 from aod_ops.errors import AodError, DataError, ModelError
 from aod_ops.fidelity import Yardstick, table_reward
 from aod_ops.loop import PROMPT_FILE
@@ -63,6 +64,8 @@ class SynthesisOptions:
     :param prompt_dir: folder holding ``<partition>/prompt.json`` from the AoD loop; a partition
         without one uses its initial prompt.
     :param model: the DLM for every partition (default: each partition's ``dlm``).
+    :param trust_remote_code: let ``model`` run its own code (LLaDA, Dream). It belongs to
+        ``model`` alone: a spec's ``trust_remote_code`` never carries over to it.
     :param max_candidates: candidate budget per partition (default: 10 per target row).
     :param allow_partial: keep the rows made when the budget runs out instead of failing.
     :param ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else embedded Ray).
@@ -75,6 +78,7 @@ class SynthesisOptions:
     gpus_per_actor: float | None = None
     prompt_dir: Path | None = None
     model: str | None = None
+    trust_remote_code: bool = False
     max_candidates: int | None = None
     allow_partial: bool = False
     ray_address: str | None = None
@@ -122,6 +126,31 @@ class PartitionResult:
 
 
 @dataclass(frozen=True)
+class PartitionFailure:
+    """A partition that could not be synthesized, and why (one line)."""
+
+    partition: str
+    reason: str
+
+
+class SynthesisFailed(AodError):
+    """Some partitions failed; every partition was tried and the others were written.
+
+    :param results: the partitions written or left unchanged, in spec order.
+    :param failures: each failed partition with its reason, in spec order.
+    """
+
+    def __init__(self, results: list[PartitionResult], failures: list[PartitionFailure]) -> None:
+        self.results = results
+        self.failures = failures
+        reasons = "; ".join(f.reason for f in failures)
+        total = len(results) + len(failures)
+        super().__init__(
+            reasons if total == 1 else f"{len(failures)} of {total} partitions failed: {reasons}"
+        )
+
+
+@dataclass(frozen=True)
 class _Job:
     """One partition with everything loaded and checked before Ray starts."""
 
@@ -132,6 +161,7 @@ class _Job:
     prompt: Prompt
     prompt_source: str
     model: str
+    trust_remote_code: bool
     target: int
     budget: int
 
@@ -150,7 +180,7 @@ class _Job:
             "budget": self.budget,
             "allow_partial": allow_partial,
             "model": self.model,
-            "trust_remote_code": p.dlm.trust_remote_code,
+            "trust_remote_code": self.trust_remote_code,
             "prompt": self.prompt.to_json(),
             "seed": p.seed,
             "sensitive": list(p.sensitive),
@@ -189,7 +219,9 @@ def synthesize(
     :param options: run settings (``SynthesisOptions``).
     :param on_progress: told after every judged batch, and once when a partition starts.
     :raises AodError: for a bad spec, schema, reference, prompt, model or option (before any
-        actor starts), or when a partition's candidate budget is spent before its target.
+        actor starts).
+    :raises SynthesisFailed: after every partition was tried, when some failed (a candidate
+        budget spent before its target); it holds the results of the others.
     """
     options = options or SynthesisOptions()
     jobs = [_plan(p, options) for p in load_spec(spec).select(partition)]
@@ -202,11 +234,20 @@ def synthesize(
         if report is not None and report.get("fingerprint") == job.fingerprint(options.allow_partial):
             results[job.name] = _result(out / job.name, "unchanged", report)
     pending = [job for job in jobs if job.name not in results]
+    failures: dict[str, PartitionFailure] = {}
     if pending:
         with adapter.session(options.ray_address) as cluster:
             pool = _pool(cluster, options)
             for job in pending:
-                results[job.name] = _run(job, out, pool, options, on_progress)
+                try:
+                    results[job.name] = _run(job, out, pool, options, on_progress)
+                except AodError as exc:  # that partition's failure: the next ones are still tried
+                    failures[job.name] = PartitionFailure(job.name, str(exc))
+    if failures:
+        raise SynthesisFailed(
+            [results[j.name] for j in jobs if j.name in results],
+            [failures[j.name] for j in jobs if j.name in failures],
+        )
     return [results[job.name] for job in jobs]
 
 
@@ -216,13 +257,17 @@ def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
     output_schema(schema)  # a property named like a provenance column fails here
     reference = load_reference(partition)
     prompt, source = _prompt(partition, schema, reference, options.prompt_dir)
-    model = options.model or partition.dlm.model
-    if partition.dlm.base_url is not None and options.model is None:
+    if options.model is not None:
+        # A model given for the run is trusted only by the run's own flag, never by the spec's.
+        model, trust = options.model, options.trust_remote_code
+    elif partition.dlm.base_url is not None:
         raise ModelError(
             f"partition {partition.name!r}: synthesize runs the DLM in its actors; a DLM server "
             f"({partition.dlm.base_url}) is not supported here (pass --model)"
         )
-    _check_model(model)
+    else:
+        model, trust = partition.dlm.model, partition.dlm.trust_remote_code
+    check_model(model, trust)  # now, not in every actor
     target = options.rows or partition.rows
     return _Job(
         partition=partition,
@@ -232,6 +277,7 @@ def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
         prompt=prompt,
         prompt_source=source,
         model=model,
+        trust_remote_code=trust,
         target=target,
         budget=options.max_candidates or CANDIDATE_FACTOR * target,
     )
@@ -249,16 +295,6 @@ def _prompt(
             except (DataError, OSError, UnicodeDecodeError) as exc:
                 raise DataError(f"{path}: {exc}") from exc
     return initial_prompt(partition, schema.contents, reference), "initial"
-
-
-def _check_model(model: str) -> None:
-    """Fail now, not in every actor, when the model cannot be found."""
-    if model == "aod-smol-dlm" and not (ADAPTER_DIR / "adapter.safetensors").is_file():
-        raise ModelError(f"the aod-smol-dlm adapter is missing from {ADAPTER_DIR}")
-    if model not in BUILTIN_MODELS and not Path(model).is_dir():
-        raise ModelError(
-            f"unknown model {model!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) and not a local folder"
-        )
 
 
 def _pool(cluster: adapter.Cluster, options: SynthesisOptions) -> _Pool:
@@ -298,7 +334,7 @@ def _stages(job: _Job, pool: _Pool, batch_size: int) -> list[adapter.Stage]:
         {
             "schema": job.schema,
             "model": job.model,
-            "trust_remote_code": p.dlm.trust_remote_code,
+            "trust_remote_code": job.trust_remote_code,
             "prompt": job.prompt.render(job.schema.contents),
             "decoding": job.prompt.decoding,
             "guides": job.prompt.guides,
@@ -495,7 +531,7 @@ def _report(
         "prompt": {"version": job.prompt.version, "source": job.prompt_source},
         "settings": {
             "model": job.model,
-            "trust_remote_code": p.dlm.trust_remote_code,
+            "trust_remote_code": job.trust_remote_code,
             "seed": p.seed,
             "decoding": asdict(job.prompt.decoding),
             "actors": pool.actors,
