@@ -9,10 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aod_ops.cli import main
 from aod_ops.dlm.generate import DecodingSettings, Generator, parse_free_text, record_seed
 from aod_ops.dlm.guides import derive_guides
 from aod_ops.dlm.models import Denoiser, tiny_random_denoiser
 from aod_ops.dlm.prompting import render_prompt
+from aod_ops.errors import SchemaError
 from aod_ops.schema import compile_schema, load_schema
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "schemas"
@@ -41,9 +43,35 @@ def test_real_bench_schemas_give_valid_records(den: Denoiser) -> None:
     valid = 0
     for path in files:
         schema = load_schema(path)
-        (candidate,) = Generator(den, schema).generate(render_prompt("Write a record."), [0], FAST)
+        try:
+            generator = Generator(den, schema)
+        except SchemaError:  # no value satisfies it (test_schema_compile says which one and why)
+            continue
+        (candidate,) = generator.generate(render_prompt("Write a record."), [0], FAST)
         valid += candidate.valid
     assert valid / len(files) >= 0.9
+
+
+def test_an_unsatisfiable_schema_is_an_error_not_null_records(den: Denoiser) -> None:
+    with pytest.raises(SchemaError, match=r"no integer from 5 to 1 \(keyword 'maximum' at #\)"):
+        Generator(den, load_schema({"type": "integer", "minimum": 5, "maximum": 1}))
+
+
+def test_generate_exits_2_on_an_unsatisfiable_schema_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = tmp_path / "bad.json"
+    schema.write_text('{"type": "integer", "minimum": 5, "maximum": 1}')
+    out = tmp_path / "records.jsonl"
+    args = ["generate", "--schema", str(schema), "-n", "2", "--model", "tiny-random"]
+    assert main([*args, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert f"{schema}: no value can satisfy the schema: no integer from 5 to 1" in err
+    assert not out.exists()
+    assert main(args) == 2
+    assert capsys.readouterr().out == ""  # not a null line on stdout either
 
 
 def test_free_mode_reports_unparsable_output_as_a_candidate_not_a_crash(den: Denoiser) -> None:
@@ -138,7 +166,11 @@ def test_property_compile_and_generate_is_valid_or_says_what_it_cannot_honour(
     den: Denoiser, schema: dict, seed: int
 ) -> None:
     loaded = load_schema(schema)
-    compiled = compile_schema(loaded)
+    try:
+        compiled = compile_schema(loaded)
+    except SchemaError as error:  # a drawn pattern longer than its maxLength: nothing satisfies it
+        assert "no value can satisfy the schema" in str(error)
+        return
     (candidate,) = Generator(den, loaded, compiled).generate(render_prompt("x"), [seed], FAST)
     assert candidate.valid or compiled.unsupported, (schema, candidate.text, candidate.errors)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aod_ops.errors import SpecError
-from aod_ops.quality.suite import ExpectationSpec, extra_expectations, schema_expectations
+from aod_ops.quality.suite import CONTRACT_COLUMNS, ExpectationSpec, extra_expectations, schema_expectations
 from aod_ops.rules import parse_rules
 from aod_ops.schema import load_schema
 
@@ -26,8 +26,11 @@ def test_contract_expectations_come_first_for_any_schema() -> None:
         ("expect_column_values_to_not_be_null", "record"),
         ("expect_column_values_to_match_record_schema", "record"),
         ("expect_table_row_count_to_be_between", None),
+        ("expect_table_columns_to_be_in_set", None),
     }
     assert specs["expect_table_row_count_to_be_between", None].kwargs == {"min_value": 50}
+    # An array schema has no typed columns: the table may have the contract's columns only.
+    assert specs["expect_table_columns_to_be_in_set", None].kwargs == {"column_set": list(CONTRACT_COLUMNS)}
     assert (
         specs["expect_column_values_to_match_record_schema", "record"].kwargs["json_schema"]
         == schema.contents
@@ -58,7 +61,7 @@ def test_top_level_keywords_become_column_expectations() -> None:
     derived = {key for key, spec in specs.items() if spec.source.startswith("schema:/")}
     assert derived == {
         ("expect_column_values_to_not_be_null", "name"),
-        ("expect_column_values_to_match_regex", "name"),
+        ("expect_column_values_to_match_schema_pattern", "name"),
         ("expect_column_value_lengths_to_be_between", "name"),
         ("expect_column_values_to_not_be_null", "age"),
         ("expect_column_values_to_be_between", "age"),
@@ -71,7 +74,7 @@ def test_top_level_keywords_become_column_expectations() -> None:
         ("expect_column_values_to_be_between", "score"),
         # tags is an array (the record's JSON Schema covers it); seed is a contract column's name.
     }
-    assert specs["expect_column_values_to_match_regex", "name"].kwargs == {
+    assert specs["expect_column_values_to_match_schema_pattern", "name"].kwargs == {
         "column": "name",
         "regex": "^[A-Z]",
     }
@@ -80,6 +83,11 @@ def test_top_level_keywords_become_column_expectations() -> None:
         "min_value": 2,
         "max_value": 20,
     }
+    # The table may have the contract's columns and one per top-level property ("seed" is both).
+    assert specs["expect_table_columns_to_be_in_set", None].kwargs["column_set"] == [
+        *CONTRACT_COLUMNS,
+        *("name", "age", "plan", "tier", "mixed", "shape", "note", "score", "tags"),
+    ]
     age = specs["expect_column_values_to_be_between", "age"]
     assert age.kwargs == {
         "column": "age",

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from aod_ops.cli import main
 from aod_ops.errors import DataError
 from aod_ops.metrics import canonical_json
 from aod_ops.quality import ValidationFailed, ValidationSummary, gx_adapter, validate_partition
@@ -149,9 +151,10 @@ def test_a_good_partition_passes_every_expectation_and_gate(good: tuple[Path, Va
         "expect_column_values_to_match_record_schema",
         "expect_column_values_to_be_between",
         "expect_column_values_to_be_in_set",
-        "expect_column_values_to_match_regex",
+        "expect_column_values_to_match_schema_pattern",
         "expect_column_value_lengths_to_be_between",
         "expect_column_values_to_be_unique",
+        "expect_table_columns_to_be_in_set",
         "expect_table_row_count_to_be_between",
         "exact_match_rate",
         "field_overlap",
@@ -216,7 +219,7 @@ CASES: dict[
         with_record(3, name="jana"),
         {
             ("expect_column_values_to_match_record_schema", "record"),
-            ("expect_column_values_to_match_regex", "name"),
+            ("expect_column_values_to_match_schema_pattern", "name"),
         },
     ),
     "too long": (
@@ -417,3 +420,117 @@ def test_data_docs_come_with_a_fidelity_report(tmp_path: Path) -> None:
     assert Path(str(summary.docs_path)).parent == report.parent  # beside the GX Data Docs
     without = validate_partition(folder, WEATHER, reference, 8, partition="weather-docs")
     assert without.fidelity_report_path is None
+
+
+def test_a_pattern_failure_names_the_pattern(tmp_path: Path) -> None:
+    folder = write_partition(tmp_path / "people", with_record(3, name="jana")([dict(r) for r in GOOD]))
+    summary = validate(folder, partition="people-pattern-named")
+    (pattern,) = [
+        o for o in summary.failed if o.expectation == "expect_column_values_to_match_schema_pattern"
+    ]
+    assert pattern.observed == "pattern '^[A-Z][a-z]+$': 1 of 8 unexpected, e.g. 'jana'"
+    (record,) = [o for o in summary.failed if o.expectation == "expect_column_values_to_match_record_schema"]
+    assert record.observed.endswith("(/name: 'jana' does not match '^[A-Z][a-z]+$')")
+
+
+def test_a_column_the_schema_does_not_have_fails_naming_it(tmp_path: Path) -> None:
+    folder = write_partition(tmp_path / "people", GOOD)
+    table = pq.read_table(folder / "part-0.parquet")
+    pq.write_table(
+        table.append_column("nickname", pa.array(["x"] * table.num_rows)), folder / "part-0.parquet"
+    )
+    summary = validate(folder, partition="people-extra-column")
+    assert failures(summary) == {("expect_table_columns_to_be_in_set", "nickname")}
+    (outcome,) = summary.failed
+    assert outcome.observed.startswith("unexpected column 'nickname': neither a top-level property")
+    assert outcome.source == "contract"
+    # The contract's own columns and the schema's typed ones are what a good table has.
+    good = validate(write_partition(tmp_path / "good", GOOD), partition="people-columns-ok")
+    assert good.success, good.failed
+
+
+# A pattern that backtracks exponentially even on the regex engine: each check times out.
+HOSTILE = {
+    "type": "object",
+    "required": ["word"],
+    "properties": {"word": {"type": "string", "pattern": "^(b|b)+$"}},
+}
+
+
+def write_words(folder: Path, words: list[str]) -> Path:
+    """The output contract's Parquet of ``{"word": ...}`` records."""
+    folder.mkdir(parents=True)
+    columns = arrow_schema(load_schema(HOSTILE))
+    rows = [
+        {"record_id": f"r{i}", "partition": "words", "record": json.dumps({"word": w}), "word": w}
+        for i, w in enumerate(words)
+    ]
+    table = pa.Table.from_pylist(rows, schema=pa.unify_schemas([CONTRACT, columns]))
+    pq.write_table(table, folder / "part-0.parquet")
+    return folder
+
+
+def test_a_pattern_that_times_out_fails_its_checks_naming_the_pattern(tmp_path: Path) -> None:
+    evil = "b" * 40 + "!"
+    folder = write_words(tmp_path / "words", ["bbb", evil, "bb"])
+    started = time.monotonic()
+    summary = validate_partition(folder, HOSTILE, [], 3, partition="words-hostile")
+    assert time.monotonic() - started < 10
+    assert failures(summary) == {
+        ("expect_column_values_to_match_schema_pattern", "word"),
+        ("expect_column_values_to_match_record_schema", "record"),
+    }
+    pattern, record = sorted(summary.failed, key=lambda o: o.expectation, reverse=True)
+    assert pattern.observed.startswith("pattern '^(b|b)+$': 1 of 3 unexpected, e.g. 'bbbb")
+    assert "timed out" in pattern.observed
+    assert "(/word: pattern '^(b|b)+$' timed out" in record.observed
+    assert "at schema path #/properties/word/pattern" in record.observed
+
+
+def test_aod_validate_of_the_redos_repro_fails_fast_naming_the_pattern(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The issue's case: Python's re takes minutes on 41 a's and a '!' against ^(a+)+$.
+    schema = {
+        "type": "object",
+        "required": ["word"],
+        "properties": {"word": {"type": "string", "pattern": "^(a+)+$"}},
+    }
+    (tmp_path / "word.json").write_text(json.dumps(schema))
+    (tmp_path / "reference.jsonl").write_text('{"word": "aaa"}\n{"word": "aaaa"}\n')
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "partitions:\n  - {name: words, schema: word.json, reference: reference.jsonl, rows: 2}\n"
+    )
+    data = tmp_path / "out" / "words" / "data"
+    data.mkdir(parents=True)
+    rows = [
+        {"record_id": f"r{i}", "partition": "words", "record": json.dumps({"word": w}), "word": w}
+        for i, w in enumerate(["a" * 41 + "!", "aaaaaaa"])
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), data / "part-0.parquet")
+    started = time.monotonic()
+    code = main(["validate", "--spec", str(spec), "--data", str(tmp_path / "out")])
+    assert time.monotonic() - started < 10
+    assert code == 1
+    err = capsys.readouterr().err
+    assert (
+        "words: failed expect_column_values_to_match_schema_pattern on column word: pattern '^(a+)+$'" in err
+    )
+    assert "validation failed for: words" in err
+
+
+def test_records_nested_past_the_limit_are_unexpected_not_a_crash(tmp_path: Path) -> None:
+    deep: Any = "Bari"
+    for _ in range(100):
+        deep = {"city": deep}
+    texts = {
+        6: "[" * 5_000 + "]" * 5_000,  # past what Python's JSON parser takes
+        7: json.dumps({**GOOD[7], "address": deep}),  # parses, but nests past MAX_DEPTH
+    }
+    summary = validate(write_partition(tmp_path / "people", GOOD, texts=texts), partition="people-deep")
+    assert failures(summary) == {("expect_column_values_to_match_record_schema", "record")}
+    (record,) = summary.failed
+    assert record.observed.startswith("2 of 8 unexpected")
+    assert "nested deeper than 64 levels; the limit is 64" in record.observed
+    assert summary.unparsed_records == 2 and summary.privacy.records == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 
 from aod_ops.errors import SchemaError
 from aod_ops.schema import LoadedSchema, ValidationIssue, load_schema
+from aod_ops.schema.bounded import MAX_FORMAT_LENGTH
+from aod_ops.schema.load import MAX_DEPTH, MAX_SCHEMA_BYTES, MAX_SCHEMA_VALUES
 
 
 def write(path: Path, value: Any) -> Path:
@@ -236,8 +239,6 @@ def test_validator_is_built_once() -> None:
 
 
 def test_loads_fast_enough_for_a_coverage_run() -> None:
-    import time
-
     schema = {
         "$schema": "http://json-schema.org/draft-04/schema#",
         "type": "object",
@@ -256,3 +257,145 @@ def test_the_schema_package_imports_neither_ray_nor_airflow() -> None:
     code = "import sys, aod_ops.schema; print(sorted(m for m in ('ray', 'airflow') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# -- hostile input: patterns, depth, size -------------------------------------------------------
+
+
+def nested(levels: int, leaf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A schema of objects in objects: ``levels`` schemas, two JSON levels each (properties/a)."""
+    schema: dict[str, Any] = leaf or {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def test_a_pattern_that_times_out_is_a_clear_error_in_bounded_time() -> None:
+    # Exponential on any backtracking engine (the regex package included): 41 characters take ages.
+    loaded = load_schema({"properties": {"code": {"type": "string", "pattern": "^(c|c)+$"}}})
+    started = time.monotonic()
+    (issue,) = loaded.errors({"code": "c" * 40 + "!"})
+    assert time.monotonic() - started < 5
+    assert (issue.pointer, issue.keyword) == ("/code", "pattern")
+    assert issue.message.startswith("pattern '^(c|c)+$' timed out")
+    assert issue.message.endswith("it counts as not matching (at schema path #/properties/code/pattern)")
+    assert not loaded.is_valid({"code": "c" * 40 + "!"})
+    # The same pattern on an ordinary value: a search, as JSON Schema says.
+    assert loaded.errors({"code": "ccc"}) == [] and loaded.is_valid({"code": "ccc"})
+    assert [i.message for i in loaded.errors({"code": "x"})] == ["'x' does not match '^(c|c)+$'"]
+
+
+def test_the_redos_repro_is_fast_and_patterns_keep_search_semantics() -> None:
+    loaded = load_schema(
+        {"properties": {"word": {"type": "string", "pattern": "^(a+)+$"}, "id": {"pattern": "[0-9]"}}}
+    )
+    started = time.monotonic()
+    (issue,) = loaded.errors({"word": "a" * 41 + "!"})
+    assert time.monotonic() - started < 5
+    assert issue.message == f"'{'a' * 41}!' does not match '^(a+)+$'"
+    assert loaded.errors({"word": "aaa", "id": "x7y"}) == []  # "[0-9]" anywhere in the value
+
+
+def test_pattern_properties_that_time_out_name_the_pattern_and_the_property() -> None:
+    loaded = load_schema(
+        {"patternProperties": {"^(d|d)+$": {"type": "integer"}}, "additionalProperties": False}
+    )
+    name = "d" * 40 + "!"
+    issues = loaded.errors({name: 1, "dd": 2})
+    assert [(i.pointer, i.keyword) for i in issues] == [("", "patternProperties")]
+    assert issues[0].message.startswith("pattern '^(d|d)+$' timed out")
+    assert f"on property name {name!r}" in issues[0].message
+    assert [i.message for i in loaded.errors({"dd": "x", "e": 1})] == [
+        "'e' does not match any of the regexes: '^(d|d)+$'",
+        "'x' is not of type 'integer'",
+    ]
+
+
+def test_formats_are_checked_on_strings_up_to_a_length() -> None:
+    loaded = load_schema({"properties": {"site": {"format": "uri"}, "re": {"format": "regex"}}})
+    assert loaded.errors({"site": "https://example.com/" + "a" * 100}) == []
+    (too_long,) = loaded.errors({"site": "https://example.com/" + "a" * MAX_FORMAT_LENGTH})
+    assert too_long.keyword == "format"
+    # "regex" compiles the value: deep parentheses are an invalid value, not a RecursionError.
+    (deep,) = loaded.errors({"re": "(" * 2000 + ")" * 2000})
+    assert deep.keyword == "format"
+
+
+def test_a_schema_nested_past_the_limit_is_one_line_naming_it(tmp_path: Path) -> None:
+    assert load_schema(nested(MAX_DEPTH // 2 - 1)).draft == "draft2020-12"  # 62 levels: fine
+    path = write(tmp_path / "deep.json", nested(120))
+    with pytest.raises(SchemaError) as raised:
+        load_schema(path)
+    message = str(raised.value)
+    assert message == (
+        f"{path}: nested deeper than 64 levels at #/properties/a/properties/a/properties/a/...; "
+        "the limit is 64"
+    )
+    # Far past what Python's JSON parser takes: still one line, no RecursionError.
+    (tmp_path / "deeper.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SchemaError, match=r"deeper\.json: nested deeper than 64 levels; the limit is 64$"):
+        load_schema(tmp_path / "deeper.json")
+
+
+def test_a_ref_chain_nested_past_the_limit_is_one_line_naming_it() -> None:
+    chain = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(100)}
+    with pytest.raises(SchemaError) as raised:
+        load_schema({"$defs": {**chain, "d100": {"type": "string"}}, "$ref": "#/$defs/d0"})
+    assert str(raised.value) == (
+        "<dict>: nested deeper than 64 levels at #/$defs/d64, counting each $ref as a level; the limit is 64"
+    )
+    # A chain within the limit, and recursion (a $ref back up its own path), load.
+    short = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(30)}
+    load_schema({"$defs": {**short, "d30": {"type": "string"}}, "$ref": "#/$defs/d0"})
+    load_schema({"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"})
+
+
+def test_a_schema_larger_than_the_limits_is_one_line_naming_them(tmp_path: Path) -> None:
+    with pytest.raises(
+        SchemaError, match=f"^<dict>: more than {MAX_SCHEMA_VALUES} JSON values; the limit is"
+    ):
+        load_schema({"enum": list(range(MAX_SCHEMA_VALUES))})
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"description": "x" * MAX_SCHEMA_BYTES}))
+    with pytest.raises(
+        SchemaError, match=f"big.json: .* bytes, larger than the limit of {MAX_SCHEMA_BYTES} bytes$"
+    ):
+        load_schema(big)
+
+
+def test_a_record_nested_past_the_limit_is_invalid_not_a_crash() -> None:
+    loaded = load_schema(
+        {"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}
+    )
+    record: list[Any] = []
+    for _ in range(MAX_DEPTH):
+        record = [record]
+    assert loaded.errors(record) == [] and loaded.is_valid(record)
+    for deep in (MAX_DEPTH + 1, 5_000):  # 5,000 is far past Python's recursion limit
+        value: list[Any] = []
+        for _ in range(deep):
+            value = [value]
+        (issue,) = loaded.errors(value)
+        assert issue.pointer == "/0" * (MAX_DEPTH + 1)
+        assert (issue.message, issue.keyword, issue.value) == (
+            "nested deeper than 64 levels; the limit is 64",
+            "depth",
+            None,
+        )
+        assert not loaded.is_valid(value)
+
+
+def test_a_ref_cycle_that_never_moves_into_the_value_is_an_issue_not_a_crash() -> None:
+    loaded = load_schema(
+        {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+    )
+    (issue,) = loaded.errors(1)
+    assert issue.message == "the schema recurses without end on this value (a $ref cycle)"
+
+
+def test_unevaluated_properties_beside_pattern_properties_is_refused() -> None:
+    with pytest.raises(
+        SchemaError, match=r"unevaluatedProperties in a schema with patternProperties .* without a time limit"
+    ):
+        load_schema({"patternProperties": {"^x": {}}, "unevaluatedProperties": False})
+    load_schema({"properties": {"x": {}}, "unevaluatedProperties": False})

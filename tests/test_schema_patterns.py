@@ -5,11 +5,21 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections import Counter
 
 import jsonschema
 import pytest
 
-from aod_ops.schema.patterns import FORMAT_PATTERNS, complete, full_match, partial_match
+from aod_ops.schema import patterns
+from aod_ops.schema.patterns import (
+    FORMAT_PATTERNS,
+    GIVE_UP_AFTER,
+    UncheckedPattern,
+    complete,
+    full_match,
+    partial_match,
+    search,
+)
 
 # The nine formats the compiler must generate, and the validator whose checker knows each.
 REQUIRED_FORMATS = ["date", "date-time", "time", "email", "uri", "uuid", "ipv4", "ipv6", "hostname"]
@@ -146,3 +156,33 @@ def test_complete_stays_within_its_budget() -> None:
     # budget ends the search.
     assert complete("[a-z]{30}", "", random.Random(0), max_length=10, budget=1500) is None
     assert time.monotonic() - started < 3
+
+
+def test_search_has_json_schema_pattern_semantics() -> None:
+    assert search("[0-9]", "ab7") and search("^ab", "abc") and not search("^ab$", "abc")
+    assert search("^(a+)+$", "a" * 200) and not search("^(a+)+$", "a" * 41 + "!")  # re takes minutes
+
+
+def test_search_fails_a_pattern_that_times_out_and_gives_it_up_after_a_few(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(patterns, "_timeouts", Counter())
+    monkeypatch.setattr(patterns, "PATTERN_TIMEOUT_S", 0.01)
+    evil = "e" * 40 + "!"
+    for _ in range(GIVE_UP_AFTER):
+        started = time.monotonic()
+        with pytest.raises(
+            UncheckedPattern, match=r"^pattern '\^\(e\|e\)\+\$' timed out \(over 0.01 s on a value of 41 "
+        ):
+            search("^(e|e)+$", evil)
+        assert time.monotonic() - started < 1
+    # From then on it is not run at all, even on a value it would match at once.
+    with pytest.raises(UncheckedPattern, match="timed out 5 times already and is no longer run") as raised:
+        search("^(e|e)+$", "e")
+    assert raised.value.pattern == "^(e|e)+$"
+    assert search("^(f|f)+$", "ff")  # other patterns are unaffected
+
+
+def test_search_of_a_pattern_the_engine_cannot_compile_is_unchecked() -> None:
+    with pytest.raises(UncheckedPattern, match="cannot be compiled"):
+        search("(", "x")

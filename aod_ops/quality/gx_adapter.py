@@ -13,10 +13,21 @@ partition written by Ray is a folder of files.
 The ``record`` column is checked by ``ExpectColumnValuesToMatchRecordSchema``, a subclass of
 GX's ``ExpectColumnValuesToMatchJsonSchema`` (same arguments and rendering) with its own metric:
 GX's metric calls ``jsonschema.validate`` per row, which re-checks the schema against its
-meta-schema every time (about 10 ms a row: 20k rows took 77 s here). Ours builds the validator
-once per schema, with the schema's registry (``$ref`` to other files) and format checking, as
-the rest of aod_ops validates, and counts a null or non-JSON value as unexpected rather than
-raising.
+meta-schema every time (about 10 ms a row: 20k rows took 77 s here). Ours validates with the
+``LoadedSchema`` (validator built once, the schema's registry for ``$ref`` to other files,
+formats checked, patterns matched in bounded time), as the rest of aod_ops validates, and counts
+a null, non-JSON or too deeply nested value as unexpected rather than raising. An example of an
+unexpected record is shown with its first validation issue.
+
+A top-level ``pattern`` is checked by ``ExpectColumnValuesToMatchSchemaPattern``: GX's
+``ExpectColumnValuesToMatchRegex`` (same arguments and rendering) whose metric matches through
+``aod_ops.schema.patterns.search``, on the ``regex`` engine under a time limit, since GX's pandas
+metric uses Python's ``re``, which backtracks exponentially on a hostile pattern (``^(a+)+$``).
+A value the pattern times out on is unexpected; the outcome names the pattern, and says so of
+each example it times out on.
+
+``ExpectTableColumnsToBeInSet`` fails a table with a column outside its ``column_set`` (the
+contract's and the schema's typed columns), naming the column.
 
 A cross-field rule that GX's column-pair expectations cannot state (``Displacement >= 15 *
 Cylinders``) is checked by ``ExpectColumnValuesToSatisfyRule`` on the ``record`` column: its
@@ -44,18 +55,22 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from great_expectations.execution_engine import PandasExecutionEngine
-from great_expectations.expectations import ExpectColumnValuesToMatchJsonSchema
-from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations import (
+    ExpectColumnValuesToMatchJsonSchema,
+    ExpectColumnValuesToMatchRegex,
+)
+from great_expectations.expectations.expectation import BatchExpectation, ColumnMapExpectation
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 from great_expectations.expectations.metrics import ColumnMapMetricProvider, column_condition_partial
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent
 from great_expectations.render.renderer.renderer import renderer
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 
 from aod_ops.errors import SpecError
 from aod_ops.metrics import leaves
 from aod_ops.quality.suite import (
+    COLUMNS_EXPECTATION,
+    PATTERN_EXPECTATION,
+    RECORD_SCHEMA_EXPECTATION,
     RULE_EXPECTATION,
     RULE_SOURCE,
     ExpectationOutcome,
@@ -63,7 +78,8 @@ from aod_ops.quality.suite import (
     column_of,
 )
 from aod_ops.rules import Rule, parse_rule
-from aod_ops.schema import LoadedSchema
+from aod_ops.schema import LoadedSchema, load_schema
+from aod_ops.schema.patterns import UncheckedPattern, search
 
 DATASOURCE = "aod"
 RESULT_FORMAT = "SUMMARY"
@@ -71,32 +87,42 @@ _SOURCE_KEY = "aod_source"  # expectation meta naming why the expectation exists
 _EXAMPLES = 3
 
 
-# Validators by canonical schema text, registered by ``register_schema`` before a run.
-_VALIDATORS: dict[str, Validator] = {}
+# Schemas by canonical text, registered by ``register_schema`` before a run.
+_SCHEMAS: dict[str, LoadedSchema] = {}
 
 
 def register_schema(schema: LoadedSchema) -> None:
-    """Let the record-schema expectation validate with ``schema``'s own validator (refs, formats)."""
-    _VALIDATORS[_schema_key(schema.contents)] = schema.validator()
+    """Let the record-schema expectation validate with ``schema`` itself (refs, formats, patterns)."""
+    _SCHEMAS[_schema_key(schema.contents)] = schema
 
 
 def _schema_key(schema: Any) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
-def _validator(schema: dict[str, Any]) -> Validator:
-    key = _schema_key(schema)
-    if key not in _VALIDATORS:
-        # A schema nobody registered (a user's suite file): its draft's validator, formats on.
-        cls = validator_for(schema)
-        _VALIDATORS[key] = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    return _VALIDATORS[key]
+def _schema(json_schema: dict[str, Any]) -> LoadedSchema:
+    key = _schema_key(json_schema)
+    if key not in _SCHEMAS:
+        # A schema nobody registered (a user's suite file): loaded and checked like any other.
+        _SCHEMAS[key] = load_schema(json_schema)
+    return _SCHEMAS[key]
 
 
-def _matches(validator: Validator, text: Any) -> bool:
+def _parse(text: Any) -> Any:
+    """The JSON value of a ``record`` cell; ``ValueError`` when it is not JSON text (or nests past
+    what the parser takes)."""
+    if not isinstance(text, str):
+        raise ValueError("not text")
     try:
-        return isinstance(text, str) and validator.is_valid(json.loads(text))
-    except json.JSONDecodeError:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
+
+
+def _matches(schema: LoadedSchema, text: Any) -> bool:
+    try:
+        return schema.is_valid(_parse(text))
+    except ValueError:  # json.JSONDecodeError is one
         return False
 
 
@@ -108,8 +134,7 @@ class ColumnValuesMatchRecordSchema(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: pd.Series, json_schema: dict[str, Any], **kwargs: Any) -> pd.Series:
-        validator = _validator(json_schema)
-        return column.map(functools.partial(_matches, validator))
+        return column.map(functools.partial(_matches, _schema(json_schema)))
 
 
 class ExpectColumnValuesToMatchRecordSchema(ExpectColumnValuesToMatchJsonSchema):
@@ -119,6 +144,76 @@ class ExpectColumnValuesToMatchRecordSchema(ExpectColumnValuesToMatchJsonSchema)
     """
 
     map_metric = "column_values.match_record_schema"
+
+
+def _matches_pattern(pattern: str, value: Any) -> bool:
+    try:
+        return search(pattern, str(value))
+    except UncheckedPattern:
+        return False  # the outcome's examples say why (_pattern_example)
+
+
+class ColumnValuesMatchSchemaPattern(ColumnMapMetricProvider):
+    """Per value: JSON Schema's ``pattern`` (``regex``) matches somewhere in it, in bounded time."""
+
+    condition_metric_name = "column_values.match_schema_pattern"
+    condition_value_keys = ("regex",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, regex: str, **kwargs: Any) -> pd.Series:
+        return column.map(functools.partial(_matches_pattern, regex))
+
+
+class ExpectColumnValuesToMatchSchemaPattern(ExpectColumnValuesToMatchRegex):
+    """Expect the column's values to match a JSON Schema ``pattern`` (a search), in bounded time.
+
+    GX's ``ExpectColumnValuesToMatchRegex`` with a metric on the ``regex`` engine under a time
+    limit; a value the pattern times out on is unexpected.
+    """
+
+    map_metric = "column_values.match_schema_pattern"
+
+
+class ExpectTableColumnsToBeInSet(BatchExpectation):
+    """Expect every column of the table to be one of ``column_set`` (one of them may be missing).
+
+    :param column_set: the columns the table may have.
+    """
+
+    column_set: list[str]
+
+    metric_dependencies = ("table.columns",)
+    success_keys = ("column_set",)
+    args_keys = ("column_set",)
+
+    def _validate(
+        self,
+        metrics: dict[str, Any],
+        runtime_configuration: dict[str, Any] | None = None,
+        execution_engine: Any = None,
+    ) -> dict[str, Any]:
+        allowed = set(self.column_set)
+        columns = [str(column) for column in metrics["table.columns"]]
+        unexpected = [column for column in columns if column not in allowed]
+        return {
+            "success": not unexpected,
+            "result": {"observed_value": columns, "details": {"unexpected": unexpected}},
+        }
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls, configuration: ExpectationConfiguration | None = None, *args: Any, **kwargs: Any
+    ) -> list[RenderedStringTemplateContent]:
+        # Data Docs would otherwise show the expectation's raw kwargs.
+        params = dict(configuration.kwargs) if configuration is not None else {}
+        params["columns"] = ", ".join(map(str, params.get("column_set") or ()))
+        return [
+            RenderedStringTemplateContent(
+                content_block_type="string_template",
+                string_template={"template": "Every column must be one of: $columns.", "params": params},
+            )
+        ]
 
 
 @functools.lru_cache(maxsize=256)
@@ -271,18 +366,32 @@ def _docs_site(ctx: Any, name: str, docs_dir: Path) -> str:
 def _outcome(result: Any) -> ExpectationOutcome:
     config = result.expectation_config
     source = str((config.meta or {}).get(_SOURCE_KEY, "user"))
+    column = column_of(config.kwargs)
     show = _short
     if config.type == RULE_EXPECTATION:
         show = functools.partial(_rule_fields, _rule(str(config.kwargs["rule"])))
     elif source.startswith(RULE_SOURCE):
         show = functools.partial(_pair_fields, (config.kwargs["column_A"], config.kwargs["column_B"]))
+    elif config.type == PATTERN_EXPECTATION:
+        show = functools.partial(_pattern_example, str(config.kwargs["regex"]))
+    elif config.type == RECORD_SCHEMA_EXPECTATION:
+        show = functools.partial(_record_example, config.kwargs["json_schema"])
     observed = _observed(result.result or {}, result.exception_info or {}, show)
     if source.startswith(RULE_SOURCE):
         # The expectation's own name says "pair values" or "satisfy rule"; a person wants the rule.
         observed = f"rule {source.removeprefix(RULE_SOURCE)}: {observed}"
+    elif config.type == PATTERN_EXPECTATION:
+        observed = f"pattern {config.kwargs['regex']!r}: {observed}"
+    elif config.type == COLUMNS_EXPECTATION and not result.success:
+        unexpected = (result.result or {}).get("details", {}).get("unexpected") or []
+        column = ", ".join(unexpected) or None
+        observed = (
+            f"unexpected column{'s' if len(unexpected) > 1 else ''} {', '.join(map(repr, unexpected))}: "
+            "neither a top-level property of the schema nor a column of the output contract"
+        )
     return ExpectationOutcome(
         expectation=str(config.type),
-        column=column_of(config.kwargs),
+        column=column,
         success=bool(result.success),
         observed=observed,
         source=source,
@@ -301,9 +410,36 @@ def _observed(
         return str(result["observed_value"])
     if "unexpected_count" in result:
         text = f"{result['unexpected_count']} of {result.get('element_count')} unexpected"
-        examples = list(dict.fromkeys(map(show or _short, result.get("partial_unexpected_list") or [])))
-        return f"{text}, e.g. {', '.join(examples[:_EXAMPLES])}" if examples else text
+        examples: list[str] = []
+        for value in result.get("partial_unexpected_list") or []:
+            # Shown one at a time: showing an example may validate it again, which takes time.
+            example = (show or _short)(value)
+            if example not in examples:
+                examples.append(example)
+            if len(examples) == _EXAMPLES:
+                break
+        return f"{text}, e.g. {', '.join(examples)}" if examples else text
     return ""
+
+
+def _pattern_example(pattern: str, value: Any) -> str:
+    """A value that fails a pattern, with the reason when the pattern could not be checked on it."""
+    try:
+        search(pattern, str(value))
+    except UncheckedPattern as error:
+        return f"{_short(value)} ({error.problem})"
+    return _short(value)
+
+
+def _record_example(json_schema: dict[str, Any], text: Any) -> str:
+    """A record that fails its schema, with its first issue (where, and why)."""
+    try:
+        issues = _schema(json_schema).errors(_parse(text))
+    except ValueError as error:
+        return f"{_short(text)} (not JSON: {error})"
+    if not issues:
+        return _short(text)
+    return f"{_short(text)} ({issues[0].pointer or '/'}: {issues[0].message})"
 
 
 def _rule_fields(rule: Rule, text: Any) -> str:

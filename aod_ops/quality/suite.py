@@ -5,7 +5,8 @@ keyword arguments, turned into a GX object by the adapter (``gx_adapter.py``) on
 checkpoint runs.
 
 From the output contract: ``record_id`` and ``record`` not null, ``record_id`` unique, the row
-count at least the target, and the ``record`` column (JSON text) valid against the whole schema
+count at least the target, no column but the contract's and the typed columns of the schema's
+top-level properties, and the ``record`` column (JSON text) valid against the whole schema
 (formats checked).
 From each top-level property (its typed column; ``$ref`` followed within the schema):
 
@@ -13,7 +14,8 @@ From each top-level property (its typed column; ``$ref`` followed within the sch
 - ``enum``/``const`` of scalars of one JSON type -> values in set;
 - ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum`` on a number or integer
   -> values between (strict for exclusive bounds; draft 4's boolean form too);
-- ``pattern`` on a string -> values match the regex (a search, as in JSON Schema);
+- ``pattern`` on a string -> values match the pattern (a search, as in JSON Schema, on the
+  ``regex`` engine under a time limit: a value the pattern times out on is unexpected);
 - ``minLength``/``maxLength`` on a string -> value lengths between.
 
 Nested properties are checked through the ``record`` column's JSON Schema expectation.
@@ -49,6 +51,12 @@ CONTRACT_COLUMNS = ("record_id", "partition", "record", "prompt_version", "model
 
 RECORD_SCHEMA_EXPECTATION = "expect_column_values_to_match_record_schema"
 """GX's ``expect_column_values_to_match_json_schema`` with a fast metric (see ``gx_adapter``)."""
+
+PATTERN_EXPECTATION = "expect_column_values_to_match_schema_pattern"
+"""GX's ``expect_column_values_to_match_regex`` matched in bounded time (see ``gx_adapter``)."""
+
+COLUMNS_EXPECTATION = "expect_table_columns_to_be_in_set"
+"""Every column of the table is one of ``column_set`` (a custom expectation, see ``gx_adapter``)."""
 
 RULE_EXPECTATION = "expect_column_values_to_satisfy_rule"
 """Each ``record`` (JSON text) keeps a cross-field rule; a custom expectation (see ``gx_adapter``)."""
@@ -124,6 +132,7 @@ def schema_expectations(
             "schema",
         ),
         ExpectationSpec("expect_table_row_count_to_be_between", {"min_value": target_rows}, "contract"),
+        ExpectationSpec(COLUMNS_EXPECTATION, {"column_set": table_columns(schema)}, "contract"),
     ]
     resolver = schema.registry.resolver(schema.base_uri)
     root = _follow(schema.contents, resolver)
@@ -139,6 +148,12 @@ def schema_expectations(
         if resolved is not None:
             specs.extend(_property_expectations(name, resolved, name in required, draft4))
     return specs + rule_expectations(schema, rules)
+
+
+def table_columns(schema: LoadedSchema) -> list[str]:
+    """The columns a partition's table may have: the contract's, then the schema's typed columns."""
+    typed = [name for name in arrow_schema(schema).names if name not in CONTRACT_COLUMNS]
+    return [*CONTRACT_COLUMNS, *typed]
 
 
 def rule_expectations(schema: LoadedSchema, rules: Sequence[Rule]) -> list[ExpectationSpec]:
@@ -235,7 +250,7 @@ def _property_expectations(
             expect("values_to_be_between", "bounds", **bounds)
     if types and types <= {"string", "null"} and "string" in types:
         if isinstance(subschema.get("pattern"), str):
-            expect("values_to_match_regex", "pattern", regex=subschema["pattern"])
+            expect("values_to_match_schema_pattern", "pattern", regex=subschema["pattern"])
         lengths = {
             key: subschema[keyword]
             for key, keyword in (("min_value", "minLength"), ("max_value", "maxLength"))

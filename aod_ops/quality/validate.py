@@ -2,9 +2,10 @@
 
 The partition is read from its path (a dataset folder of ``*.parquet`` files, sub-folders such as
 a quarantine left out, or one Parquet file) with pyarrow; its ``record`` column (JSON text) is
-parsed for the privacy figures, which cover every row whose record parses (a row that breaks the
-schema fails the suite, and may still leak). Beside the data go ``validation_result.json`` (GX's full
-validation result) and ``privacy_report.json``; the caller gets a small ``ValidationSummary``.
+parsed for the privacy figures, which cover every row whose record parses and nests no deeper
+than the schema package's ``MAX_DEPTH`` (a row that breaks the schema fails the suite, and may
+still leak). Beside the data go ``validation_result.json`` (GX's full validation result) and
+``privacy_report.json``; the caller gets a small ``ValidationSummary``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aod_ops.quality.suite import (
 )
 from aod_ops.rules import Rule
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
+from aod_ops.schema.load import too_deep
 
 RESULT_FILE = "validation_result.json"
 PRIVACY_FILE = "privacy_report.json"
@@ -225,16 +227,20 @@ def _fidelity_report(
 
 
 def _parsed_records(table: pa.Table) -> tuple[list[str], list[Any]]:
-    """Record ids and parsed records; a record that is not JSON is left out (GX reports it)."""
+    """Record ids and parsed records; a record that is not JSON, or nests too deeply for the
+    privacy figures' walk over its leaves, is left out (GX reports it)."""
     ids: list[str] = []
     records: list[Any] = []
     for record_id, text in zip(
         table.column(RECORD_ID).to_pylist(), table.column(RECORD).to_pylist(), strict=True
     ):
         try:
-            records.append(json.loads(text))
-        except (TypeError, json.JSONDecodeError):
+            record = json.loads(text)
+        except (TypeError, json.JSONDecodeError, RecursionError):
             continue
+        if too_deep(record) is not None:
+            continue
+        records.append(record)
         ids.append(str(record_id))
     return ids, records
 

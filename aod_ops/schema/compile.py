@@ -10,9 +10,11 @@ Soundness comes first: a node describes only instances the schema accepts, as fa
 compiler can tell. A branch, optional property or array position that cannot be satisfied
 (``false``, an empty enum, contradicting bounds, a pattern with no match in its length range,
 recursion past ``max_depth``) is left out; when something required cannot be satisfied, the
-whole location is. A keyword that is enforced by the validator but not expressed in the tree
-is listed in ``CompiledSchema.unsupported`` with its schema pointer; generated records are
-validated afterwards, so such a keyword is checked, never silently dropped.
+whole location is. When that reaches the root, no record can be written: ``compile_schema``
+raises ``SchemaError`` with the pointer and the reason. A keyword that is enforced by the
+validator but not expressed in the tree is listed in ``CompiledSchema.unsupported`` with its
+schema pointer; generated records are validated afterwards, so such a keyword is checked, never
+silently dropped.
 
 Known approximations (listed as unsupported where they can make a record invalid): each
 ``oneOf`` branch excludes the other members only where their negation is expressible (a
@@ -52,7 +54,7 @@ from aod_ops.schema.nodes import (
     UnionNode,
     Unsupported,
 )
-from aod_ops.schema.patterns import FORMAT_PATTERNS, complete, full_match
+from aod_ops.schema.patterns import FORMAT_PATTERNS, UncheckedPattern, complete, full_match, search
 
 # Bounds that keep compilation to milliseconds and make it impossible to hang.
 MAX_BRANCHES = 16  # branches kept per union
@@ -190,22 +192,27 @@ def compile_schema(schema: LoadedSchema, max_depth: int = 3) -> CompiledSchema:
 
     ``max_depth`` bounds recursion: a ``$ref`` is followed at most ``max_depth`` times along one
     path; past that, optional recursive properties are left out, arrays of recursive items stay
-    at their minimum length, and union branches that recurse are dropped. A schema with no
-    instance the compiler can build gets an empty ``UnionNode`` root, and the reason is listed.
+    at their minimum length, and union branches that recurse are dropped.
+
+    :raises SchemaError: when no instance can be built (``false``, an empty enum, contradicting
+        bounds, a required part that cannot be satisfied), naming the schema pointer and the
+        reason; also when the schema is too large or nests too deeply to compile.
     """
     compiler = _Compiler(schema, max_depth)
     scope = Scope(schema.registry.resolver(schema.base_uri), schema.base_uri, schema.specification)
-    root: Node
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # re's notes on odd but valid patterns
             root = compiler.compile([_Part(schema.contents, scope, "")], ())
     except _Impossible as error:
-        compiler.note(error.pointer, error.keyword, error.reason)
-        root = UnionNode(())
-    except (_TooLarge, RecursionError) as error:
-        compiler.note("", "$ref", str(error) or "schema nested too deeply to compile")
-        root = UnionNode(())
+        raise SchemaError(
+            f"{schema.source}: no value can satisfy the schema: {error.reason} "
+            f"(keyword {error.keyword!r} at #{error.pointer})"
+        ) from None
+    except _TooLarge as error:
+        raise SchemaError(f"{schema.source}: {error}") from None
+    except RecursionError:
+        raise SchemaError(f"{schema.source}: the schema nests too deeply through $ref to compile") from None
     return CompiledSchema(root=root, unsupported=tuple(compiler.unsupported.values()))
 
 
@@ -689,7 +696,11 @@ class _Compiler:
                 maximum = math.ceil(maximum) - 1 if exclusive_max else math.floor(maximum)
             exclusive_min = exclusive_max = False
         if not _has_value_between(minimum, maximum, exclusive_min, exclusive_max, step):
-            raise _Impossible(pointer, "maximum", "no number satisfies the bounds and multipleOf together")
+            lower = f"{'above' if exclusive_min else 'from'} {minimum}"
+            upper = f"{'below' if exclusive_max else 'to'} {maximum}"
+            multiple = f" is a multiple of {step}" if step else ""
+            kind = "integer" if integer else "number"
+            raise _Impossible(pointer, "maximum", f"no {kind} {lower} {upper}{multiple}")
         hints = tuple(
             float(h)
             for h in _hints(parts)
@@ -815,7 +826,7 @@ class _Compiler:
             patterns = part.get("patternProperties")
             if isinstance(patterns, dict):
                 for pattern, schema in patterns.items():
-                    if _search(pattern, name):
+                    if self._search(part, pattern, name):
                         subparts.append(part.sub(schema, "patternProperties", pattern))
                         matched = True
             if not matched:
@@ -831,6 +842,16 @@ class _Compiler:
                     part.at("propertyNames"), "propertyNames", f"{name!r} is not an allowed name"
                 )
         return self.compile(subparts, stack)
+
+    def _search(self, part: _Part, pattern: str, name: str) -> bool:
+        """Whether a patternProperties pattern matches ``name``; one that cannot be checked in
+        time makes the property impossible, as validation would reject it."""
+        try:
+            return search(pattern, name)
+        except UncheckedPattern as error:
+            raise _Impossible(
+                part.at("patternProperties", pattern), "patternProperties", str(error)
+            ) from None
 
     def _extra_properties(
         self,
@@ -1145,14 +1166,6 @@ def _combine(pieces: list[str]) -> str | None:
 @lru_cache(maxsize=8192)
 def _completion(pattern: str, min_length: int, max_length: int | None) -> str | None:
     return complete(pattern, "", random.Random(_SEED), min_length, max_length)
-
-
-def _search(pattern: str, text: str) -> bool:
-    """JSON Schema's pattern semantics (as jsonschema checks them: ``re.search``)."""
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False
 
 
 def _lcm(a: Fraction, b: Fraction) -> Fraction | None:

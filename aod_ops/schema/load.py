@@ -5,6 +5,12 @@
 registry: local pointers and anchors, the standard meta-schemas, and other schema files next to
 the schema (read from disk once, at load time). Every problem is a ``SchemaError`` whose message
 names the file and, where there is one, the JSON pointer of the offending keyword.
+
+Hostile input is bounded: a schema file larger than ``MAX_SCHEMA_BYTES``, a document of more
+than ``MAX_SCHEMA_VALUES`` JSON values, or one nested deeper than ``MAX_DEPTH`` levels (a
+``$ref`` counting as a level) is refused with a one-line error naming the limit; a record nested
+deeper than ``MAX_DEPTH`` is invalid, never a ``RecursionError``. Validation matches schema
+patterns and checks formats in bounded time (``bounded.py``).
 """
 
 from __future__ import annotations
@@ -26,25 +32,55 @@ from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing import Registry, Resource, Specification
 
 from aod_ops.errors import SchemaError
+from aod_ops.schema.bounded import bounded_validator
+from aod_ops.schema.patterns import UncheckedPattern
 
 # Normalised $schema URI (no scheme, no trailing '#' or '/') -> (name, validator, specification).
+# The validators match patterns and check formats in bounded time (bounded.py).
 _DRAFTS: dict[str, tuple[str, type[Validator], Specification[Any]]] = {
-    "json-schema.org/draft-04/schema": ("draft4", jsonschema.Draft4Validator, referencing.jsonschema.DRAFT4),
-    "json-schema.org/draft-06/schema": ("draft6", jsonschema.Draft6Validator, referencing.jsonschema.DRAFT6),
-    "json-schema.org/draft-07/schema": ("draft7", jsonschema.Draft7Validator, referencing.jsonschema.DRAFT7),
+    "json-schema.org/draft-04/schema": (
+        "draft4",
+        bounded_validator(jsonschema.Draft4Validator),
+        referencing.jsonschema.DRAFT4,
+    ),
+    "json-schema.org/draft-06/schema": (
+        "draft6",
+        bounded_validator(jsonschema.Draft6Validator),
+        referencing.jsonschema.DRAFT6,
+    ),
+    "json-schema.org/draft-07/schema": (
+        "draft7",
+        bounded_validator(jsonschema.Draft7Validator),
+        referencing.jsonschema.DRAFT7,
+    ),
     "json-schema.org/draft/2019-09/schema": (
         "draft2019-09",
-        jsonschema.Draft201909Validator,
+        bounded_validator(jsonschema.Draft201909Validator),
         referencing.jsonschema.DRAFT201909,
     ),
     "json-schema.org/draft/2020-12/schema": (
         "draft2020-12",
-        jsonschema.Draft202012Validator,
+        bounded_validator(jsonschema.Draft202012Validator),
         referencing.jsonschema.DRAFT202012,
     ),
 }
 _BY_NAME = {name: (cls, spec) for name, cls, spec in _DRAFTS.values()}
 _DEFAULT_DRAFT = "json-schema.org/draft/2020-12/schema"
+
+MAX_DEPTH = 64
+"""How many levels a schema document, a chain of ``$ref`` through schemas, or a record may nest.
+
+Each object or array is a level, and so is each ``$ref`` followed. Real schemas stay far below
+(JSONSchemaBench's deepest are 24 levels, KubeRay's CRDs 31); validating and compiling recurse
+several Python frames per level, so past about 200 levels they would hit Python's recursion limit.
+"""
+
+MAX_SCHEMA_BYTES = 4 * 2**20
+"""The largest schema file read (JSONSchemaBench's largest is 330 KB)."""
+
+MAX_SCHEMA_VALUES = 100_000
+"""The most JSON values a schema document may hold (the largest seen: 4,000 in JSONSchemaBench,
+14,000 in a KubeRay CRD)."""
 
 # Keywords whose value is a schema, a list of schemas, or a map of names to schemas.
 SCHEMA_KEYWORDS = frozenset(
@@ -75,7 +111,8 @@ class ValidationIssue:
 
     ``pointer`` is the JSON pointer of the offending value in the instance ("" for the root),
     ``keyword`` the schema keyword that failed (``"pattern"``, ``"required"``...), ``value`` the
-    offending instance value itself.
+    offending instance value itself (None past ``MAX_DEPTH``, keyword ``"depth"``: printing it
+    could recurse past Python's limit).
     """
 
     pointer: str
@@ -102,7 +139,7 @@ class LoadedSchema:
 
     @property
     def validator_class(self) -> type[Validator]:
-        """The ``jsonschema`` validator class of this schema's draft."""
+        """The ``jsonschema`` validator class of this schema's draft, its patterns and formats bounded."""
         return _BY_NAME[self.draft][0]
 
     @property
@@ -120,15 +157,34 @@ class LoadedSchema:
         validator: Validator = self._memo["validator"]
         return validator
 
+    def is_valid(self, instance: Any) -> bool:
+        """Whether ``instance`` is valid (``errors`` is empty), found faster: it stops at the first."""
+        if too_deep(instance) is not None:
+            return False
+        try:
+            return bool(self.validator().is_valid(instance))
+        except Exception:  # as in errors(): a value that cannot be checked is not valid
+            return False
+
     def errors(self, instance: Any) -> list[ValidationIssue]:
         """Every way ``instance`` breaks the schema, most specific error first per location.
 
         An ``anyOf``/``oneOf`` failure is reported through its most relevant sub-error
-        (``jsonschema.exceptions.best_match``), which names the real culprit.
+        (``jsonschema.exceptions.best_match``), which names the real culprit. A value nested
+        deeper than ``MAX_DEPTH`` gets one issue at the first place past the limit; a pattern that
+        timed out names itself and its place in the schema.
         """
+        deep = too_deep(instance)
+        if deep is not None:
+            message = f"nested deeper than {MAX_DEPTH} levels; the limit is {MAX_DEPTH}"
+            return [ValidationIssue(pointer=deep, message=message, keyword="depth", value=None)]
         issues = []
         try:
             errors = list(self.validator().iter_errors(instance))
+        except RecursionError:
+            # A $ref cycle that never moves into the value recurses for ever.
+            message = "the schema recurses without end on this value (a $ref cycle)"
+            return [ValidationIssue(pointer="", message=message, keyword="$ref", value=instance)]
         except Exception as crash:
             # jsonschema itself fails on some malformed schemas (a non-string "id" it walks
             # into): the record cannot be shown valid, so it is reported invalid, not a crash.
@@ -136,10 +192,13 @@ class LoadedSchema:
             return [ValidationIssue(pointer="", message=message, keyword="schema", value=instance)]
         for error in errors:
             best = best_match([error]) or error
+            message = best.message
+            if isinstance(best.cause, UncheckedPattern):
+                message += f" (at schema path #{json_pointer(best.absolute_schema_path)})"
             issues.append(
                 ValidationIssue(
                     pointer=json_pointer(best.absolute_path),
-                    message=best.message,
+                    message=message,
                     keyword=str(best.validator),
                     value=best.instance,
                 )
@@ -157,7 +216,9 @@ def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
 
     Raises ``SchemaError`` for an unreadable file, invalid JSON (with line and column), an
     unknown ``$schema``, a schema that breaks its meta-schema (with the JSON pointer of the bad
-    keyword), or a ``$ref`` that cannot be resolved (with the pointer of the ``$ref``).
+    keyword), a ``$ref`` that cannot be resolved (with the pointer of the ``$ref``), a schema
+    past a size or nesting limit (naming the limit), or ``unevaluatedProperties`` beside
+    ``patternProperties`` (which ``jsonschema`` would match with no time limit).
     """
     if isinstance(source, dict):
         name, path, contents = "<dict>", None, source
@@ -171,6 +232,7 @@ def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
     if not isinstance(contents, dict):
         kind = type(contents).__name__
         raise SchemaError(f"{name}: a JSON Schema must be an object or a boolean, not {kind}")
+    _check_size(contents, name)
     draft, cls, spec = _draft(contents, name)
     _check_against_meta_schema(contents, cls, name)
 
@@ -192,6 +254,9 @@ def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
 
 def _read_json(path: Path) -> Any:
     try:
+        size = path.stat().st_size
+        if size > MAX_SCHEMA_BYTES:
+            raise SchemaError(f"{path}: {size} bytes, larger than the limit of {MAX_SCHEMA_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
@@ -202,6 +267,58 @@ def _read_json(path: Path) -> Any:
         raise SchemaError(
             f"{path}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
+    except RecursionError:  # the JSON parser recurses once per level: a few hundred levels is its end
+        raise SchemaError(
+            f"{path}: nested deeper than {MAX_DEPTH} levels; the limit is {MAX_DEPTH}"
+        ) from None
+
+
+def _check_size(contents: Any, name: str) -> None:
+    """``SchemaError`` naming the limit when a schema document is too large or too deeply nested."""
+    values, deep = _walk(contents, MAX_SCHEMA_VALUES)
+    if values > MAX_SCHEMA_VALUES:
+        raise SchemaError(
+            f"{name}: more than {MAX_SCHEMA_VALUES} JSON values; the limit is {MAX_SCHEMA_VALUES}"
+        )
+    if deep is not None:
+        where = _shorten(deep)
+        raise SchemaError(
+            f"{name}: nested deeper than {MAX_DEPTH} levels at #{where}; the limit is {MAX_DEPTH}"
+        )
+
+
+def too_deep(value: Any) -> str | None:
+    """The JSON pointer of the first place in ``value`` nested past ``MAX_DEPTH``, if any.
+
+    Code that recurses over a record (validation, flattening it into leaves) checks this first.
+    """
+    return _walk(value, None)[1]
+
+
+def _walk(value: Any, most: int | None) -> tuple[int, str | None]:
+    """How many JSON values ``value`` holds (counted up to ``most``, when given) and the pointer
+    of the first one nested past ``MAX_DEPTH`` levels. Iterative: the value may be deep."""
+    count = 0
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, pointer, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            return count, pointer
+        if most is not None and count > most:
+            return count, None
+        if isinstance(item, dict):
+            stack.extend((v, pointer + json_pointer((str(k),)), depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{pointer}/{i}", depth + 1) for i, v in enumerate(item))
+    return count, None
+
+
+def _shorten(pointer: str, keep: int = 48) -> str:
+    """A long JSON pointer cut after its first ``keep`` characters (at a ``/``) for a message."""
+    if len(pointer) <= keep:
+        return pointer
+    return pointer[: pointer.rfind("/", 0, keep + 1)] + "/..."
 
 
 def _draft(contents: dict[str, Any], name: str) -> tuple[str, type[Validator], Specification[Any]]:
@@ -218,13 +335,14 @@ def _draft(contents: dict[str, Any], name: str) -> tuple[str, type[Validator], S
     return _DRAFTS[key]
 
 
-_META_VALIDATORS: dict[str, Validator] = {}
+_META_VALIDATORS: dict[Any, Validator] = {}
 
 
 def _check_against_meta_schema(contents: Any, cls: type[Validator], name: str) -> None:
-    meta = _META_VALIDATORS.get(cls.__name__)
+    meta = _META_VALIDATORS.get(cls)
     if meta is None:
-        meta = _META_VALIDATORS[cls.__name__] = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER)
+        # cls is bounded: "format": "regex" compiles each pattern, and deep parentheses recurse.
+        meta = _META_VALIDATORS[cls] = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER)
     with warnings.catch_warnings():
         # Python's re warns about syntax that may change meaning later; the pattern still compiles.
         warnings.simplefilter("ignore", FutureWarning)
@@ -263,6 +381,7 @@ def _retriever(
         if file is None or not file.is_file():
             raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
         contents = _read_json(file)
+        _check_size(contents, str(file))
         draft_key = (
             contents.get("$schema", "").split("://", 1)[-1].rstrip("#").rstrip("/")
             if isinstance(contents, dict)
@@ -341,25 +460,56 @@ def _id_of(spec: Specification[Any], schema: Any) -> str | None:
 
 
 def _check_refs(contents: dict[str, Any], scope: Scope, name: str) -> None:
-    """Resolve every ``$ref`` reachable in the schema and the documents it references, once each."""
-    seen: set[int] = set()
-    # (schema, scope, pointer, document name, whether the scope still has to enter the schema)
-    stack: list[tuple[Any, Scope, str, str, bool]] = [(contents, scope, "", name, False)]
-    while stack:
-        schema, here, pointer, where, enter = stack.pop()
-        if not isinstance(schema, dict):
-            continue
-        if enter:
-            here = here.enter(schema)
-        for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
-            ref = schema.get(keyword)
-            if not isinstance(ref, str):
-                continue
-            target, there, uri = here.follow(ref, f"{where}: {keyword} at {pointer or '/'}")
-            # Targets are keyed by identity: the registry hands out the same object every time.
-            if id(target) not in seen:
-                seen.add(id(target))
-                document, fragment = urldefrag(uri)
-                stack.append((target, there, fragment, name if document == scope.base else document, False))
-        for parts, subschema in _subschemas(schema):
-            stack.append((subschema, here, pointer + json_pointer(parts), where, True))
+    """Resolve every ``$ref`` reachable in the schema and the documents it references, once each.
+
+    Also refuses a path through subschemas and references that nests deeper than ``MAX_DEPTH``
+    (each ``$ref`` followed counts as a level; a reference back to a schema on the path is
+    recursion, which a record's own depth bounds), and ``unevaluatedProperties`` anywhere beside
+    ``patternProperties`` anywhere.
+    """
+    below: dict[int, int] = {}  # levels under a schema already walked, by identity
+    on_path: set[int] = set()
+    found: dict[str, str] = {}  # keyword -> where it was first seen
+
+    def visit(schema: Any, here: Scope, pointer: str, where: str, depth: int, enter: bool) -> int:
+        if depth > MAX_DEPTH:
+            raise SchemaError(
+                f"{where}: nested deeper than {MAX_DEPTH} levels at #{_shorten(pointer)}, counting each "
+                f"$ref as a level; the limit is {MAX_DEPTH}"
+            )
+        if not isinstance(schema, dict) or id(schema) in on_path:
+            return 0
+        if id(schema) not in below:
+            on_path.add(id(schema))
+            if enter:
+                here = here.enter(schema)
+            for keyword in ("unevaluatedProperties", "patternProperties"):
+                if keyword in schema:
+                    found.setdefault(keyword, f"{where} at #{pointer}")
+            levels = 0
+            for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
+                ref = schema.get(keyword)
+                if isinstance(ref, str):
+                    target, there, uri = here.follow(ref, f"{where}: {keyword} at {pointer or '/'}")
+                    document, fragment = urldefrag(uri)
+                    inside = name if document == scope.base else document
+                    levels = max(levels, 1 + visit(target, there, fragment, inside, depth + 1, False))
+            for parts, subschema in _subschemas(schema):
+                inner = visit(subschema, here, pointer + json_pointer(parts), where, depth + len(parts), True)
+                levels = max(levels, len(parts) + inner)
+            on_path.discard(id(schema))
+            below[id(schema)] = levels
+        if depth + below[id(schema)] > MAX_DEPTH:  # reached again, deeper than the first time
+            raise SchemaError(
+                f"{where}: nested deeper than {MAX_DEPTH} levels below #{_shorten(pointer)}, counting "
+                f"each $ref as a level; the limit is {MAX_DEPTH}"
+            )
+        return below[id(schema)]
+
+    visit(contents, scope, "", name, 0, False)
+    if len(found) == 2:
+        raise SchemaError(
+            f"{found['unevaluatedProperties']}: unevaluatedProperties in a schema with patternProperties "
+            f"({found['patternProperties']}) is not supported: jsonschema would match those patterns "
+            "without a time limit"
+        )

@@ -1,10 +1,13 @@
-"""Regular expressions for string slots: format patterns, partial matching and completion.
+"""Regular expressions of schemas: checking a value, format patterns, partial matching, completion.
 
-JSON Schema's ``pattern`` is checked by ``jsonschema`` with Python's ``re`` (``re.search``), so
-the generator uses the same dialect: the ``regex`` package (compatible with ``re`` in its default
-mode) adds the partial matching the DLM sampler needs to keep a half-written value on a path to a
-match. No translation from ECMA-262 syntax is done, on purpose: a pattern that Python cannot
-compile fails the meta-schema's ``format: regex`` check when the schema is loaded.
+A schema's regular expressions come from whoever wrote the schema, and a backtracking engine
+can take exponential time on them (``^(a+)+$`` against ``aaaa...!``). So every check of a schema
+pattern in aod_ops runs here, on the ``regex`` package (Python's ``re`` dialect in its default
+mode) under a time limit: ``search`` for JSON Schema's ``pattern`` and ``patternProperties``
+(validation, the GX expectations, the compiler), ``full_match`` and ``partial_match`` for the
+sampler, whose partial matching keeps a half-written value on a path to a match. No translation
+from ECMA-262 syntax is done, on purpose: a pattern that Python cannot compile fails the
+meta-schema's ``format: regex`` check when the schema is loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 import re
 import string
 import time
+from collections import Counter
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +31,18 @@ sre_parse: Any = importlib.import_module("re._parser")
 # Regex calls and completions are bounded so that a pathological pattern cannot hang a run.
 _TIMEOUT_S = 0.05
 _COMPLETE_S = 0.5
+
+PATTERN_TIMEOUT_S = 0.2
+"""How long one check of a schema pattern against one value may run; past it the check fails.
+
+Far above what a sane pattern needs (microseconds), and more than the sampler's own limit:
+a valid record must not fail validation on a busy machine."""
+
+GIVE_UP_AFTER = 5
+"""Timeouts of one pattern after which this process stops running it: every later check of it
+fails at once, so that a table of hostile values costs seconds, not rows times the limit."""
+
+_timeouts: Counter[str] = Counter()
 
 _DATE = r"(?:19[7-9][0-9]|20[0-3][0-9])-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,3})?(?:Z|[+-](?:0[0-9]|1[0-2]):[0-5][0-9])"
@@ -99,6 +115,36 @@ def partial_match(pattern: str, text: str) -> bool:
 def full_match(pattern: str, text: str) -> bool:
     """Whether the whole of ``text`` matches ``pattern`` (``False`` on a bad pattern or timeout)."""
     return _match(pattern, text, partial=False)
+
+
+class UncheckedPattern(Exception):
+    """A schema pattern that could not be checked against a value: it ran past
+    ``PATTERN_TIMEOUT_S``, has done so ``GIVE_UP_AFTER`` times, or does not compile. The message
+    names the pattern; the value counts as not matching."""
+
+    def __init__(self, pattern: str, problem: str) -> None:
+        super().__init__(f"pattern {pattern!r} {problem}")
+        self.pattern, self.problem = pattern, problem
+
+
+def search(pattern: str, text: str) -> bool:
+    """JSON Schema's ``pattern``: whether ``pattern`` matches somewhere in ``text`` (``re.search``).
+
+    :raises UncheckedPattern: when the match runs past ``PATTERN_TIMEOUT_S``, when the pattern
+        has already timed out ``GIVE_UP_AFTER`` times in this process, or when it does not compile.
+    """
+    if _timeouts[pattern] >= GIVE_UP_AFTER:
+        raise UncheckedPattern(pattern, f"timed out {GIVE_UP_AFTER} times already and is no longer run")
+    compiled = _compiled(pattern)
+    if compiled is None:
+        raise UncheckedPattern(pattern, "cannot be compiled")
+    try:
+        return compiled.search(text, timeout=PATTERN_TIMEOUT_S) is not None
+    except TimeoutError:
+        _timeouts[pattern] += 1
+        raise UncheckedPattern(
+            pattern, f"timed out (over {PATTERN_TIMEOUT_S} s on a value of {len(text)} characters)"
+        ) from None
 
 
 _WORD = string.ascii_letters + string.digits + "_"
