@@ -300,14 +300,24 @@ def _new_row_synthesis(records: Sequence[Any], reference: Sequence[Any]) -> tupl
     if not records or not reference or not columns:
         return None, "NewRowSynthesis not computed: no records, reference rows or columns"
     real, synthetic = (pd.DataFrame([_flat(row, columns) for row in rows]) for rows in (reference, records))
+    # sdmetrics matches rows with a pandas query it writes from the column names and values: any
+    # name or text could break it, so columns become c0, c1, ... and each category value a code.
+    names = {column: f"c{i}" for i, column in enumerate(columns)}
+    real, synthetic = real.rename(columns=names), synthetic.rename(columns=names)
     sdtypes = {}
-    for column in columns:
+    for column in names.values():
         values = [v for v in (*real[column], *synthetic[column]) if v is not None]
         numeric = values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         sdtypes[column] = {"sdtype": "numerical" if numeric else "categorical"}
         if not numeric:
-            # sdmetrics quotes a categorical value only in an object column; pandas 3 reads str.
-            real[column], synthetic[column] = real[column].astype(object), synthetic[column].astype(object)
+            codes: dict[str, str] = {}
+            for frame in (real, synthetic):
+                frame[column] = [
+                    None if pd.isna(v) else codes.setdefault(canonical_json(v), f"v{len(codes)}")
+                    for v in frame[column]
+                ]
+                # sdmetrics quotes a categorical value only in an object column; pandas 3 reads str.
+                frame[column] = frame[column].astype(object)
     score = NewRowSynthesis.compute(
         real,
         synthetic,

@@ -88,6 +88,7 @@ def test_parse_free_text_takes_the_first_json_document() -> None:
     assert parse_free_text('noise {"a": [1, 2]} trailing') == {"a": [1, 2]}
     assert parse_free_text("[1, 2] {") == [1, 2]
     assert parse_free_text('{"a": ') is None
+    assert parse_free_text("[" * 5000) is None  # too deep for the parser: no record, no crash
     assert parse_free_text("no json") is None
 
 

@@ -126,3 +126,11 @@ def test_an_empty_reference_or_output_passes_and_says_why() -> None:
     assert privacy_report([], REFERENCE).passed
     with pytest.raises(ValueError, match="ids has 1 entries for 2 records"):
         privacy_report(GOOD, REFERENCE, ids=["one"])
+
+
+def test_new_rows_are_counted_whatever_the_column_names_and_texts() -> None:
+    # sdmetrics matches rows with a pandas query written from names and values: none may break it.
+    odd = {"a`b\nc": "it's `x`\n", "\x18 ": 1.5, "N\x8e": {"nested": [1]}}
+    reference = [odd, {**odd, "\x18 ": 2.5}]
+    report = privacy_report([odd, {**odd, "a`b\nc": "new"}], reference)
+    assert report.new_row_synthesis == pytest.approx(0.5)  # the first row is a copy, the second new

@@ -835,3 +835,23 @@ def test_a_pattern_property_that_times_out_on_a_name_leaves_the_property_out() -
 def test_enum_options_a_pattern_times_out_on_are_left_out() -> None:
     evil = "h" * 40 + "!"
     assert root({"type": "string", "enum": ["hh", evil], "pattern": "^(h|h)+$"}) == ChoiceNode(("hh",))
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"type": "string", "minLength": 10**9}, "minLength 1000000000 at # is over the limit of 4096"),
+        ({"type": "array", "minItems": 5000}, "minItems 5000 at # is over the limit of 1000"),
+        (
+            {"properties": {"a": {"type": "object", "minProperties": 10**9}}, "required": ["a"]},
+            "minProperties 1000000000 at #/properties/a is over the limit of 1000",
+        ),
+    ],
+)
+def test_a_value_asked_to_be_huge_is_refused_at_once_naming_the_limit(
+    schema: dict[str, Any], message: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(SchemaError, match=message):
+        compile_schema(load_schema(schema))
+    assert time.monotonic() - started < 5  # a billion names or characters are never built

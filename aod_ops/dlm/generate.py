@@ -64,13 +64,14 @@ def record_seed(seed: int, index: int) -> int:
 
 
 def parse_free_text(text: str) -> Any | None:
-    """The first JSON object or array in a free-mode response, or None."""
+    """The first JSON object or array in a free-mode response, or None (model output is untrusted:
+    text nested too deep for the parser is no record either)."""
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
     if not starts:
         return None
     try:
         value, _ = json.JSONDecoder().raw_decode(text[min(starts) :])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     return value
 

@@ -60,6 +60,9 @@ from aod_ops.schema.patterns import FORMAT_PATTERNS, UncheckedPattern, complete,
 MAX_BRANCHES = 16  # branches kept per union
 MAX_NODES = 20_000  # conjunctions compiled per schema
 MAX_SECONDS = 2.0  # wall-clock limit per schema
+# The most a schema may ask one value to hold: a record past these is not written in seconds.
+MAX_LENGTH = 4096  # minLength
+MAX_COUNT = 1000  # minItems, minProperties
 EXTRA_ITEMS = 3  # array items generated past the minimum (or the prefix) at most
 _SEED = 0  # completions at compile time (feasibility checks, property names) are deterministic
 
@@ -615,7 +618,7 @@ class _Compiler:
     # -- strings ----------------------------------------------------------------------------
 
     def _string(self, parts: list[_Part]) -> StringNode:
-        min_length = max([_int(p.get("minLength"), 0) for p in parts], default=0)
+        min_length = _at_most(max([_int(p.get("minLength"), 0) for p in parts], default=0), "minLength", parts)
         maxima = [_int(p.get("maxLength"), -1) for p in parts if _int(p.get("maxLength"), -1) >= 0]
         max_length = min(maxima) if maxima else None
         pointer = parts[0].pointer if parts else ""
@@ -765,7 +768,9 @@ class _Compiler:
         while index < len(names):
             names += [t for t in dependencies.get(names[index], []) if t not in names]
             index += 1
-        min_properties = max([_int(p.get("minProperties"), 0) for p in parts], default=0)
+        min_properties = _at_most(
+            max([_int(p.get("minProperties"), 0) for p in parts], default=0), "minProperties", parts
+        )
         maxima = [_int(p.get("maxProperties"), -1) for p in parts if _int(p.get("maxProperties"), -1) >= 0]
         max_properties = min(maxima) if maxima else None
         if max_properties is not None and min_properties > max_properties:
@@ -909,7 +914,7 @@ class _Compiler:
                 rest, rest_keyword = part.get("unevaluatedItems"), "unevaluatedItems"
             tuples.append((part, positional if isinstance(positional, list) else [], keyword))
             rests.append(part.sub(rest, rest_keyword) if rest is not None else None)
-        min_items = max([_int(p.get("minItems"), 0) for p in parts], default=0)
+        min_items = _at_most(max([_int(p.get("minItems"), 0) for p in parts], default=0), "minItems", parts)
         maxima = [_int(p.get("maxItems"), -1) for p in parts if _int(p.get("maxItems"), -1) >= 0]
         max_items = min(maxima) if maxima else None
         unique = any(p.get("uniqueItems") is True for p in parts)
@@ -1161,6 +1166,15 @@ def _combine(pieces: list[str]) -> str | None:
     if not pieces:
         return None
     return "".join(f"(?=(?:{p})\\Z)" for p in pieces[:-1]) + pieces[-1]
+
+
+def _at_most(value: int, keyword: str, parts: list[_Part]) -> int:
+    """``value``, or ``_TooLarge`` naming the keyword, where and the limit when it is over it."""
+    limit = MAX_LENGTH if keyword == "minLength" else MAX_COUNT
+    if value > limit:
+        where = parts[0].pointer if parts else ""
+        raise _TooLarge(f"{keyword} {value} at #{where} is over the limit of {limit}")
+    return value
 
 
 @lru_cache(maxsize=8192)
