@@ -318,12 +318,15 @@ def _new_row_synthesis(records: Sequence[Any], reference: Sequence[Any]) -> tupl
                 ]
                 # sdmetrics quotes a categorical value only in an object column; pandas 3 reads str.
                 frame[column] = frame[column].astype(object)
-    score = NewRowSynthesis.compute(
-        real,
-        synthetic,
-        {"columns": sdtypes},
-        synthetic_sample_size=_NEW_ROW_SAMPLE if len(synthetic) > _NEW_ROW_SAMPLE else None,
-    )
+    try:
+        score = NewRowSynthesis.compute(
+            real,
+            synthetic,
+            {"columns": sdtypes},
+            synthetic_sample_size=_NEW_ROW_SAMPLE if len(synthetic) > _NEW_ROW_SAMPLE else None,
+        )
+    except Exception as exc:  # its pandas query fails on some numbers (e.g. below zero, huge)
+        return None, f"NewRowSynthesis not computed: sdmetrics failed ({type(exc).__name__}: {exc})"[:300]
     return float(score), "NewRowSynthesis from sdmetrics over the top-level columns (informational)"
 
 

@@ -24,6 +24,7 @@ from aod_ops.dlm.guides import (
     NumberRange,
     SeasonGuide,
     derive_guides,
+    grid_bounds,
     number_complete_ok,
     number_prefix_ok,
 )
@@ -32,6 +33,7 @@ from aod_ops.dlm.prompting import render_prompt
 from aod_ops.errors import DataError
 from aod_ops.rules import parse_rules
 from aod_ops.schema import compile_schema, load_schema
+from aod_ops.schema.nodes import NumberNode
 from aod_ops.spec import load_reference, load_spec
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -422,3 +424,9 @@ def test_a_guided_category_stays_with_the_number_it_explains_best() -> None:
         states.append(statistics.mean(by_state[record.categories["/state"]]))
         drawn.append((lo + hi) / 2)
     assert statistics.correlation(states, drawn) > 0.8
+
+
+def test_bounds_near_the_float_limit_stay_themselves_on_any_grid() -> None:
+    # 1e308 on a grid of 0.001 would be 1e311 units: past float, where rounding means nothing.
+    assert grid_bounds(NumberNode(minimum=-1e308, maximum=1e308), False, 3) == (-1e308, 1e308)
+    assert grid_bounds(NumberNode(minimum=0.0004, maximum=2.5), False, 3) == (0.001, 2.5)

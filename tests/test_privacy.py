@@ -134,3 +134,11 @@ def test_new_rows_are_counted_whatever_the_column_names_and_texts() -> None:
     reference = [odd, {**odd, "\x18 ": 2.5}]
     report = privacy_report([odd, {**odd, "a`b\nc": "new"}], reference)
     assert report.new_row_synthesis == pytest.approx(0.5)  # the first row is a copy, the second new
+
+
+def test_numbers_sdmetrics_cannot_match_leave_new_row_synthesis_out_and_say_why() -> None:
+    reference = [{"x": 1.0, "s": "a"}, {"x": -(2**100), "s": "b"}]  # past int64: its query breaks
+    report = privacy_report([{"x": -(2**100), "s": "a"}, {"x": 2.0, "s": "c"}], reference)
+    assert report.new_row_synthesis is None
+    assert any(note.startswith("NewRowSynthesis not computed: sdmetrics failed") for note in report.notes)
+    assert report.check("exact_match_rate").value == 0.0  # the gates are still computed

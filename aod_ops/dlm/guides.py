@@ -606,6 +606,8 @@ def _floor(x: float, step: float, decimals: int, up: bool = False) -> float:
     """``x`` rounded down (or ``up``) onto the grid of ``step`` (1 or ``10 ** -decimals``)."""
     scale = 1 if step >= 1 else 10**decimals
     units = x * scale
+    if not math.isfinite(units):  # a bound near float's limit: on no finer grid than itself
+        return x
     n = math.ceil(units - 1e-9) if up else math.floor(units + 1e-9)
     return float(n) if scale == 1 else n / scale
 
