@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
     """Optimize one partition, with a progress bar and a line per round."""
+    from aod_ops import storage
     from aod_ops.cli import console, progress_bar
     from aod_ops.loop import optimize_partition
 
@@ -58,7 +58,7 @@ def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
     k, m = args.candidates or loop.candidates, args.proposals or loop.proposals
     console.print(
         f"{partition.name}: up to {rounds} rounds of {m} proposals x {k} candidates, "
-        f"DLM {partition.dlm.model} -> {Path(args.out) / partition.name}",
+        f"DLM {partition.dlm.model} -> {storage.join(storage.locate(args.out), partition.name)}",
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -107,7 +107,9 @@ def add_optimize_parser(sub: Any) -> None:
     p = sub.add_parser("optimize", help="optimize each partition's DLM prompt with the AoD loop")
     p.add_argument("--spec", required=True, help="partition spec (YAML)")
     p.add_argument("--partition", help="only this partition (default: all, one after another)")
-    p.add_argument("--out", required=True, help="output folder: one run directory per partition")
+    p.add_argument(
+        "--out", required=True, help="output folder or URI (s3://...): one run directory per partition"
+    )
     p.add_argument("--rounds", type=positive_int, help="most rounds (default: the spec's loop.rounds)")
     p.add_argument(
         "--candidates", type=positive_int, help="candidates sampled per prompt (default: the spec's)"
@@ -143,5 +145,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_report_parser(sub: Any) -> None:
     """Register ``aod report`` on the subparsers ``sub``."""
     p = sub.add_parser("report", help="plot the AoD loop's reward and metrics per round (PNG + HTML)")
-    p.add_argument("dir", help="an `aod optimize --out` folder, or one partition's run directory in it")
+    p.add_argument(
+        "dir", help="an `aod optimize --out` folder or URI, or one partition's run directory in it"
+    )
     p.set_defaults(handler=cmd_report)

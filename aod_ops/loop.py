@@ -15,7 +15,8 @@ Round r of a partition's run:
    improvement, or after ``rounds`` rounds (checked in that order). When the initial prompt
    already reaches the target, round 1 proposes nothing.
 
-Every round is written to the run directory before the next starts, so an interrupted run
+Every round is written to the run directory (a local folder or an object-store URI, see
+``aod_ops.storage``; each file is written whole) before the next starts, so an interrupted run
 resumes where it stopped; seeds depend only on the partition's seed, the round and the slot, so
 a resumed run samples what an uninterrupted one would have. A run directory holds::
 
@@ -41,14 +42,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from aod_ops import storage
 from aod_ops.agents.chat import chat_model_from_spec
 from aod_ops.agents.judge import Judge, Judgement
 from aod_ops.agents.optimizer import Optimizer, Trial
@@ -58,6 +58,8 @@ from aod_ops.dlm.guides import derive_guides
 from aod_ops.errors import DataError, ModelError, SpecError
 from aod_ops.metrics import Metrics
 from aod_ops.spec import LoopSettings, Partition, load_reference
+from aod_ops.sql import SqlQuery
+from aod_ops.storage import Location
 
 PROMPT_FILE = "prompt.json"
 HISTORY_FILE = "history.json"
@@ -224,7 +226,7 @@ class LoopResult:
     """
 
     partition: str
-    run_dir: Path
+    run_dir: Location
     rounds: tuple[RoundRecord, ...]
     stop: str
     resumed: int
@@ -245,14 +247,14 @@ class LoopResult:
         return self.best.reward
 
     @property
-    def prompt_path(self) -> Path:
+    def prompt_path(self) -> Location:
         """The best prompt's artifact, ``<run_dir>/prompt.json``."""
-        return self.run_dir / PROMPT_FILE
+        return storage.join(self.run_dir, PROMPT_FILE)
 
     @property
-    def history_path(self) -> Path:
+    def history_path(self) -> Location:
         """The run's summary, ``<run_dir>/history.json``."""
-        return self.run_dir / HISTORY_FILE
+        return storage.join(self.run_dir, HISTORY_FILE)
 
 
 def stop_reason(rounds: Sequence[RoundRecord], settings: LoopSettings) -> str | None:
@@ -280,8 +282,10 @@ def evaluation_seed(seed: int, round_number: int, slot: int) -> int:
     return int.from_bytes(digest[:7], "big")
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _file_digest(path: Location | SqlQuery) -> str:
+    if isinstance(path, SqlQuery):  # the rows it returned in this process: no second query
+        return path.digest()
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 def run_settings(partition: Partition, settings: LoopSettings, agent_calls: int | None) -> dict[str, Any]:
@@ -305,42 +309,30 @@ def run_settings(partition: Partition, settings: LoopSettings, agent_calls: int 
     }
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a file atomically: a reader (synthesis, a resume) never sees a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_json(path: Location, data: Any) -> None:
+    # Written whole: a reader (synthesis, a resume) never sees a half-written file.
+    storage.write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def _read_json(path: Location) -> Any:
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(storage.read_text(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the loop's record: {exc}") from exc
 
 
-def read_rounds(run_dir: Path) -> list[RoundRecord]:
+def read_rounds(run_dir: Location) -> list[RoundRecord]:
     """The rounds recorded in a run directory, in order (round files must be 1, 2, ... n).
 
     :raises DataError: naming the round file that is missing or malformed.
     """
-    folder = run_dir / ROUNDS_DIR
-    files = sorted(folder.glob("round_*.json")) if folder.is_dir() else []
+    folder = storage.join(run_dir, ROUNDS_DIR)
+    files = [f for f in storage.list_files(folder, ".json") if storage.name(f).startswith("round_")]
     rounds = []
     for number, path in enumerate(files, start=1):
-        if path.name != round_file(run_dir, number).name:
-            raise DataError(
-                f"{path}: expected {round_file(run_dir, number).name} (rounds are numbered in order)"
-            )
+        expected = storage.name(round_file(run_dir, number))
+        if storage.name(path) != expected:
+            raise DataError(f"{path}: expected {expected} (rounds are numbered in order)")
         try:
             record = RoundRecord.from_dict(_read_json(path))
         except (KeyError, TypeError, ValueError, DataError) as exc:
@@ -351,9 +343,9 @@ def read_rounds(run_dir: Path) -> list[RoundRecord]:
     return rounds
 
 
-def round_file(run_dir: Path, number: int) -> Path:
+def round_file(run_dir: Location, number: int) -> Location:
     """The file of round ``number``."""
-    return run_dir / ROUNDS_DIR / f"round_{number:02d}.json"
+    return storage.join(run_dir, ROUNDS_DIR, f"round_{number:02d}.json")
 
 
 def _summary(evaluation: Evaluation) -> dict[str, Any]:
@@ -624,26 +616,25 @@ def optimize_partition(
         raise SpecError(f"partition {partition.name!r}: loop: {exc}") from exc
     if agent_calls is not None and agent_calls < 0:
         raise SpecError(f"partition {partition.name!r}: agent_calls must be at least 0, got {agent_calls}")
-    run_dir = Path(out_dir) / partition.name
+    run_dir = storage.join(storage.locate(out_dir), partition.name)
     wanted = run_settings(partition, settings, agent_calls)
-    if restart and run_dir.is_dir():
-        for name in (RUN_FILE, HISTORY_FILE, PROMPT_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / ROUNDS_DIR, ignore_errors=True)
+    if restart:
+        for name in (RUN_FILE, HISTORY_FILE, PROMPT_FILE, ROUNDS_DIR):
+            storage.remove(storage.join(run_dir, name))
     records = read_rounds(run_dir)
     if records:
-        recorded = _read_json(run_dir / RUN_FILE)
+        recorded = _read_json(storage.join(run_dir, RUN_FILE))
         changed = sorted(k for k in wanted.keys() | recorded.keys() if wanted.get(k) != recorded.get(k))
         if changed:
             raise DataError(
                 f"{run_dir}: a run of other settings is recorded here ({', '.join(changed)} differ); "
                 "use another output folder, or restart it"
             )
-    _write_json(run_dir / RUN_FILE, wanted)  # with no round recorded, there is nothing to keep
+    _write_json(storage.join(run_dir, RUN_FILE), wanted)  # with no round recorded, there is nothing to keep
     resumed = len(records)
 
     def finish(stop: str) -> LoopResult:
-        _write_json(run_dir / HISTORY_FILE, history(partition.name, records, stop))
+        _write_json(storage.join(run_dir, HISTORY_FILE), history(partition.name, records, stop))
         return LoopResult(partition.name, run_dir, tuple(records), stop, resumed)
 
     stop = stop_reason(records, settings)
@@ -673,8 +664,8 @@ def optimize_partition(
         current = record.best
         stop = stop_reason(records, settings)
         _write_json(round_file(run_dir, number), record.to_dict())
-        _write_text(run_dir / PROMPT_FILE, current.prompt.to_json() + "\n")
-        _write_json(run_dir / HISTORY_FILE, history(partition.name, records, stop))
+        storage.write_text(storage.join(run_dir, PROMPT_FILE), current.prompt.to_json() + "\n")
+        _write_json(storage.join(run_dir, HISTORY_FILE), history(partition.name, records, stop))
         if on_round is not None:
             on_round(record)
     return finish(stop)

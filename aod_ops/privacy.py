@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aod_ops import storage
 from aod_ops.metrics import (
     DEFAULT_MAX_DCR_REFERENCE,
     Pointer,
@@ -40,6 +41,7 @@ from aod_ops.metrics import (
     percentile,
     reference_self_distances,
 )
+from aod_ops.storage import Location
 
 SENSITIVE_ANNOTATION = "x-aod-sensitive"
 """Schema keyword marking a top-level property whose reference values must never reappear."""
@@ -111,10 +113,11 @@ class PrivacyReport:
         """The report as a JSON-ready dict, with the overall verdict under ``passed``."""
         return {"passed": self.passed, **asdict(self)}
 
-    def write(self, path: str | Path) -> Path:
-        """Write the report as JSON to ``path`` (``privacy_report.json`` beside the data)."""
-        target = Path(path)
-        target.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+    def write(self, path: str | Path) -> Location:
+        """Write the report as JSON to ``path``, a path or a URI (``privacy_report.json`` beside
+        the data)."""
+        target = storage.locate(path)
+        storage.write_text(target, json.dumps(self.as_dict(), indent=2) + "\n")
         return target
 
 

@@ -4,7 +4,8 @@
 or of every partition under an ``aod optimize --out`` folder, and writes ``report.png`` (one row
 per partition: the accepted reward with every proposal's reward beside it; quality and detection
 AUC with the held-out real rows' as dashed lines, validity and field overlap) and ``report.html``
-(the plot, a table of rounds per partition and the best prompt) into ``folder``. Round 0 is the
+(the plot, a table of rounds per partition and the best prompt) into ``folder`` (a local folder or
+a URI, see ``aod_ops.storage``). Round 0 is the
 initial prompt. A round that went on without a failed agent or critic (``agent_fallback: editor``)
 says so in its row.
 """
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aod_ops import storage
 from aod_ops.errors import DataError
 from aod_ops.loop import HISTORY_FILE, PROMPT_FILE
+from aod_ops.storage import Location
 
 PNG_FILE = "report.png"
 HTML_FILE = "report.html"
@@ -84,19 +87,19 @@ class RunSummary:
 class Report:
     """The files a report wrote."""
 
-    png: Path
-    html: Path
+    png: Location
+    html: Location
     partitions: tuple[str, ...]
 
 
-def find_runs(folder: Path) -> list[Path]:
+def find_runs(folder: Location) -> list[Location]:
     """The run directories in ``folder``: itself when it is one, else its subfolders that are.
 
     :raises DataError: when there is none.
     """
-    if (folder / HISTORY_FILE).is_file():
+    if storage.is_file(storage.join(folder, HISTORY_FILE)):
         return [folder]
-    runs = sorted(p.parent for p in folder.glob(f"*/{HISTORY_FILE}"))
+    runs = [run for run in storage.list_folders(folder) if storage.is_file(storage.join(run, HISTORY_FILE))]
     if not runs:
         raise DataError(
             f"{folder}: no loop runs here (no {HISTORY_FILE}, nor */{HISTORY_FILE}); run aod optimize"
@@ -104,14 +107,14 @@ def find_runs(folder: Path) -> list[Path]:
     return runs
 
 
-def read_run(run_dir: Path) -> RunSummary:
+def read_run(run_dir: Location) -> RunSummary:
     """A run directory's history and best instruction.
 
     :raises DataError: naming the file that is unreadable or holds no round.
     """
-    path = run_dir / HISTORY_FILE
+    path = storage.join(run_dir, HISTORY_FILE)
     try:
-        history = json.loads(path.read_text(encoding="utf-8"))
+        history = json.loads(storage.read_text(path))
         initial = history["initial"]
         if not history["rounds"] or initial is None:
             raise DataError(f"{path}: no round recorded yet")
@@ -122,13 +125,13 @@ def read_run(run_dir: Path) -> RunSummary:
         stop = history["stop"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: not a loop history: {exc}") from exc
-    prompt = run_dir / PROMPT_FILE
+    prompt = storage.join(run_dir, PROMPT_FILE)
     try:
-        instruction = str(json.loads(prompt.read_text(encoding="utf-8"))["instruction"])
+        instruction = str(json.loads(storage.read_text(prompt))["instruction"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{prompt}: not a prompt artifact: {exc}") from exc
     return RunSummary(
-        str(history.get("partition", run_dir.name)), tuple(points), tuple(tried), stop, instruction
+        str(history.get("partition", storage.name(run_dir))), tuple(points), tuple(tried), stop, instruction
     )
 
 
@@ -248,11 +251,13 @@ def write_report(folder: str | Path) -> Report:
 
     :raises DataError: when there is no readable run in ``folder``.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
+    folder = storage.locate(folder)
+    if not storage.is_dir(folder):
         raise DataError(f"{folder}: not a folder")
     runs = [read_run(run_dir) for run_dir in find_runs(folder)]
-    png, page_path = folder / PNG_FILE, folder / HTML_FILE
-    plot(runs, png)
-    page_path.write_text(page(runs), encoding="utf-8")
-    return Report(png, page_path, tuple(r.partition for r in runs))
+    with storage.staged(folder) as local:
+        plot(runs, local / PNG_FILE)
+        (local / HTML_FILE).write_text(page(runs), encoding="utf-8")
+    return Report(
+        storage.join(folder, PNG_FILE), storage.join(folder, HTML_FILE), tuple(r.partition for r in runs)
+    )

@@ -1,11 +1,11 @@
 """``aod score``: any table's DESIGN.md figures beside the same figures of held-out real rows.
 
 The table is read from a JSON Lines, CSV or Parquet file, or a folder of Parquet files (as
-``aod synthesize`` writes one). A Parquet table with a ``record`` column (JSON text: the output
-contract's) is read from that column, a row that does not parse counting as an invalid record;
-any other table is read from the columns named like the schema's top-level properties, the others
-left out (a null in a Parquet column is an absent property, as the output contract writes one).
-JSON Lines records are taken as they are.
+``aod synthesize`` writes one), by path or URI (see ``aod_ops.storage``). A Parquet table with a
+``record`` column (JSON text: the output contract's) is read from that column, a row that does not
+parse counting as an invalid record; any other table is read from the columns named like the
+schema's top-level properties, the others left out (a null in a Parquet column is an absent
+property, as the output contract writes one). JSON Lines records are taken as they are.
 
 The table is scored with the partition's ``Yardstick`` (``aod_ops.fidelity``) against its real
 rows; the held-out figure beside each of its figures is ``Yardstick.baseline()``, real rows the
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aod_ops import storage
 from aod_ops.errors import DataError
+from aod_ops.storage import Location
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -45,7 +47,7 @@ class TableScore:
     """
 
     partition: str
-    data_path: Path
+    data_path: Location
     source: str
     card: Scorecard
     baseline: Scorecard
@@ -92,12 +94,12 @@ def score_table(partition: Partition, data_path: str | Path) -> TableScore:
     """
     from aod_ops.fidelity import Yardstick
 
-    path = Path(data_path)
+    path = storage.locate(data_path)
     yardstick = Yardstick.for_partition(partition)
     return score_records(partition.name, path, yardstick, read_table(path, yardstick.schema))
 
 
-def score_records(name: str, data_path: Path, yardstick: Yardstick, records: list[Any]) -> TableScore:
+def score_records(name: str, data_path: Location, yardstick: Yardstick, records: list[Any]) -> TableScore:
     """Score ``records`` (parsed; anything for a row that did not parse) read from ``data_path``."""
     from aod_ops.fidelity import table_reward
 
@@ -115,7 +117,7 @@ def score_records(name: str, data_path: Path, yardstick: Yardstick, records: lis
     )
 
 
-def read_table(path: Path, schema: LoadedSchema) -> list[Any]:
+def read_table(path: Location, schema: LoadedSchema) -> list[Any]:
     """The records of the table at ``path`` (see the module docstring for how each format is read).
 
     :raises DataError: naming the file when it is missing, unreadable, empty, or has none of the
@@ -124,10 +126,10 @@ def read_table(path: Path, schema: LoadedSchema) -> list[Any]:
     from aod_ops.schema import arrow_schema
     from aod_ops.spec import read_records
 
-    if not path.exists():
+    if not storage.exists(path):
         raise DataError(f"{path}: no such file or folder")
     columns = arrow_schema(schema).names
-    parquet = path.is_dir() or path.suffix.lower() == ".parquet"
+    parquet = storage.is_dir(path) or storage.suffix(path) == ".parquet"
     files = _parquet_files(path) if parquet else []
     texts = _record_texts(files) if parquet else None
     if texts is not None:
@@ -148,21 +150,22 @@ def read_table(path: Path, schema: LoadedSchema) -> list[Any]:
     if parquet:
         # The output contract writes an absent property as a null in its typed column.
         return [{k: v for k, v in row.items() if k in columns and v is not None} for row in rows]
-    if path.suffix.lower() == ".csv":
+    if storage.suffix(path) == ".csv":
         return [{k: v for k, v in row.items() if k in columns} for row in rows]
     return rows
 
 
-def _parquet_files(path: Path) -> list[Path]:
-    files = [path] if path.is_file() else sorted(p for p in path.glob("*.parquet") if p.is_file())
+def _parquet_files(path: Location) -> list[Location]:
+    files = [path] if storage.is_file(path) else storage.list_files(path, ".parquet")
     if not files:
         # An `aod synthesize` partition folder holds its table in data/.
-        hint = f" (the table is in {path / 'data'}?)" if (path / "data").is_dir() else ""
+        data = storage.join(path, "data")
+        hint = f" (the table is in {data}?)" if storage.is_dir(data) else ""
         raise DataError(f"{path}: no Parquet files in this folder{hint}")
     return files
 
 
-def _record_texts(files: list[Path]) -> list[Any] | None:
+def _record_texts(files: list[Location]) -> list[Any] | None:
     """The ``record`` column's values over ``files``, None when the files have no such column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -170,10 +173,11 @@ def _record_texts(files: list[Path]) -> list[Any] | None:
     texts: list[Any] = []
     for file in files:
         try:
-            names = pq.read_schema(file).names
-            if RECORD not in names:
-                return None
-            texts.extend(pq.read_table(file, columns=[RECORD]).column(RECORD).to_pylist())
+            with storage.open_file(file) as handle:
+                parquet = pq.ParquetFile(handle)
+                if RECORD not in parquet.schema_arrow.names:
+                    return None
+                texts.extend(parquet.read(columns=[RECORD]).column(RECORD).to_pylist())
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{file}: not a readable Parquet file: {exc}") from None
     return texts
@@ -249,16 +253,18 @@ def cmd_score(args: argparse.Namespace) -> int:
         for line in feedback:
             say(f"  - {line}")
     if args.json:
-        path = Path(args.json)
+        path = storage.locate(args.json)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(score.as_dict(), indent=1) + "\n", encoding="utf-8")
+            storage.write_text(path, json.dumps(score.as_dict(), indent=1) + "\n")
         except OSError as exc:
             raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
         say(f"figures: {path}")
     if args.report:
-        report = score.write_report(args.report)
-        say(f"fidelity report: {report.html} (image {report.png})")
+        folder = storage.locate(args.report)
+        with storage.staged(folder) as local:
+            report = score.write_report(local)
+        html, png = (storage.join(folder, file.name) for file in (report.html, report.png))
+        say(f"fidelity report: {html} (image {png})")
     return 0
 
 
@@ -276,8 +282,12 @@ def add_score_parser(sub: Any) -> None:
         "--partition", required=True, help="the partition whose real rows the table is scored against"
     )
     p.add_argument(
-        "--data", required=True, help="the table: .jsonl, .csv, .parquet, or a folder of Parquet files"
+        "--data",
+        required=True,
+        help="the table: .jsonl, .csv, .parquet, or a folder of Parquet files (a path or a URI)",
     )
-    p.add_argument("--json", help="also write the figures of both sides here (JSON)")
-    p.add_argument("--report", help="also write fidelity.png and fidelity.html into this folder")
+    p.add_argument("--json", help="also write the figures of both sides here (JSON; a path or a URI)")
+    p.add_argument(
+        "--report", help="also write fidelity.png and fidelity.html into this folder (a path or a URI)"
+    )
     p.set_defaults(handler=cmd_score)

@@ -1,11 +1,14 @@
 """The partition spec: one YAML file that tells the CLI, Ray and Airflow what to synthesize.
 
 A spec has ``defaults`` (model, agent, loop and decoding settings) and ``partitions``; each
-partition names its JSON Schema, its reference sample (JSONL, CSV or Parquet: the real data the
-output must not copy), the target row count, domain notes for the agents, the sensitive columns,
-and optionally its own settings, which override the defaults field by field. Paths are relative to
-the spec file. ``load_spec`` checks everything, schemas and reference samples included, before any
-work starts, and a problem raises ``SpecError`` naming the file, the partition and the field.
+partition names its JSON Schema, its reference sample (JSONL, CSV, Parquet, or the rows of a SQL
+query, see ``aod_ops.sql``: the real data the output must not copy), the target row count, domain
+notes for the agents, the sensitive columns,
+and optionally its own settings, which override the defaults field by field. Files are named by
+paths relative to the spec file or by URIs (``s3://bucket/cars.csv``, see ``aod_ops.storage``); a
+spec may itself be read from a URI. ``load_spec`` checks everything, schemas and reference samples
+included, before any work starts, and a problem raises ``SpecError`` naming the file, the
+partition and the field.
 
 Every reference and holdout row is validated against the partition's schema: a row that breaks it
 is refused with its file, line, JSON pointer and reason, or left out (with a warning) where the
@@ -31,12 +34,15 @@ from typing import Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
+from aod_ops import storage
 from aod_ops.agents.prompt import check_decoding
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, SpecError
 from aod_ops.privacy import PrivacyThresholds, sensitive_columns
 from aod_ops.rules import Rule, check_fields, parse_rules
 from aod_ops.schema import LoadedSchema, load_schema
+from aod_ops.sql import SqlQuery, fetch
+from aod_ops.storage import Location
 
 REFERENCE_FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet")
 # Limits on a spec file: a real one is a few KiB, a handful of levels deep.
@@ -126,16 +132,16 @@ class Partition:
     ``agent_fallback`` what the loop does when the agent (or the critic) fails: ``"error"`` fails
     the round, ``"editor"`` goes on without it and says so; ``invalid_rows`` what loading does with
     reference or holdout rows that break the schema: ``"error"`` refuses the file, ``"skip"``
-    leaves them out with a warning.
+    leaves them out with a warning. A reference or holdout sample is a file or a ``SqlQuery``.
     """
 
     name: str
-    schema_path: Path
-    reference_path: Path
+    schema_path: Location
+    reference_path: Location | SqlQuery
     rows: int
     notes: str = ""
     sensitive: tuple[str, ...] = ()
-    holdout_path: Path | None = None
+    holdout_path: Location | SqlQuery | None = None
     dlm: DLMSetting = field(default_factory=DLMSetting)
     agent: AgentSetting = field(default_factory=AgentSetting)
     agent_fallback: AgentFallback = "error"
@@ -152,7 +158,7 @@ class Partition:
 class Spec:
     """A loaded partition spec: its file and its partitions, in file order."""
 
-    path: Path
+    path: Location
     partitions: tuple[Partition, ...]
 
     def select(self, name: str | None = None) -> tuple[Partition, ...]:
@@ -178,7 +184,7 @@ _T = TypeVar("_T")
 class _Where:
     """Where in the spec a value sits, so that an error names the file, the partition and the field."""
 
-    def __init__(self, path: Path, section: str) -> None:
+    def __init__(self, path: Location, section: str) -> None:
         self.path = path
         self.section = section
 
@@ -258,19 +264,39 @@ def _settings(where: _Where, raw: dict[str, Any], base: dict[str, Any]) -> dict[
     return out
 
 
-def _file(where: _Where, name: str, base: Path, value: Any, suffixes: tuple[str, ...] = ()) -> Path:
-    """An existing file named relative to the spec's folder."""
+def _file(where: _Where, name: str, base: Location, value: Any, suffixes: tuple[str, ...] = ()) -> Location:
+    """An existing file named by a URI or a path relative to the spec's folder."""
     if not isinstance(value, str) or not value:
         where.fail(name, f"must be a path, got {_short.repr(value)}")
-    path = (base / value).resolve()
-    if not path.is_file():
+    try:
+        path = storage.locate(value, base)
+        found = storage.is_file(path)
+    except AodError as exc:  # an unknown scheme
+        where.fail(name, str(exc))
+    except OSError as exc:  # an object store out of reach, or refusing the credentials
+        where.fail(name, f"cannot read {value}: {exc.strerror or exc}")
+    if not found:
         where.fail(name, f"file not found: {path}")
-    if suffixes and path.suffix.lower() not in suffixes:
-        where.fail(name, f"{path.name}: unsupported format (use {', '.join(suffixes)})")
+    if suffixes and storage.suffix(path) not in suffixes:
+        where.fail(name, f"{storage.name(path)}: unsupported format (use {', '.join(suffixes)})")
     return path
 
 
-def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[str, Any]) -> Partition:
+def _sample(where: _Where, name: str, base: Location, value: Any) -> Location | SqlQuery:
+    """A reference or holdout sample: a file (see ``_file``) or ``{sql: ..., conn: ...}``."""
+    if not isinstance(value, dict):
+        return _file(where, name, base, value, REFERENCE_FORMATS)
+    for key in value:
+        if key not in ("sql", "conn"):
+            where.fail(f"{name}.{_key(key)}", "unknown field (expected sql, conn)")
+    for key in ("sql", "conn"):
+        # The value is not shown: a conn may hold a password.
+        if not isinstance(value.get(key), str) or not value[key].strip():
+            where.fail(f"{name}.{key}", "must be a non-empty string" + ("" if key in value else " (missing)"))
+    return SqlQuery(sql=value["sql"], conn=value["conn"].strip())
+
+
+def _partition(where: _Where, raw: dict[str, Any], base: Location, settings: dict[str, Any]) -> Partition:
     for key in raw:
         if key not in _PARTITION_FIELDS:
             where.fail(_key(key), f"unknown field (expected one of: {', '.join(_PARTITION_FIELDS)})")
@@ -295,7 +321,7 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
     columns = schema.get("properties", {}) if isinstance(schema, dict) else {}
     for column in sensitive:
         if column not in columns:
-            where.fail("sensitive", f"{column!r} is not a top-level property of {schema_path.name}")
+            where.fail("sensitive", f"{column!r} is not a top-level property of {storage.name(schema_path)}")
     max_overlap = raw.get("max_field_overlap", PrivacyThresholds.max_field_overlap)
     if isinstance(max_overlap, bool) or not isinstance(max_overlap, int | float) or not 0 <= max_overlap <= 1:
         where.fail("max_field_overlap", f"must be a number between 0 and 1, got {_short.repr(max_overlap)}")
@@ -313,8 +339,8 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
     partition = Partition(
         name=name,
         schema_path=schema_path,
-        reference_path=_file(where, "reference", base, raw["reference"], REFERENCE_FORMATS),
-        holdout_path=None if holdout is None else _file(where, "holdout", base, holdout, REFERENCE_FORMATS),
+        reference_path=_sample(where, "reference", base, raw["reference"]),
+        holdout_path=None if holdout is None else _sample(where, "holdout", base, holdout),
         rows=rows,
         notes=_check(where, "notes", raw.get("notes", ""), str),
         sensitive=tuple(dict.fromkeys([*sensitive, *sensitive_columns(schema)])),
@@ -334,7 +360,8 @@ def _partition(where: _Where, raw: dict[str, Any], base: Path, settings: dict[st
         if problems:
             _log.warning(_skip_warning(path, problems, len(records)))
         if not records:
-            where.fail(key, f"{path.name} holds no records" + (" that fit the schema" if problems else ""))
+            source = path.name if isinstance(path, SqlQuery) else storage.name(path)
+            where.fail(key, f"{source} holds no records" + (" that fit the schema" if problems else ""))
     return partition
 
 
@@ -343,7 +370,7 @@ def load_spec(path: str | Path) -> Spec:
 
     :raises SpecError: naming the file, the partition and the field that is wrong.
     """
-    path = Path(path).resolve()
+    path = storage.locate(path)
     top = _Where(path, "spec")
     raw = read_yaml(path)
     if not isinstance(raw, dict):
@@ -380,7 +407,7 @@ def load_spec(path: str | Path) -> Spec:
         where = _Where(path, label)
         if not isinstance(item, dict):
             where.fail("partitions", f"each partition must be a mapping, got {_short.repr(item)}")
-        partition = _partition(where, item, path.parent, settings)
+        partition = _partition(where, item, storage.parent(path), settings)
         if any(p.name == partition.name for p in partitions):
             where.fail("name", "duplicate partition name")
         partitions.append(partition)
@@ -407,14 +434,13 @@ class _SpecLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Location) -> Any:
     """A spec file's YAML document, within the size, depth and value-count limits.
 
     :raises SpecError: in one line, naming the file and what is wrong (the limit, where one is).
     """
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_SPEC_BYTES + 1)  # never more: the file may be endless
+        data = storage.read_bytes(path, MAX_SPEC_BYTES + 1)  # never more: the file may be endless
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from exc
     if len(data) > MAX_SPEC_BYTES:
@@ -438,7 +464,7 @@ def read_yaml(path: Path) -> Any:
     return raw
 
 
-def _check_expansion(path: Path, raw: Any) -> None:
+def _check_expansion(path: Location, raw: Any) -> None:
     """Refuse a document whose aliases expand it past ``MAX_SPEC_VALUES`` values or
     ``MAX_SPEC_DEPTH`` levels (an alias may even point at its own ancestor): checking or printing
     such a spec would never end. The walk stops at the limit, so it is quick."""
@@ -468,16 +494,19 @@ class RowProblem:
     is in it (``line 4`` of a text file, ``row 4`` of a Parquet file), the JSON pointer of the
     offending value and the validator's reason."""
 
-    path: Path
+    path: Location | SqlQuery
     location: str
     pointer: str
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path.name} {self.location} at {self.pointer or '/'}: {self.reason}"
+        source = self.path.name if isinstance(self.path, SqlQuery) else storage.name(self.path)
+        return f"{source} {self.location} at {self.pointer or '/'}: {self.reason}"
 
 
-def check_rows(path: Path, schema: LoadedSchema) -> tuple[list[dict[str, Any]], list[RowProblem]]:
+def check_rows(
+    path: Location | SqlQuery, schema: LoadedSchema
+) -> tuple[list[dict[str, Any]], list[RowProblem]]:
     """The records of a reference file that fit ``schema``, and a problem per error of the others.
 
     :raises DataError: naming the file (and line) that cannot be read.
@@ -499,7 +528,7 @@ def _problem_rows(problems: list[RowProblem]) -> int:
     return len({p.location for p in problems})
 
 
-def _refusal(path: Path, problems: list[RowProblem], valid: int) -> str:
+def _refusal(path: Location | SqlQuery, problems: list[RowProblem], valid: int) -> str:
     """The one-line error for a file with rows that break the schema."""
     bad = _problem_rows(problems)
     return (
@@ -508,7 +537,7 @@ def _refusal(path: Path, problems: list[RowProblem], valid: int) -> str:
     )
 
 
-def _skip_warning(path: Path, problems: list[RowProblem], valid: int) -> str:
+def _skip_warning(path: Location | SqlQuery, problems: list[RowProblem], valid: int) -> str:
     """The one-line warning for rows left out under ``invalid_rows: skip``."""
     bad = _problem_rows(problems)
     return (
@@ -529,19 +558,25 @@ def load_reference(partition: Partition, holdout: bool = False) -> list[dict[str
     """The partition's reference sample (or its held-out sample) as JSON-like records: the rows
     that fit its schema (``load_spec`` has refused the file, or warned of the others).
 
-    :raises DataError: when rows break the schema and the partition does not skip them (the file
-        changed since the spec was loaded), or the file cannot be read.
+    :raises DataError: naming the partition and the field, when rows break the schema and the
+        partition does not skip them (the file changed since the spec was loaded), or the file
+        cannot be read or the query run. A query runs once per process (see ``aod_ops.sql``).
     """
     path = partition.holdout_path if holdout else partition.reference_path
     if path is None:
         raise SpecError(f"partition {partition.name!r} has no holdout sample")
-    records, problems = check_rows(path, load_schema(partition.schema_path))
-    if problems and partition.invalid_rows == "error":
-        raise DataError(_refusal(path, problems, len(records)))
+    try:
+        records, problems = check_rows(path, load_schema(partition.schema_path))
+        if problems and partition.invalid_rows == "error":
+            raise DataError(_refusal(path, problems, len(records)))
+    except DataError as exc:  # named as load_spec names it: a query's message names only its connection
+        raise DataError(
+            f"partition {partition.name!r}: field {'holdout' if holdout else 'reference'!r}: {exc}"
+        ) from exc
     return records
 
 
-def read_records(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
+def read_records(path: Location, schema: dict[str, Any]) -> list[dict[str, Any]]:
     """Records from a JSONL, CSV or Parquet file (not validated: see ``check_rows``).
 
     CSV cells are typed by the schema's top-level property types (integer, number, boolean); an
@@ -554,9 +589,12 @@ def read_records(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
     return [record for _, record in _located_records(path, schema)]
 
 
-def _located_records(path: Path, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """``read_records`` with where each record is: ``line N`` (JSONL, CSV) or ``row N`` (Parquet)."""
-    suffix = path.suffix.lower()
+def _located_records(path: Location | SqlQuery, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``read_records`` with where each record is: ``line N`` (JSONL, CSV) or ``row N`` (Parquet,
+    SQL)."""
+    if isinstance(path, SqlQuery):
+        return _read_sql(path, schema)
+    suffix = storage.suffix(path)
     try:
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
@@ -584,15 +622,15 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _too_deep(path: Path, location: str) -> DataError:
+def _too_deep(path: Location | SqlQuery, location: str) -> DataError:
     return DataError(
         f"{path}: {location}: nested deeper than {MAX_RECORD_DEPTH} levels, the limit for a record"
     )
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def _read_jsonl(path: Location) -> list[tuple[str, dict[str, Any]]]:
     records = []
-    with path.open(encoding="utf-8-sig") as lines:
+    with storage.open_file(path, "r", encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -613,18 +651,41 @@ def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return records
 
 
-def _read_parquet(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def _read_parquet(path: Location) -> list[tuple[str, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        with storage.open_file(path) as handle:
+            rows = pq.read_table(handle).to_pylist()
     except pa.ArrowException as exc:
         raise DataError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())}") from exc
     records = []
     for number, row in enumerate(rows, start=1):
         if _depth(row) > MAX_RECORD_DEPTH:
             raise _too_deep(path, f"row {number}")
+        records.append((f"row {number}", _jsonable(row)))
+    return records
+
+
+def _read_sql(query: SqlQuery, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A query's rows, typed as a Parquet file's are; a NULL is no value, as an empty CSV cell is
+    (null where the column's type allows it, else the property is left out)."""
+    result = fetch(query)
+    properties = schema.get("properties")
+    unknown = [c for c in result.columns if not isinstance(properties, dict) or c not in properties]
+    if unknown:
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise DataError(
+            f"{query}: returns columns the schema does not have: "
+            f"{', '.join(_short.repr(c) for c in unknown[:10])}{more} (select only its properties)"
+        )
+    nullable = {column: "null" in _property_types(schema, column) for column in result.columns}
+    records = []
+    for number, values in enumerate(result.rows, start=1):
+        row = {c: v for c, v in zip(result.columns, values, strict=True) if v is not None or nullable[c]}
+        if _depth(row) > MAX_RECORD_DEPTH:
+            raise _too_deep(query, f"row {number}")
         records.append((f"row {number}", _jsonable(row)))
     return records
 
@@ -653,10 +714,10 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "string"
 
 
-def _read_csv(path: Path, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _read_csv(path: Location, schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     records = []
     # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with storage.open_file(path, "r", encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         try:
             for row in reader:

@@ -6,7 +6,9 @@ privacy gates. A summary then reports each partition's outcome, and fails the ru
 partition failed; the other partitions' tables are still written and published.
 
 Output goes to ``<out>/<logical date>/`` (``prompts/``, ``tables/``, ``summary.json``): a rerun
-of a date replaces that date's output. Parsing this file reads nothing but the environment.
+of a date replaces that date's output. ``spec`` and ``out`` are local paths or URIs
+(``s3://bucket/prefix``); ``storage_conn_id`` names a connection holding the object store's
+credentials (else the worker's own are used). Parsing this file reads nothing but the environment.
 
 Quick run: ``airflow dags test aod_synthesis --conf '{"rounds": 1, "candidates": 4, "rows": 8}'``.
 Defaults for the spec and output folder come from ``AOD_SPEC`` and ``AOD_OUTPUT`` when set.
@@ -21,6 +23,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task, task_group
 
+from aod_ops.airflow.hooks import storage_environment
 from aod_ops.airflow.operators import (
     AoDOptimizeOperator,
     AoDSummaryOperator,
@@ -34,6 +37,7 @@ EXAMPLE_SPEC = PROJECT / "examples" / "partitions.yaml"
 DEFAULT_OUT = PROJECT / "out" / "aod_synthesis"
 SPEC = "{{ params.spec }}"
 RUN_DIR = "{{ params.out }}/{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+STORAGE_CONN = "{{ params.storage_conn_id }}"
 COUNT = ["null", "integer"]
 NAME = ["null", "string"]
 
@@ -60,6 +64,11 @@ with DAG(
         "execution_mode": Param("local", enum=["local", "ray_job"], description="worker or Ray job"),
         "aod_conn_id": Param(None, type=NAME, description="an `aod` connection for the models"),
         "ray_conn_id": Param("ray_default", type="string", description="the `ray` connection (ray_job mode)"),
+        "storage_conn_id": Param(
+            None,
+            type=NAME,
+            description="a connection with S3 credentials for s3:// paths; null: the worker's",
+        ),
     },
 ) as dag:
 
@@ -67,7 +76,8 @@ with DAG(
     def plan(**context: Any) -> list[str]:
         """The names of the partitions to run (each partition is checked by its own tasks)."""
         params = context["params"]
-        return partition_names(params["spec"], params["partitions"])
+        with storage_environment(params["storage_conn_id"]):
+            return partition_names(params["spec"], params["partitions"])
 
     @task_group(group_id="partition")
     def per_partition(name: str, spec: str, run_dir: str) -> None:
@@ -77,6 +87,7 @@ with DAG(
             spec_path=spec,
             partition=name,
             out_dir=run_dir,
+            storage_conn_id=STORAGE_CONN,
             rounds="{{ params.rounds }}",
             candidates="{{ params.candidates }}",
             model="{{ params.model }}",
@@ -88,6 +99,7 @@ with DAG(
             spec_path=spec,
             partition=name,
             out_dir=run_dir,
+            storage_conn_id=STORAGE_CONN,
             rows="{{ params.rows }}",
             model="{{ params.model }}",
             trust_remote_code="{{ params.trust_remote_code }}",
@@ -97,10 +109,21 @@ with DAG(
             deferrable=True,
         )
         validate = AoDValidateOperator(
-            task_id="validate", spec_path=spec, partition=name, out_dir=run_dir, rows="{{ params.rows }}"
+            task_id="validate",
+            spec_path=spec,
+            partition=name,
+            out_dir=run_dir,
+            storage_conn_id=STORAGE_CONN,
+            rows="{{ params.rows }}",
         )
         optimize >> synthesize >> validate
 
     names = plan()
     steps = per_partition.partial(spec=SPEC, run_dir=RUN_DIR).expand(name=names)
-    steps >> AoDSummaryOperator(task_id="summary", partitions=names, group_id="partition", out_dir=RUN_DIR)
+    steps >> AoDSummaryOperator(
+        task_id="summary",
+        partitions=names,
+        group_id="partition",
+        out_dir=RUN_DIR,
+        storage_conn_id=STORAGE_CONN,
+    )

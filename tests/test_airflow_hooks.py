@@ -1,4 +1,5 @@
-"""The provider's registration and its hooks for the ``aod`` and ``ray`` connections."""
+"""The provider's registration and its hooks for the ``aod`` and ``ray`` connections and for
+object-store credentials."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from airflow.sdk import Connection
 
 from aod_ops.airflow import get_provider_info
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError
-from aod_ops.airflow.hooks import AGENT_KEY_ENV, AoDHook, RayHook
+from aod_ops.airflow.hooks import AGENT_KEY_ENV, AoDHook, RayHook, StorageHook, storage_environment
 from aod_ops.airflow.operators import load_partition
 from aod_ops.spec import AgentSetting, DLMSetting, load_spec
 
@@ -187,3 +188,34 @@ def test_ray_test_connection_fails_clearly_without_a_cluster(monkeypatch: pytest
     ok, message = RayHook("ray_probe").test_connection()
     assert not ok
     assert "http://127.0.0.1:9" in message
+
+
+def test_a_storage_connection_is_exposed_as_aws_variables_while_the_task_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = {
+        "conn_type": "aws",
+        "login": "AKIDEXAMPLE",
+        "password": "secret",
+        "extra": {"region_name": "eu-west-1", "endpoint_url": "http://minio:9000"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AOD_S3", json.dumps(conn))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "the-workers-own")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    assert StorageHook("aod_s3").get_conn() == {
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+    }
+    with storage_environment("aod_s3"):
+        assert (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]) == (
+            "AKIDEXAMPLE",
+            "secret",
+        )
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "the-workers-own" and "AWS_SECRET_ACCESS_KEY" not in os.environ
+    with storage_environment(None):
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "the-workers-own"
+    monkeypatch.setenv("AIRFLOW_CONN_AOD_S3", json.dumps({**conn, "extra": {"bucket": "b"}}))
+    with pytest.raises(AoDConnectionError, match="connection 'aod_s3': unknown extra field"):
+        StorageHook("aod_s3").get_conn()

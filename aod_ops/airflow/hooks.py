@@ -1,15 +1,18 @@
-"""Hooks for the provider's two connection types: ``aod`` (model endpoints) and ``ray`` (a cluster).
+"""Hooks for the provider's two connection types, ``aod`` (model endpoints) and ``ray`` (a
+cluster), and for object-store credentials.
 
 ``AoDHook`` reads which DLM and which agent endpoint a partition should use, and the agent's API
 key; ``ModelEndpoints.overrides`` gives them as spec fields that replace the partition's, and the
 key reaches the engine through an environment variable that only the running task sees. ``RayHook`` gives the
 Ray Jobs API client (``aod_ops.ray.jobs.RayJobs``) of a cluster's dashboard address.
+``StorageHook`` reads S3 credentials from a connection (the Amazon provider's ``aws`` connection
+fields), and ``storage_environment`` exposes them to ``aod_ops.storage`` the same way.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +42,21 @@ def _ui_behaviour(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def exported(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables while the block runs, then restore what was there."""
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _url(conn: Connection, default_port: int | None = None) -> str | None:
     """The connection's host as a URL: kept when it has a scheme, else ``http://host[:port]``."""
     if not conn.host:
@@ -65,18 +83,8 @@ class ModelEndpoints:
     @contextmanager
     def environment(self) -> Iterator[None]:
         """Expose the API key to the engine (``AOD_AGENT_KEY``) while the block runs."""
-        if self.api_key is None:
+        with exported({} if self.api_key is None else {AGENT_KEY_ENV: self.api_key}):
             yield
-            return
-        previous = os.environ.get(AGENT_KEY_ENV)
-        os.environ[AGENT_KEY_ENV] = self.api_key
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(AGENT_KEY_ENV, None)
-            else:
-                os.environ[AGENT_KEY_ENV] = previous
 
 
 class AoDHook(BaseHook):
@@ -220,3 +228,51 @@ class RayHook(BaseHook):
         except Exception as exc:  # any failure is the answer to show in the UI
             return False, str(exc)
         return True, f"Ray Jobs API at {jobs.address} answered ({count} jobs)"
+
+
+class StorageHook(BaseHook):
+    """The S3 credentials of a connection, as the environment variables botocore reads.
+
+    The fields are an Amazon provider ``aws`` connection's (any connection type will do): login,
+    the access key id; password, the secret access key; extra ``aws_session_token``,
+    ``region_name`` and ``endpoint_url`` (an S3-compatible store such as MinIO; the host field,
+    when set, is used instead).
+
+    :param storage_conn_id: the connection's id.
+    """
+
+    conn_name_attr = "storage_conn_id"
+    default_conn_name = "aws_default"
+    conn_type = "aws"
+    hook_name = "Object storage credentials (S3)"
+
+    def __init__(self, storage_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.storage_conn_id = storage_conn_id
+
+    def get_conn(self) -> dict[str, str]:
+        """``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+        ``AWS_DEFAULT_REGION`` and ``AWS_ENDPOINT_URL``, those the connection sets."""
+        conn = self.get_connection(self.storage_conn_id)
+        extra = conn.extra_dejson
+        unknown = sorted(set(extra) - {"aws_session_token", "region_name", "endpoint_url"})
+        if unknown:
+            raise AoDConnectionError(
+                f"connection {conn.conn_id!r}: unknown extra field(s) {', '.join(unknown)}"
+            )
+        values = {
+            "AWS_ACCESS_KEY_ID": conn.login,
+            "AWS_SECRET_ACCESS_KEY": conn.password,
+            "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
+            "AWS_DEFAULT_REGION": extra.get("region_name"),
+            "AWS_ENDPOINT_URL": _url(conn) or extra.get("endpoint_url"),
+        }
+        return {name: str(value) for name, value in values.items() if value}
+
+
+@contextmanager
+def storage_environment(storage_conn_id: str | None) -> Iterator[None]:
+    """Expose a connection's S3 credentials (``StorageHook``) to ``aod_ops.storage`` while the
+    block runs; with None, the worker's own (its environment, ``~/.aws``, an instance role)."""
+    with exported({} if storage_conn_id is None else StorageHook(storage_conn_id).get_conn()):
+        yield

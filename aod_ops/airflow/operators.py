@@ -7,8 +7,12 @@ publishes the table as an asset; ``AoDSummaryOperator`` reports every partition'
 
 All of them take a partition spec and a partition's name and work under one run folder
 (``out_dir``), laid out as ``prompts/<partition>/prompt.json`` and
-``tables/<partition>/{data,quarantine}/`` with ``report.json``. Constructors only store their
-arguments: nothing is read when a DAG is parsed. XCom carries URIs and small summaries.
+``tables/<partition>/{data,quarantine}/`` with ``report.json``. The spec, the files it names and
+the run folder are local paths or URIs (``s3://bucket/prefix``: then each table lies in the
+folder its ``_manifest.json`` names, see ``aod_ops.output``); ``storage_conn_id`` names a
+connection with the object store's credentials (``StorageHook``), else the worker's own are used.
+Constructors only store their arguments: nothing is read when a DAG is parsed. XCom carries URIs
+and small summaries.
 
 Each partition is loaded on its own (``load_partition``), so a broken partition fails its own
 tasks with the spec's message and the others carry on. A bad spec, schema or data becomes
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from airflow.sdk import Asset, AssetAlias, BaseOperator, TriggerRule, conf
 
+from aod_ops import storage
 from aod_ops.airflow.exceptions import (
     AoDInputError,
     AoDPartitionsFailed,
@@ -39,10 +44,11 @@ from aod_ops.airflow.exceptions import (
     AoDValidationFailed,
     RayJobFailed,
 )
-from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook
+from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook, storage_environment
 from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger
 from aod_ops.errors import AodError, DataError, SchemaError, SpecError
 from aod_ops.spec import read_yaml
+from aod_ops.storage import Location
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -63,7 +69,7 @@ def table_asset(partition: str) -> Asset:
     return Asset(name=f"aod_{partition}", uri=f"aod://tables/{partition}")
 
 
-def _spec_yaml(path: Path) -> dict[str, Any]:
+def _spec_yaml(path: Location) -> dict[str, Any]:
     """The spec's YAML with a ``partitions`` list, without checking the partitions themselves."""
     raw = read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("partitions"), list) or not raw["partitions"]:
@@ -76,7 +82,7 @@ def partition_names(spec_path: str | Path, only: Sequence[str] = ()) -> list[str
 
     Only the names are read: each partition is checked by the tasks that work on it.
     """
-    path = Path(spec_path).resolve()
+    path = storage.locate(spec_path)
     names = []
     for index, item in enumerate(_spec_yaml(path)["partitions"]):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -95,21 +101,23 @@ def partition_spec(
     """A spec holding the defaults and only partition ``name``, in a temporary folder.
 
     ``load_spec`` checks every partition of a spec, so one broken partition would stop all the
-    others; this spec holds one. Its file paths are made absolute, and ``overrides`` (spec
-    fields such as ``dlm`` or ``agent``) replace the partition's own.
+    others; this spec holds one. Its file paths are made absolute (or URIs, for a spec read from
+    one), and ``overrides`` (spec fields such as ``dlm`` or ``agent``) replace the partition's own.
     """
-    path = Path(spec_path).resolve()
+    path = storage.locate(spec_path)
     raw = _spec_yaml(path)
     entries = [p for p in raw["partitions"] if isinstance(p, dict) and p.get("name") == name]
     if not entries:
         raise SpecError(f"{path}: no partition named {name!r}")
     entry = {
-        key: str(path.parent / value) if key in _PATH_FIELDS and isinstance(value, str) and value else value
+        key: str(storage.locate(value, storage.parent(path)))
+        if key in _PATH_FIELDS and isinstance(value, str) and value
+        else value
         for key, value in entries[0].items()
     }
     entry.update(overrides or {})
     with tempfile.TemporaryDirectory(prefix="aod-spec-") as tmp:
-        single = Path(tmp) / path.name
+        single = Path(tmp) / storage.name(path)
         single.write_text(yaml.safe_dump({**raw, "partitions": [entry]}, sort_keys=False), encoding="utf-8")
         yield single
 
@@ -125,7 +133,7 @@ def load_partition(spec_path: str | Path, name: str, overrides: Mapping[str, Any
         try:
             return load_spec(single).partitions[0]
         except SpecError as exc:
-            raise SpecError(str(exc).replace(str(single), str(Path(spec_path).resolve()))) from None
+            raise SpecError(str(exc).replace(str(single), str(storage.locate(spec_path)))) from None
 
 
 def _optional_int(value: Any, name: str) -> int | None:
@@ -146,20 +154,32 @@ def _optional_str(value: Any) -> str | None:
 
 
 class _PartitionOperator(BaseOperator):
-    """What the partition operators share: the spec, the partition, the run folder, error reporting.
+    """What the partition operators share: the spec, the partition, the run folder, the storage
+    credentials, error reporting.
 
-    :param spec_path: the partition spec (YAML).
+    :param spec_path: the partition spec (YAML), a path or a URI.
     :param partition: the partition's name in the spec.
-    :param out_dir: the run's output folder (one per logical date in the example DAG).
+    :param out_dir: the run's output folder or URI (one per logical date in the example DAG).
+    :param storage_conn_id: a connection with the object store's credentials (``StorageHook``);
+        None uses the worker's own.
     """
 
-    template_fields: Sequence[str] = ("spec_path", "partition", "out_dir")
+    template_fields: Sequence[str] = ("spec_path", "partition", "out_dir", "storage_conn_id")
 
-    def __init__(self, *, spec_path: str, partition: str, out_dir: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        spec_path: str,
+        partition: str,
+        out_dir: str,
+        storage_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.spec_path = spec_path
         self.partition = partition
         self.out_dir = out_dir
+        self.storage_conn_id = storage_conn_id
 
     def overrides(self) -> dict[str, Any]:
         """Spec fields that replace the partition's own (none here)."""
@@ -169,17 +189,33 @@ class _PartitionOperator(BaseOperator):
         """The partition, checked on its own, with ``overrides`` applied."""
         return load_partition(self.spec_path, self.partition, self.overrides())
 
-    @property
-    def table_dir(self) -> Path:
-        """The partition's table folder: ``data/``, ``quarantine/`` and ``report.json``."""
-        return Path(self.out_dir) / TABLES / self.partition
+    def run_dir(self, step: str) -> Location:
+        """The step's folder in the run folder: ``prompts`` or ``tables``."""
+        return storage.join(storage.locate(self.out_dir), step)
+
+    def table_dir(self) -> Location:
+        """The partition's committed table folder: ``data/``, ``quarantine/`` and ``report.json``.
+
+        :raises DataError: when no table of the partition is committed.
+        """
+        from aod_ops.output import committed_dir
+
+        folder = committed_dir(self.run_dir(TABLES), self.partition)
+        if folder is None:
+            raise DataError(
+                f"partition {self.partition!r}: no table committed in {self.run_dir(TABLES)}; "
+                "a Ray job must write to storage the Airflow worker also sees"
+            )
+        return folder
 
     @contextmanager
     def reporting_errors(self, context: Context) -> Iterator[None]:
-        """Push a failure's message to XCom (``error``) and raise it as the provider's type:
-        ``AoDInputError`` for a bad spec, schema or data (not retried), else ``AoDTaskError``."""
+        """Within the storage connection's credentials, push a failure's message to XCom
+        (``error``) and raise it as the provider's type: ``AoDInputError`` for a bad spec, schema
+        or data (not retried), else ``AoDTaskError``."""
         try:
-            yield
+            with storage_environment(_optional_str(self.storage_conn_id)):
+                yield
         except (SpecError, SchemaError, DataError) as exc:
             context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
             raise AoDInputError(str(exc)) from exc
@@ -271,12 +307,12 @@ class AoDOptimizeOperator(_ModelOperator):
             with self.endpoints.environment():
                 result = optimize_partition(
                     partition,
-                    Path(self.out_dir) / PROMPTS,
+                    self.run_dir(PROMPTS),
                     rounds=_optional_int(self.rounds, "rounds"),
                     candidates=_optional_int(self.candidates, "candidates"),
                     restart=True,  # a rerun replaces the recorded run, whatever its settings were
                 )
-        prompt = result.prompt_path.resolve()
+        prompt = storage.uri(result.prompt_path)
         self.log.info(
             "Partition %s: best reward %.3f after %d rounds (%s); prompt %s",
             partition.name,
@@ -287,8 +323,8 @@ class AoDOptimizeOperator(_ModelOperator):
         )
         return {
             "partition": partition.name,
-            "prompt_uri": prompt.as_uri(),
-            "history_uri": result.history_path.resolve().as_uri(),
+            "prompt_uri": prompt,
+            "history_uri": storage.uri(result.history_path),
             "best_reward": float(result.best_reward),
         }
 
@@ -302,7 +338,8 @@ class AoDSynthesizeOperator(_ModelOperator):
     id to XCom (``ray_job_id``) and waits for it: in the worker, or with ``deferrable=True`` in
     the triggerer. A failed job's logs are copied into the task log; ``on_kill`` stops the job.
     The job writes to ``out_dir`` as the cluster sees it, which must be storage the worker also
-    sees (the validation reads it). Returns ``{"partition", "table_uri", "report_uri", "rows",
+    sees (the validation reads it): an object-store URI, which the job writes with the cluster's
+    own credentials, or a shared volume. Returns ``{"partition", "table_uri", "report_uri", "rows",
     "rejected", "ray_job_id"}``.
 
     :param prompt_dir: a folder of ``<partition>/prompt.json`` artifacts (default:
@@ -354,10 +391,10 @@ class AoDSynthesizeOperator(_ModelOperator):
         """The Jobs API of the ``ray`` connection's cluster."""
         return RayHook(self.ray_conn_id).get_conn()
 
-    def prompts(self) -> Path:
+    def prompts(self) -> Location:
         """The folder of prompt artifacts."""
         given = _optional_str(self.prompt_dir)
-        return Path(given) if given is not None else Path(self.out_dir) / PROMPTS
+        return storage.locate(given) if given is not None else self.run_dir(PROMPTS)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Synthesize locally, or submit the Ray job and wait for it (or defer)."""
@@ -410,9 +447,7 @@ class AoDSynthesizeOperator(_ModelOperator):
             partition_spec(self.spec_path, self.partition, self.overrides()) as spec,
             self.endpoints.environment(),
         ):
-            (result,) = synthesize(
-                spec, Path(self.out_dir) / TABLES, partition=self.partition, options=options
-            )
+            (result,) = synthesize(spec, self.run_dir(TABLES), partition=self.partition, options=options)
         self.log.info(
             "Partition %s: %s, %d rows from %d candidates (%d rejected) in %.1f s",
             result.partition,
@@ -427,8 +462,8 @@ class AoDSynthesizeOperator(_ModelOperator):
         from aod_ops.ray.jobs import SynthesisJob
 
         job = SynthesisJob(
-            spec_path=Path(self.spec_path),
-            out=str(Path(self.out_dir) / TABLES),
+            spec_path=self.spec_path,
+            out=str(self.run_dir(TABLES)),
             partition=partition.name,
             rows=rows,
             actors=actors,
@@ -465,16 +500,17 @@ class AoDSynthesizeOperator(_ModelOperator):
     def _table_summary(self) -> dict[str, Any]:
         from aod_ops.output import REPORT, read_report
 
-        report = read_report(Path(self.out_dir) / TABLES, self.partition)
+        folder = self.table_dir()
+        report = read_report(self.run_dir(TABLES), self.partition)
         if report is None:
             raise AoDInputError(
-                f"partition {self.partition!r}: no intact output at {self.table_dir} after the synthesis; "
+                f"partition {self.partition!r}: no intact output at {folder} after the synthesis; "
                 "a Ray job must write to storage the Airflow worker also sees"
             )
         return {
             "partition": self.partition,
-            "table_uri": (self.table_dir / "data").resolve().as_uri(),
-            "report_uri": (self.table_dir / REPORT).resolve().as_uri(),
+            "table_uri": storage.uri(storage.join(folder, "data")),
+            "report_uri": storage.uri(storage.join(folder, REPORT)),
             "rows": report["counts"]["rows"],
             "rejected": report["counts"]["rejected"],
             "ray_job_id": self.job_id,
@@ -534,8 +570,9 @@ class AoDValidateOperator(_PartitionOperator):
 
         with self.reporting_errors(context):
             partition = self.load()
+            folder = self.table_dir()
             summary = validate_partition(
-                self.table_dir / "data",
+                storage.join(folder, "data"),
                 partition.schema_path,
                 load_reference(partition),
                 _optional_int(self.rows, "rows") or partition.rows,
@@ -545,13 +582,14 @@ class AoDValidateOperator(_PartitionOperator):
                 holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
                 rules=partition.rules,
                 extra_suite=_optional_str(self.extra_suite),
-                out_dir=self.table_dir,
+                out_dir=folder,
             )
             result = summary.as_dict()
             context["ti"].xcom_push(key="return_value", value=result)
             if not summary.success:
                 raise AoDValidationFailed(str(ValidationFailed(summary)), result)
-        data_uri = (self.table_dir / "data").resolve().as_uri()
+        # The committed folder's data: on an object store, files no later run writes into.
+        data_uri = storage.uri(storage.join(folder, "data"))
         context["outlet_events"][AssetAlias(TABLES_ALIAS)].add(
             table_asset(partition.name), extra={"path": data_uri, "rows": summary.rows}
         )
@@ -611,10 +649,12 @@ class AoDSummaryOperator(BaseOperator):
         XCom).
     :param group_id: the mapped task group holding the steps.
     :param steps: the steps' task ids inside the group, in order.
-    :param out_dir: the run's output folder.
+    :param out_dir: the run's output folder or URI.
+    :param storage_conn_id: a connection with the object store's credentials (``StorageHook``);
+        None uses the worker's own.
     """
 
-    template_fields: Sequence[str] = ("partitions", "out_dir")
+    template_fields: Sequence[str] = ("partitions", "out_dir", "storage_conn_id")
 
     def __init__(
         self,
@@ -623,6 +663,7 @@ class AoDSummaryOperator(BaseOperator):
         group_id: str,
         out_dir: str,
         steps: Sequence[str] = ("optimize", "synthesize", "validate"),
+        storage_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
@@ -631,6 +672,7 @@ class AoDSummaryOperator(BaseOperator):
         self.group_id = group_id
         self.out_dir = out_dir
         self.steps = tuple(steps)
+        self.storage_conn_id = storage_conn_id
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         """Collect the states and errors, write the summary, fail if any partition failed."""
@@ -655,9 +697,9 @@ class AoDSummaryOperator(BaseOperator):
         ]
         outcomes = partition_outcomes(names, self.steps, states, errors, validations)
         records = [asdict(outcome) for outcome in outcomes]
-        out = Path(self.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        summary = storage.join(storage.locate(self.out_dir), "summary.json")
+        with storage_environment(_optional_str(self.storage_conn_id)):
+            storage.write_text(summary, json.dumps(records, indent=2) + "\n")
         for outcome in outcomes:
             if outcome.succeeded:
                 rows = (outcome.validation or {}).get("rows")

@@ -1,11 +1,11 @@
 """Validate a synthesized partition: the schema's GX suite and the privacy gates, on its Parquet.
 
-The partition is read from its path (a dataset folder of ``*.parquet`` files, sub-folders such as
-a quarantine left out, or one Parquet file) with pyarrow; its ``record`` column (JSON text) is
-parsed for the privacy figures, which cover every row whose record parses and nests no deeper
-than the schema package's ``MAX_DEPTH`` (a row that breaks the schema fails the suite, and may
-still leak). Beside the data go ``validation_result.json`` (GX's full validation result) and
-``privacy_report.json``; the caller gets a small ``ValidationSummary``.
+The partition is read from its path or URI (a dataset folder of ``*.parquet`` files, sub-folders
+such as a quarantine left out, or one Parquet file; see ``aod_ops.storage``) with pyarrow; its
+``record`` column (JSON text) is parsed for the privacy figures, which cover every row whose
+record parses and nests no deeper than the schema package's ``MAX_DEPTH`` (a row that breaks the
+schema fails the suite, and may still leak). Beside the data go ``validation_result.json`` (GX's
+full validation result) and ``privacy_report.json``; the caller gets a small ``ValidationSummary``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aod_ops import storage
 from aod_ops.errors import AodError, DataError
 from aod_ops.privacy import PrivacyReport, PrivacyThresholds, privacy_report, sensitive_columns
 from aod_ops.quality.suite import (
@@ -32,6 +33,7 @@ from aod_ops.quality.suite import (
 from aod_ops.rules import Rule
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
 from aod_ops.schema.load import too_deep
+from aod_ops.storage import Location
 
 RESULT_FILE = "validation_result.json"
 PRIVACY_FILE = "privacy_report.json"
@@ -96,17 +98,19 @@ class ValidationFailed(AodError):
 
 
 def read_partition(path: str | Path) -> pa.Table:
-    """Read a partition's Parquet (a dataset folder or one file); ``DataError`` names a bad file."""
-    path = Path(path)
-    if not path.exists():
+    """Read a partition's Parquet (a dataset folder or one file, a path or a URI); ``DataError``
+    names a bad file."""
+    path = storage.locate(path)
+    if not storage.exists(path):
         raise DataError(f"partition data not found: {path}")
-    files = [path] if path.is_file() else sorted(file for file in path.glob("*.parquet") if file.is_file())
+    files = [path] if storage.is_file(path) else storage.list_files(path, ".parquet")
     if not files:
         raise DataError(f"no Parquet files in {path}")
     tables = []
     for file in files:
         try:
-            tables.append(pq.read_table(file))
+            with storage.open_file(file) as handle:
+                tables.append(pq.read_table(handle))
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"cannot read Parquet file {file}: {exc}") from None
     try:
@@ -137,7 +141,7 @@ def validate_partition(
 ) -> ValidationSummary:
     """Run the partition's GX checkpoint and privacy gates and write their results beside the data.
 
-    :param data_path: the partition's Parquet dataset folder (or one Parquet file).
+    :param data_path: the partition's Parquet dataset folder (or one Parquet file), a path or a URI.
     :param schema: the partition's JSON Schema (loaded, a file path, or a dict).
     :param reference: the partition's reference sample as JSON values.
     :param target_rows: the row count the partition must reach.
@@ -148,14 +152,15 @@ def validate_partition(
     :param holdout: held-out real rows for the DCR baseline (see ``aod_ops.privacy``).
     :param rules: the partition's cross-field rules, each checked by an expectation.
     :param extra_suite: the user's own expectations: a GX suite JSON file or ``"module:function"``.
-    :param docs_dir: a folder for GX Data Docs HTML and the fidelity report (``fidelity.html``);
-        neither is written when None.
-    :param out_dir: where the result files go; by default the dataset's own folder.
+    :param docs_dir: a folder (or URI) for GX Data Docs HTML and the fidelity report
+        (``fidelity.html``); neither is written when None.
+    :param out_dir: where the result files go (a folder or URI); by default the dataset's own folder.
     :param raise_on_failure: raise ``ValidationFailed`` (carrying the summary) when anything fails.
     """
-    path = Path(data_path)
+    path = storage.locate(data_path)
     loaded = schema if isinstance(schema, LoadedSchema) else load_schema(schema)
-    name = partition or (path.stem if path.is_file() else path.name)
+    is_file = storage.is_file(path)
+    name = partition or (PurePosixPath(storage.name(path)).stem if is_file else storage.name(path))
     table = read_partition(path)
     # GX takes seconds to import: only validation pays for it, not every user of aod_ops.quality.
     from aod_ops.quality.gx_adapter import register_schema, run_checkpoint
@@ -176,18 +181,28 @@ def validate_partition(
         ids=ids,
         holdout=holdout,
     )
-    docs = Path(docs_dir) if docs_dir is not None else None
-    run = run_checkpoint(name, table.to_pandas(), specs, docs)
-    fidelity = None
-    if docs is not None:
-        fidelity = _fidelity_report(name, path, loaded, reference, holdout, rules, sensitive, records, docs)
-    out_dir = Path(out_dir) if out_dir is not None else path if path.is_dir() else path.parent
-    result_path = out_dir / RESULT_FILE
+    frame = table.to_pandas()
+    docs_path = fidelity = None
+    if docs_dir is None:
+        run = run_checkpoint(name, frame, specs)
+    else:
+        docs = storage.locate(docs_dir)
+        # GX and matplotlib write local files: a remote docs folder gets them once they are written.
+        with storage.staged(docs) as local:
+            run = run_checkpoint(name, frame, specs, local)
+            report = _fidelity_report(
+                name, path, loaded, reference, holdout, rules, sensitive, records, local
+            )
+        if run.docs_index is not None:
+            docs_path = storage.join(docs, *run.docs_index.relative_to(local).parts)
+        fidelity = storage.join(docs, *report.relative_to(local).parts)
+    out = storage.locate(out_dir) if out_dir is not None else storage.parent(path) if is_file else path
+    result_path = storage.join(out, RESULT_FILE)
     try:
-        result_path.write_text(json.dumps(run.result, indent=2, default=str) + "\n", encoding="utf-8")
-        privacy_path = privacy.write(out_dir / PRIVACY_FILE)
+        storage.write_text(result_path, json.dumps(run.result, indent=2, default=str) + "\n")
+        privacy_path = privacy.write(storage.join(out, PRIVACY_FILE))
     except OSError as exc:
-        raise DataError(f"cannot write the validation results into {out_dir}: {exc}") from None
+        raise DataError(f"cannot write the validation results into {out}: {exc}") from None
     summary = ValidationSummary(
         partition=name,
         data_path=str(path),
@@ -198,7 +213,7 @@ def validate_partition(
         privacy=privacy,
         result_path=str(result_path),
         privacy_report_path=str(privacy_path),
-        docs_path=str(run.docs_index) if run.docs_index is not None else None,
+        docs_path=str(docs_path) if docs_path is not None else None,
         fidelity_report_path=str(fidelity) if fidelity is not None else None,
     )
     if raise_on_failure and not summary.success:
@@ -208,7 +223,7 @@ def validate_partition(
 
 def _fidelity_report(
     name: str,
-    path: Path,
+    path: Location,
     schema: LoadedSchema,
     reference: Sequence[Any],
     holdout: Sequence[Any] | None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -30,8 +29,12 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
         "(embedded unless --ray-address or RAY_ADDRESS names a cluster), judge them, and write "
         "OUT/<partition>/data, OUT/<partition>/quarantine and OUT/<partition>/report.json.",
     )
-    p.add_argument("--spec", required=True, help="partition spec (YAML)")
-    p.add_argument("--out", required=True, help="output folder (one subfolder per partition)")
+    p.add_argument("--spec", required=True, help="partition spec (YAML; a path or a URI)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder or URI, e.g. s3://bucket/prefix (one subfolder per partition)",
+    )
     p.add_argument("--partition", help="only this partition")
     p.add_argument("--rows", type=positive_int, help="target rows per partition (default: the spec's rows)")
     p.add_argument(
@@ -43,7 +46,7 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads-per-actor", type=positive_int, help="torch CPU threads (and CPUs reserved) per actor"
     )
-    p.add_argument("--prompt-dir", type=Path, help="folder with <partition>/prompt.json from the AoD loop")
+    p.add_argument("--prompt-dir", help="folder (or URI) with <partition>/prompt.json from the AoD loop")
     p.add_argument("--model", help="DLM for every partition (default: the spec's dlm)")
     p.add_argument(
         "--trust-remote-code",
@@ -83,7 +86,7 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
         from aod_ops.ray.jobs import RayJobs, SynthesisJob, run_synthesis_job
 
         job = SynthesisJob(
-            spec_path=Path(args.spec),
+            spec_path=args.spec,
             out=args.out,
             partition=args.partition,
             rows=args.rows,

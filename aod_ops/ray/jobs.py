@@ -1,9 +1,11 @@
 """Run ``aod synthesize`` on a Ray cluster as a job, through the Ray Jobs API.
 
 This module is the one place that calls ``ray.job_submission``. A ``SynthesisJob`` says what to
-run; ``RayJobs`` submits it with a ``runtime_env`` whose ``working_dir`` carries the partition
-spec (the spec's folder: the spec, its schemas and reference samples) and the prompt artifacts,
-then reports the job's state, fetches its logs and stops it. ``run_synthesis_job`` is the whole
+run; ``RayJobs`` submits it with a ``runtime_env`` whose ``working_dir`` carries what the cluster
+cannot read itself: a local spec's folder (the spec, its schemas and reference samples) and local
+prompt artifacts. A spec, a file or a prompt folder named by a URI (``s3://...``) is read by the
+job from there, with the cluster's own credentials. ``RayJobs`` then reports the job's state,
+fetches its logs and stops it. ``run_synthesis_job`` is the whole
 round trip for the command line: submit, print the job id, poll, stop on Ctrl-C, and raise with
 the logs' tail when the job fails.
 
@@ -25,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from aod_ops import storage
 from aod_ops.errors import AodError
 from aod_ops.spec import load_spec
 
@@ -60,8 +63,8 @@ class JobState:
 class SynthesisJob:
     """One ``aod synthesize`` run to submit as a Ray job.
 
-    :param spec_path: the partition spec; its folder travels with the job, so every file its
-        partitions name must lie inside that folder.
+    :param spec_path: the partition spec, a path or a URI. A local spec's folder travels with the
+        job, so every local file its partitions name must lie inside that folder.
     :param out: the output folder or URI as the cluster sees it (a relative local path is made
         absolute, since the job runs in its own working directory).
     :param partition: one partition's name, or None for all of them.
@@ -69,25 +72,25 @@ class SynthesisJob:
     :param actors: DLM actors instead of the synthesis default.
     :param model: the DLM instead of the spec's.
     :param trust_remote_code: let ``model`` run its own code (``--trust-remote-code``).
-    :param prompt_dir: a folder of ``<partition>/prompt.json`` artifacts (the loop's output); the
-        selected partitions' prompts travel with the job.
+    :param prompt_dir: a folder (or URI) of ``<partition>/prompt.json`` artifacts (the loop's
+        output); from a local folder, the selected partitions' prompts travel with the job.
     :param env_vars: environment variables for the job (never secrets: Ray shows them).
     """
 
-    spec_path: Path
+    spec_path: str | Path
     out: str
     partition: str | None = None
     rows: int | None = None
     actors: int | None = None
     model: str | None = None
     trust_remote_code: bool = False
-    prompt_dir: Path | None = None
+    prompt_dir: str | Path | None = None
     env_vars: Mapping[str, str] = field(default_factory=dict)
 
     def entrypoint(self) -> str:
         """The shell command the job runs, relative to its working directory."""
-        spec = f"{SPEC_DIR}/{self.spec_path.name}"
-        args = ["aod", "synthesize", "--spec", spec, "--out", _absolute(self.out)]
+        spec = _shipped(self.spec_path, f"{SPEC_DIR}/{storage.name(storage.locate(self.spec_path))}")
+        args = ["aod", "synthesize", "--spec", spec, "--out", str(storage.locate(self.out))]
         for flag, value in (
             ("--partition", self.partition),
             ("--rows", self.rows),
@@ -99,44 +102,47 @@ class SynthesisJob:
         if self.model is not None and self.trust_remote_code:
             args.append("--trust-remote-code")
         if self.prompt_dir is not None:
-            args += ["--prompt-dir", PROMPT_DIR]
+            args += ["--prompt-dir", _shipped(self.prompt_dir, PROMPT_DIR)]
         return shlex.join(args)
 
 
-def _absolute(out: str) -> str:
-    """``out`` as an absolute path, or unchanged when it is a URI (``s3://...``)."""
-    if "://" in out:
-        return out
-    return str(Path(out).resolve())
+def _shipped(location: str | Path, in_bundle: str) -> str:
+    """How the job names ``location``: its place in the working directory when it is local
+    (shipped), else its URI (read from there)."""
+    found = storage.locate(location)
+    return in_bundle if isinstance(found, Path) else found
 
 
 @contextmanager
 def job_bundle(job: SynthesisJob) -> Iterator[Path]:
-    """A temporary folder holding what the job needs: ``spec/`` and ``prompts/<partition>/``.
+    """A temporary folder holding what the job needs from this machine: ``spec/`` (a local spec's
+    folder) and ``prompts/<partition>/`` (from a local prompt folder).
 
     The spec is loaded first, so a bad spec fails here with its own message instead of on the
-    cluster; a partition file outside the spec's folder is an ``AodError``.
+    cluster; a local partition file outside a local spec's folder is an ``AodError``.
     """
     spec = load_spec(job.spec_path)
     partitions = spec.select(job.partition)
-    root = spec.path.parent
+    root = spec.path.parent if isinstance(spec.path, Path) else None
     for partition in partitions:
         for name, path in (
             ("schema", partition.schema_path),
             ("reference", partition.reference_path),
             ("holdout", partition.holdout_path),
         ):
-            if path is not None and not path.is_relative_to(root):
+            # A query's rows, and a file named by a URI, are read on the cluster: nothing to ship.
+            if isinstance(path, Path) and root is not None and not path.is_relative_to(root):
                 raise AodError(
                     f"{spec.path}: partition {partition.name!r}: {name} {path} is outside the spec's "
                     f"folder {root}; a Ray job receives only that folder"
                 )
     with tempfile.TemporaryDirectory(prefix="aod-job-") as tmp:
         bundle = Path(tmp)
-        shutil.copytree(root, bundle / SPEC_DIR, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        if root is not None:
+            shutil.copytree(root, bundle / SPEC_DIR, ignore=shutil.ignore_patterns(".*", "__pycache__"))
         # As in a local run, a partition without a prompt artifact uses its initial prompt.
-        folder = job.prompt_dir
-        prompts = [] if folder is None else [folder / p.name / PROMPT_FILE for p in partitions]
+        folder = None if job.prompt_dir is None else storage.locate(job.prompt_dir)
+        prompts = [folder / p.name / PROMPT_FILE for p in partitions] if isinstance(folder, Path) else []
         for prompt in filter(Path.is_file, prompts):
             target = bundle / PROMPT_DIR / prompt.parent.name / PROMPT_FILE
             target.parent.mkdir(parents=True)

@@ -11,7 +11,8 @@ has when partial output was asked for. A failed partition does not stop the othe
 partition is tried, and ``SynthesisFailed`` then names each failure beside what was written.
 
 Everything that can be checked is checked before Ray starts: the spec, schemas, reference
-samples, prompt artifacts, the model name and the output columns. Each partition is committed
+samples, prompt artifacts, the model name, the output columns, and that the output (a folder or
+an object-store URI, see ``aod_ops.storage``) can be written. Each partition is committed
 atomically (``aod_ops.output``); a rerun skips a partition whose committed output was made with
 the same settings, and a run that died is cleaned up and redone.
 """
@@ -30,6 +31,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
+from aod_ops import storage
 from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.models import check_model
@@ -37,13 +39,22 @@ from aod_ops.errors import AodError, DataError, ModelError
 from aod_ops.fidelity import Yardstick, table_reward
 from aod_ops.loop import PROMPT_FILE
 from aod_ops.metrics import canonical_json, compute_metrics
-from aod_ops.output import PartitionWriter, Provenance, output_schema, read_report, record_id, recover
+from aod_ops.output import (
+    PartitionWriter,
+    Provenance,
+    committed_dir,
+    output_schema,
+    read_report,
+    record_id,
+    recover,
+)
 from aod_ops.privacy import privacy_report
 from aod_ops.ray import adapter
 from aod_ops.ray.generator import DLMGenerator
 from aod_ops.ray.judging import CandidateJudge
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
 from aod_ops.spec import Partition, load_reference, load_spec
+from aod_ops.storage import Location
 
 CANDIDATE_FACTOR = 10
 """The default candidate budget is this many candidates per target row."""
@@ -61,8 +72,8 @@ class SynthesisOptions:
     :param threads_per_actor: torch CPU threads per actor, and the CPUs it reserves (default:
         the cluster's CPUs shared among the actors when ``actors`` is given, else 1).
     :param gpus_per_actor: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
-    :param prompt_dir: folder holding ``<partition>/prompt.json`` from the AoD loop; a partition
-        without one uses its initial prompt.
+    :param prompt_dir: folder (or URI) holding ``<partition>/prompt.json`` from the AoD loop; a
+        partition without one uses its initial prompt.
     :param model: the DLM for every partition (default: each partition's ``dlm``).
     :param trust_remote_code: let ``model`` run its own code (LLaDA, Dream). It belongs to
         ``model`` alone: a spec's ``trust_remote_code`` never carries over to it.
@@ -76,7 +87,7 @@ class SynthesisOptions:
     batch_size: int = 16
     threads_per_actor: int | None = None
     gpus_per_actor: float | None = None
-    prompt_dir: Path | None = None
+    prompt_dir: str | Path | None = None
     model: str | None = None
     trust_remote_code: bool = False
     max_candidates: int | None = None
@@ -115,7 +126,7 @@ class PartitionResult:
     allowed) or ``unchanged`` (the committed output already matched these settings)."""
 
     partition: str
-    path: Path
+    path: Location
     status: Literal["complete", "partial", "unchanged"]
     rows: int
     target: int
@@ -213,8 +224,8 @@ def synthesize(
 ) -> list[PartitionResult]:
     """Synthesize the spec's partitions (or the one named) into ``out/<partition>/``.
 
-    :param spec: the partition spec (YAML).
-    :param out: the output folder.
+    :param spec: the partition spec (YAML), a path or a URI.
+    :param out: the output folder, or an object-store URI (``s3://bucket/prefix``).
     :param partition: only this partition.
     :param options: run settings (``SynthesisOptions``).
     :param on_progress: told after every judged batch, and once when a partition starts.
@@ -225,14 +236,18 @@ def synthesize(
     """
     options = options or SynthesisOptions()
     jobs = [_plan(p, options) for p in load_spec(spec).select(partition)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.locate(out)
+    try:
+        storage.check_writable(out)  # the credentials, the bucket: now, not after the synthesis
+    except OSError as exc:
+        raise AodError(f"{out}: cannot write the output there: {exc.strerror or exc}") from exc
     results: dict[str, PartitionResult] = {}
     for job in jobs:
         recover(out, job.name)
-        report = read_report(out, job.name)
-        if report is not None and report.get("fingerprint") == job.fingerprint(options.allow_partial):
-            results[job.name] = _result(out / job.name, "unchanged", report)
+        folder, report = committed_dir(out, job.name), read_report(out, job.name)
+        fingerprint = job.fingerprint(options.allow_partial)
+        if folder is not None and report is not None and report.get("fingerprint") == fingerprint:
+            results[job.name] = _result(folder, "unchanged", report)
     pending = [job for job in jobs if job.name not in results]
     failures: dict[str, PartitionFailure] = {}
     if pending:
@@ -284,14 +299,14 @@ def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
 
 
 def _prompt(
-    partition: Partition, schema: LoadedSchema, reference: list[Any], prompt_dir: Path | None
+    partition: Partition, schema: LoadedSchema, reference: list[Any], prompt_dir: str | Path | None
 ) -> tuple[Prompt, str]:
     """The partition's optimized prompt from ``prompt_dir``, else its initial prompt."""
     if prompt_dir is not None:
-        path = Path(prompt_dir) / partition.name / PROMPT_FILE
-        if path.is_file():
+        path = storage.join(storage.locate(prompt_dir), partition.name, PROMPT_FILE)
+        if storage.is_file(path):
             try:
-                return Prompt.from_json(path.read_text(encoding="utf-8")), str(path)
+                return Prompt.from_json(storage.read_text(path)), str(path)
             except (DataError, OSError, UnicodeDecodeError) as exc:
                 raise DataError(f"{path}: {exc}") from exc
     return initial_prompt(partition, schema.contents, reference), "initial"
@@ -380,7 +395,7 @@ class _Tally:
 
 def _run(
     job: _Job,
-    out: Path,
+    out: Location,
     pool: _Pool,
     options: SynthesisOptions,
     on_progress: Callable[[Progress], None] | None,
@@ -545,7 +560,7 @@ def _report(
     }
 
 
-def _result(path: Path, status: Any, report: dict[str, Any]) -> PartitionResult:
+def _result(path: Location, status: Any, report: dict[str, Any]) -> PartitionResult:
     counts = report["counts"]
     return PartitionResult(
         partition=report["partition"],

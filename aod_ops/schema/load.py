@@ -31,6 +31,7 @@ from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing import Registry, Resource, Specification
 
+from aod_ops import storage
 from aod_ops.errors import SchemaError
 from aod_ops.schema.bounded import bounded_validator
 from aod_ops.schema.patterns import UncheckedPattern
@@ -212,7 +213,7 @@ def json_pointer(parts: Iterable[str | int]) -> str:
 
 
 def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
-    """Read, check and prepare a JSON Schema from a file path or a dict.
+    """Read, check and prepare a JSON Schema from a file (a path or a URI) or a dict.
 
     Raises ``SchemaError`` for an unreadable file, invalid JSON (with line and column), an
     unknown ``$schema``, a schema that breaks its meta-schema (with the JSON pointer of the bad
@@ -223,7 +224,7 @@ def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
     if isinstance(source, dict):
         name, path, contents = "<dict>", None, source
     else:
-        path = Path(source)
+        path = storage.locate(source)
         name = str(source)
         contents = _read_json(path)
     if isinstance(contents, bool):
@@ -236,7 +237,7 @@ def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
     draft, cls, spec = _draft(contents, name)
     _check_against_meta_schema(contents, cls, name)
 
-    file_uri = path.resolve().as_uri() if path is not None else ""
+    file_uri = storage.uri(path) if path is not None else ""
     own_id = _id_of(spec, contents)
     base_uri = urldefrag(urljoin(file_uri, own_id))[0] if own_id else file_uri
     cache: dict[str, Resource[Any]] = {}
@@ -252,12 +253,12 @@ def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
     return LoadedSchema(contents=contents, source=name, draft=draft, registry=registry, base_uri=base_uri)
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: storage.Location) -> Any:
     try:
-        size = path.stat().st_size
+        size = storage.size(path)
         if size > MAX_SCHEMA_BYTES:
             raise SchemaError(f"{path}: {size} bytes, larger than the limit of {MAX_SCHEMA_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_text(path)
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         raise SchemaError(f"{path}: cannot read schema: {reason}") from None
@@ -354,31 +355,33 @@ def _check_against_meta_schema(contents: Any, cls: type[Validator], name: str) -
 
 
 def _retriever(
-    path: Path | None, base_uri: str, spec: Specification[Any], cache: dict[str, Resource[Any]]
+    path: storage.Location | None, base_uri: str, spec: Specification[Any], cache: dict[str, Resource[Any]]
 ) -> Callable[[str], Resource[Any]]:
-    """Retrieve referenced documents from disk only: schema files next to the schema."""
-    root_dir = path.resolve().parent if path is not None else None
+    """Retrieve referenced documents from the schema's own storage only: schema files next to it."""
+    root_dir = storage.parent(path) if path is not None else None
 
-    def local_file(uri: str) -> Path | None:
+    def local_file(uri: str) -> storage.Location | None:
         parts = urlsplit(uri)
         if parts.scheme == "file":
             return Path(unquote(parts.path))
         if root_dir is None:
             return None
         if not parts.scheme:
-            return root_dir / unquote(parts.path)
+            return storage.join(root_dir, unquote(parts.path))
+        if storage.is_remote(root_dir) and uri.startswith(storage.uri(root_dir) + "/"):
+            return uri  # a file next to a schema read from an object store
         # An absolute $id (https://example.com/schemas/a.json) names files by their path under
         # the $id's folder; the same relative path is looked up next to the schema file.
         folder = urljoin(base_uri, ".")
         if uri.startswith(folder) and folder.split("://", 1)[0] in {"http", "https"}:
-            return root_dir / unquote(uri[len(folder) :])
+            return storage.join(root_dir, unquote(uri[len(folder) :]))
         return None
 
     def retrieve(uri: str) -> Resource[Any]:
         if uri in cache:
             return cache[uri]
         file = local_file(uri)
-        if file is None or not file.is_file():
+        if file is None or not storage.is_file(file):
             raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
         contents = _read_json(file)
         _check_size(contents, str(file))
