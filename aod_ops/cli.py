@@ -1,8 +1,11 @@
 """The ``aod`` command: generate, coverage, and the pipeline steps, for people and benchmarks.
 
-User errors (``AodError``) print one line naming what is wrong and where, and exit with 2;
-nothing is printed as a traceback. Ctrl-C and SIGTERM stop a command with its cleanup (Ray shut
-down, a partition's staging folder removed) and exit with 130 and 143.
+The pipeline's inputs and outputs (``--spec``, ``--out``, ``--data``, ``--prompt-dir``...) are
+local paths or URIs (``s3://bucket/prefix``, see ``aod_ops.storage``). User errors (``AodError``),
+and storage that cannot be read or written (``OSError``: a missing bucket, refused credentials, a
+full disk), print one line naming what is wrong and where, and exit with 2; nothing is printed as
+a traceback. Ctrl-C and SIGTERM stop a command with its cleanup (Ray shut down, a partition's
+staging folder removed) and exit with 130 and 143.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aod_ops import storage
 from aod_ops.commands_loop import add_optimize_parser, add_report_parser
 from aod_ops.errors import AodError, ModelError
+from aod_ops.infer import add_init_parser
 from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.score import add_score_parser
 
@@ -117,9 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"[yellow]not honoured[/]: {u.keyword} at #{u.pointer} ({u.reason}); records are validated"
         )
     prompt = render_prompt(args.instruction, schema.contents if settings.mode == "free" else None)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    out = storage.locate(args.out) if args.out else None
     candidates = []
     with progress_bar() as bar:
         task = bar.add_task("generating", total=args.n, status="")
@@ -132,7 +135,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         generator.sample(prompt, args.n, settings, args.seed, args.batch_size, advance)
     lines = [c.text for c in candidates]
     if out is not None:
-        out.write_text("".join(line + "\n" for line in lines))
+        storage.write_text(out, "".join(line + "\n" for line in lines))
     else:
         sys.stdout.write("".join(line + "\n" for line in lines))
     valid = [c.record for c in candidates if c.valid]
@@ -235,8 +238,9 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             bar.update(task, advance=1, status=f"covered {done}/{len(rows)}")
     coverage = sum(r["ok"] for r in rows) / len(rows)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"coverage": coverage, "schemas": rows}, indent=1))
+        storage.write_text(
+            storage.locate(args.json), json.dumps({"coverage": coverage, "schemas": rows}, indent=1)
+        )
     reasons = Counter(r["reason"].split(":")[0] for r in rows if not r["ok"])
     table = Table(title=f"coverage {coverage:.3f} over {len(rows)} schemas")
     table.add_column("failure reason (keyword)")
@@ -250,18 +254,22 @@ def cmd_coverage(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """``aod validate``: the GX suite and privacy gates on each synthesized partition."""
     from aod_ops.errors import DataError
+    from aod_ops.output import MANIFEST, committed_dir
     from aod_ops.quality import validate_partition
     from aod_ops.spec import load_reference, load_spec
 
     spec = load_spec(args.spec)
-    root = Path(args.data)
+    root = storage.locate(args.data)
     failed = []
     for p in spec.select(args.partition):
-        folder = root / p.name
-        if not (folder / "data").is_dir():
-            raise DataError(f"{folder}: no synthesized partition here (expected {folder / 'data'})")
+        # On an object store the manifest names the committed folder: never a run that died.
+        folder = committed_dir(root, p.name)
+        if folder is None or not storage.is_dir(storage.join(folder, "data")):
+            where = storage.join(root, p.name)
+            expected = storage.join(where, MANIFEST if storage.is_remote(root) else "data")
+            raise DataError(f"{where}: no synthesized partition here (expected {expected})")
         summary = validate_partition(
-            folder / "data",
+            storage.join(folder, "data"),
             p.schema_path,
             load_reference(p),
             args.rows or p.rows,
@@ -270,7 +278,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             thresholds=p.thresholds,
             holdout=load_reference(p, holdout=True) if p.holdout_path else None,
             rules=p.rules,
-            docs_dir=folder / "docs" if args.docs else None,
+            docs_dir=storage.join(folder, "docs") if args.docs else None,
             out_dir=folder,
         )
         table = Table(title=f"{p.name}: {'passed' if summary.success else 'FAILED'} ({summary.rows} rows)")
@@ -329,8 +337,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aod_ops.ray.command import synthesize_partitions
 
     check_trusted_model(args)
-    out = Path(args.out)
-    prompts, tables = out / "prompts", out / "tables"
+    out = storage.locate(args.out)
+    prompts, tables = storage.join(out, "prompts"), storage.join(out, "tables")
     common = ["--spec", args.spec] + (["--partition", args.partition] if args.partition else [])
     model = []
     if args.model:  # the run's --model, and the trust given with it, reach the steps that load it
@@ -357,8 +365,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for argv in validations:
         step = _step(argv)
         code = max(code, int(step.handler(step)))
+    # On an object store each partition's committed folder is the one its manifest names.
+    committed = "<partition>/<commit in _manifest.json>" if storage.is_remote(out) else "<partition>"
     console.print(
-        f"tables: {tables}/<partition>/data (rejects in quarantine/, report.json, validation_result.json, "
+        f"tables: {tables}/{committed}/data (rejects in quarantine/, report.json, validation_result.json, "
         f"privacy_report.json{'; docs/fidelity.html' if args.docs else ''}); loop runs and prompts: "
         f"{prompts}/<partition>; plot: {prompts}/report.html"
         + (f"; not synthesized: {', '.join(sorted(failed))}" if failed else ""),
@@ -381,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="generate records for a JSON Schema")
-    p.add_argument("--schema", required=True)
+    p.add_argument("--schema", required=True, help="JSON Schema file (a path or a URI)")
     p.add_argument("-n", type=positive_int, default=16, help="records to write (default 16)")
-    p.add_argument("--out", help="JSON Lines file (default: stdout)")
+    p.add_argument("--out", help="JSON Lines file, a path or a URI (default: stdout)")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
     p.add_argument("--batch-size", type=positive_int, default=16)
     _decoding_args(p)
@@ -402,10 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_synthesize_parser(sub)
     add_report_parser(sub)
     add_score_parser(sub)
+    add_init_parser(sub)
 
     p = sub.add_parser("validate", help="GX suite and privacy gates on synthesized partitions")
-    p.add_argument("--spec", required=True)
-    p.add_argument("--data", required=True, help="output folder of aod synthesize")
+    p.add_argument("--spec", required=True, help="partition spec (YAML; a path or a URI)")
+    p.add_argument("--data", required=True, help="output folder (or URI) of aod synthesize")
     p.add_argument("--partition")
     p.add_argument(
         "--rows", type=positive_int, help="the row count to expect (default: each partition's rows)"
@@ -424,8 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_adapt_dlm)
 
     p = sub.add_parser("run", help="optimize, synthesize and validate: the whole pipeline without Airflow")
-    p.add_argument("--spec", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--spec", required=True, help="partition spec (YAML; a path or a URI)")
+    p.add_argument(
+        "--out", required=True, help="output folder or URI (s3://bucket/prefix): prompts/ and tables/ in it"
+    )
     p.add_argument("--partition")
     p.add_argument("--model", help="DLM for every partition (default: the spec's)")
     p.add_argument(
@@ -457,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return int(args.handler(args))
-    except AodError as e:
+    except (AodError, OSError) as e:
         console.print(f"aod {args.command}: error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as e:
