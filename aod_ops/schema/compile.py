@@ -618,7 +618,9 @@ class _Compiler:
     # -- strings ----------------------------------------------------------------------------
 
     def _string(self, parts: list[_Part]) -> StringNode:
-        min_length = _at_most(max([_int(p.get("minLength"), 0) for p in parts], default=0), "minLength", parts)
+        min_length = _at_most(
+            max([_int(p.get("minLength"), 0) for p in parts], default=0), "minLength", parts
+        )
         maxima = [_int(p.get("maxLength"), -1) for p in parts if _int(p.get("maxLength"), -1) >= 0]
         max_length = min(maxima) if maxima else None
         pointer = parts[0].pointer if parts else ""
