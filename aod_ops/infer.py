@@ -23,7 +23,7 @@ The schema (draft 2020-12) is genson's, then refined from the values:
   property a TODO ``description``.
 
 A table with a blank or repeated column name (a pandas index written to CSV, for one), or a column
-named like one of the output's provenance columns (``record_id``, ``model``...), is refused.
+named with the prefix of the output's provenance columns (``_aod_``), is refused.
 
 The rows are shuffled with a seed and split into ``<name>_reference.jsonl`` and
 ``<name>_holdout.jsonl`` (20% held out by default); the spec names both, ``rows`` is the table's
@@ -454,7 +454,7 @@ def init_partition(
     :param force: replace the files of an earlier ``aod init`` in ``out``.
     :raises AodError: for a table that cannot be read or used, a bad name, or files in the way.
     """
-    from aod_ops.output import RESERVED_COLUMNS
+    from aod_ops.output import PREFIX
     from aod_ops.schema import load_schema
     from aod_ops.spec import load_spec
 
@@ -464,11 +464,11 @@ def init_partition(
         raise AodError(f"partition name {name!r} must be letters, digits, '_', '.' or '-' (use --name)")
     records = read_table(location)
     columns = tuple(dict.fromkeys(key for record in records for key in record))
-    clashes = [c for c in columns if c in RESERVED_COLUMNS]
+    clashes = [c for c in columns if c.startswith(PREFIX)]
     if clashes:
         raise DataError(
-            f"{location}: columns {', '.join(map(repr, clashes))} clash with the output's provenance columns "
-            f"({', '.join(RESERVED_COLUMNS)}); rename them in the table"
+            f"{location}: columns {', '.join(map(repr, clashes))} start with {PREFIX!r}, the prefix of the "
+            "output's provenance columns; rename them in the table"
         )
     schema = infer_schema(records, name, settings)
     loaded = load_schema(schema)

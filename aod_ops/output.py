@@ -30,7 +30,7 @@ reader opens, and it needs no further dependency.
 
 Only one run may write a partition of one output at a time.
 
-A row's ``record_id`` is a hash of the partition name and the record's canonical JSON: the same
+A row's ``_aod_record_id`` is a hash of the partition name and the record's canonical JSON: the same
 record always gets the same id, whichever seed, actor or attempt produced it, and two rows of one
 partition never share an id (duplicates are rejected before they are written).
 """
@@ -64,21 +64,27 @@ REPORT = "report.json"
 MANIFEST = "_manifest.json"
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+PREFIX = "_aod_"
+"""The namespace of the output's own columns: a schema property may have any other name."""
+
+RECORD_ID = PREFIX + "record_id"
+RECORD = PREFIX + "record"
+
 PROVENANCE = pa.schema(
     [
-        pa.field("record_id", pa.string(), nullable=False),
-        pa.field("partition", pa.string(), nullable=False),
-        pa.field("record", pa.string(), nullable=False),
+        pa.field(RECORD_ID, pa.string(), nullable=False),
+        pa.field(PREFIX + "partition", pa.string(), nullable=False),
+        pa.field(RECORD, pa.string(), nullable=False),
     ]
 )
 """The columns before the schema's typed columns."""
 
 TRAILER = pa.schema(
     [
-        pa.field("prompt_version", pa.int64(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("created_at", _TIMESTAMP, nullable=False),
+        pa.field(PREFIX + "prompt_version", pa.int64(), nullable=False),
+        pa.field(PREFIX + "model", pa.string(), nullable=False),
+        pa.field(PREFIX + "seed", pa.int64(), nullable=False),
+        pa.field(PREFIX + "created_at", _TIMESTAMP, nullable=False),
     ]
 )
 """The provenance columns after the schema's typed columns."""
@@ -97,9 +103,11 @@ QUARANTINE = pa.schema(
     ]
 )
 """Rejected candidates: the raw text, the parsed record (null when it did not parse), the problem
-kinds (the judge's ``KINDS``) and one sentence per problem."""
+kinds (the judge's ``KINDS``) and one sentence per problem. A table of its own columns only, so
+they need no namespace."""
 
-RESERVED_COLUMNS = tuple(PROVENANCE.names + TRAILER.names)
+CONTRACT_COLUMNS = tuple(PROVENANCE.names + TRAILER.names)
+"""The output contract's own columns, all named with ``PREFIX``."""
 
 
 def record_id(partition: str, record: Any) -> str:
@@ -111,14 +119,15 @@ def record_id(partition: str, record: Any) -> str:
 def output_schema(schema: LoadedSchema) -> pa.Schema:
     """The Arrow schema of a partition's data: provenance, the typed columns, then the trailer.
 
-    :raises SchemaError: when a top-level property has the name of a provenance column.
+    :raises SchemaError: when a top-level property's name starts with the provenance columns'
+        prefix ``_aod_``.
     """
     typed = arrow_schema(schema)
-    clashes = [name for name in typed.names if name in RESERVED_COLUMNS]
+    clashes = [name for name in typed.names if name.startswith(PREFIX)]
     if clashes:
         raise SchemaError(
-            f"{schema.source}: top-level properties {', '.join(map(repr, clashes))} clash with the output's "
-            f"provenance columns ({', '.join(RESERVED_COLUMNS)}); rename them in the schema"
+            f"{schema.source}: top-level properties {', '.join(map(repr, clashes))} start with {PREFIX!r}, "
+            "the prefix of the output's provenance columns; rename them in the schema"
         )
     return pa.schema([*PROVENANCE, *typed, *TRAILER])
 
@@ -244,7 +253,7 @@ class PartitionWriter:
         self.records: list[Any] = []
 
     def add(self, record: Any, seed: int, created_at: dt.datetime | None = None) -> str:
-        """Buffer an accepted record (valid against the schema) and return its ``record_id``."""
+        """Buffer an accepted record (valid against the schema) and return its id."""
         rid = record_id(self.provenance.partition, record)
         try:
             typed = to_arrow_row(self._typed, record)
@@ -252,14 +261,14 @@ class PartitionWriter:
             raise DataError(f"partition {self.provenance.partition!r}: {exc}") from exc
         self._rows.append(
             {
-                "record_id": rid,
-                "partition": self.provenance.partition,
-                "record": json.dumps(record, ensure_ascii=False),
+                RECORD_ID: rid,
+                PREFIX + "partition": self.provenance.partition,
+                RECORD: json.dumps(record, ensure_ascii=False),
                 **typed,
-                "prompt_version": self.provenance.prompt_version,
-                "model": self.provenance.model,
-                "seed": seed,
-                "created_at": created_at or _now(),
+                PREFIX + "prompt_version": self.provenance.prompt_version,
+                PREFIX + "model": self.provenance.model,
+                PREFIX + "seed": seed,
+                PREFIX + "created_at": created_at or _now(),
             }
         )
         self.ids.append(rid)

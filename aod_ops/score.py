@@ -2,7 +2,7 @@
 
 The table is read from a JSON Lines, CSV or Parquet file, or a folder of Parquet files (as
 ``aod synthesize`` writes one), by path or URI (see ``aod_ops.storage``). A Parquet table with a
-``record`` column (JSON text: the output contract's) is read from that column, a row that does not
+``_aod_record`` column (JSON text: the output contract's) is read from that column, a row that does not
 parse counting as an invalid record; any other table is read from the columns named like the
 schema's top-level properties, the others left out (a null in a Parquet column is an absent
 property, as the output contract writes one). JSON Lines records are taken as they are.
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aod_ops import storage
 from aod_ops.errors import DataError
+from aod_ops.output import RECORD
 from aod_ops.storage import Location
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from aod_ops.schema import LoadedSchema
     from aod_ops.spec import Partition
 
-RECORD = "record"
 _FEEDBACK = 5
 
 
@@ -166,7 +166,7 @@ def _parquet_files(path: Location) -> list[Location]:
 
 
 def _record_texts(files: list[Location]) -> list[Any] | None:
-    """The ``record`` column's values over ``files``, None when the files have no such column."""
+    """The ``_aod_record`` column's values over ``files``, None when the files have no such column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -38,6 +38,7 @@ from aod_ops import storage
 from aod_ops.agents.prompt import check_decoding
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, SpecError
+from aod_ops.output import output_schema
 from aod_ops.privacy import PrivacyThresholds, sensitive_columns
 from aod_ops.rules import Rule, check_fields, parse_rules
 from aod_ops.schema import LoadedSchema, load_schema
@@ -315,6 +316,7 @@ def _partition(where: _Where, raw: dict[str, Any], base: Location, settings: dic
     schema_path = _file(where, "schema", base, raw["schema"])
     try:
         loaded = load_schema(schema_path)
+        output_schema(loaded)  # a property in the provenance columns' namespace: before any model loads
     except AodError as exc:
         where.fail("schema", str(exc))
     schema = loaded.contents

@@ -57,7 +57,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package impo
     sys.path.insert(0, str(ROOT))
 
 from aod_ops import storage  # noqa: E402
-from aod_ops.output import committed_dir  # noqa: E402
+from aod_ops.output import RECORD_ID, committed_dir  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 PARTITION = "seattle-weather"
@@ -144,7 +144,7 @@ def committed_ids(out: str) -> list[str] | None:
     ids: list[str] = []
     for file in storage.list_files(storage.join(folder, "data"), ".parquet"):
         with storage.open_file(file) as handle:
-            ids.extend(pq.read_table(handle, columns=["record_id"]).column("record_id").to_pylist())
+            ids.extend(pq.read_table(handle, columns=[RECORD_ID]).column(RECORD_ID).to_pylist())
     return ids
 
 

@@ -137,9 +137,9 @@ def deep_schema(depth: int) -> dict[str, Any]:
     return schema
 
 
-NAMES = st.sampled_from(["a", "b", "name", "x y", "", "$ref", "record_id", "model", "ü", "a/b~c"]) | st.text(
-    max_size=6
-)
+NAMES = st.sampled_from(
+    ["a", "b", "name", "x y", "", "$ref", "record_id", "model", "_aod_seed", "ü", "a/b~c"]
+) | st.text(max_size=6)
 NUMBERS = st.integers(-(10**20), 10**20) | st.floats(allow_nan=False) | st.sampled_from([0, 1, 5, -1, 1e308])
 SIZES = st.integers(-2, 30) | st.just(10**9)
 
@@ -452,7 +452,7 @@ def target_reference(data: st.DataObject, work: Path) -> str:
 
 def target_validate(data: st.DataObject, work: Path) -> str:
     """A drawn synthesized cars partition through ``aod validate`` against the example spec."""
-    from aod_ops.output import output_schema, record_id
+    from aod_ops.output import PREFIX, RECORD, RECORD_ID, output_schema, record_id
     from aod_ops.schema import load_schema
     from aod_ops.schema.arrow import to_arrow_row
 
@@ -464,7 +464,7 @@ def target_validate(data: st.DataObject, work: Path) -> str:
         except (AodError, TypeError, ValueError, OverflowError, RecursionError, AttributeError):
             typed = {}  # a value that fits no typed column is null there, as the writer leaves it
         text = to_json(record) if data.draw(st.integers(0, 5)) else data.draw(st.text(max_size=20))
-        rows.append({**typed, "record_id": record_id("cars", text), "partition": "cars", "record": text})
+        rows.append({**typed, RECORD_ID: record_id("cars", text), PREFIX + "partition": "cars", RECORD: text})
     table = pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in columns]))
     change = data.draw(st.sampled_from(["keep"] * 4 + ["extra", "drop", "retype", "empty"]))
     name = data.draw(st.sampled_from(table.column_names))

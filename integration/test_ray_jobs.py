@@ -69,8 +69,8 @@ def test_a_synthesis_job_writes_the_partition_with_the_prompt_it_carried(
     assert info.entrypoint == job.entrypoint() and info.metadata == {"airflow_dag_id": "test"}
     table = pq.read_table(out / partition.name / "data")
     assert table.num_rows == 4
-    assert set(table.column("prompt_version").to_pylist()) == {7}
-    assert set(table.column("model").to_pylist()) == {"tiny-random"}
+    assert set(table.column("_aod_prompt_version").to_pylist()) == {7}
+    assert set(table.column("_aod_model").to_pylist()) == {"tiny-random"}
     report = json.loads((out / partition.name / "report.json").read_text())
     assert report["counts"]["rows"] == 4
     assert report["prompt"]["source"].endswith("prompts/seattle-weather/prompt.json")

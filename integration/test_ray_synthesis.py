@@ -41,9 +41,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "color": {"enum": ["red", "green", "blue", "black"]},
             "size": {"enum": ["S", "M", "L"]},
-            "sale": {"type": "boolean"},
+            "model": {"enum": ["slim", "regular"]},  # named like a provenance column, which has a prefix
         },
-        "required": ["color", "size", "sale"],
+        "required": ["color", "size", "model"],
         "additionalProperties": False,
     },
     "items": {
@@ -75,10 +75,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 REFERENCES: dict[str, list[dict[str, Any]]] = {
     "shirts": [
-        {"color": "red", "size": "S", "sale": True},
-        {"color": "blue", "size": "M", "sale": False},
-        {"color": "green", "size": "L", "sale": True},
-        {"color": "black", "size": "S", "sale": False},
+        {"color": "red", "size": "S", "model": "slim"},
+        {"color": "blue", "size": "M", "model": "regular"},
+        {"color": "green", "size": "L", "model": "slim"},
+        {"color": "black", "size": "S", "model": "regular"},
     ],
     "items": [
         {"name": "cup", "count": 3, "dims": {"w": 2.5, "h": 2}, "tags": ["x"]},
@@ -158,7 +158,7 @@ def _quarantine(out: Path, name: str) -> list[dict[str, Any]]:
 
 def _seeds_cover_the_candidates(out: Path, name: str, report: dict[str, Any]) -> None:
     """Every judged candidate is a row or a quarantined reject, once: nothing lost, nothing twice."""
-    seeds = [r["seed"] for r in _data(out, name)] + [r["seed"] for r in _quarantine(out, name)]
+    seeds = [r["_aod_seed"] for r in _data(out, name)] + [r["seed"] for r in _quarantine(out, name)]
     assert len(seeds) == len(set(seeds)) == report["counts"]["candidates"]
 
 
@@ -172,22 +172,27 @@ def test_each_partition_gets_exactly_its_target_of_distinct_rows(first_run: dict
     for name in ("shirts", "items"):
         rows = _data(out, name)
         assert len(rows) == TARGETS[name]
-        assert len({r["record_id"] for r in rows}) == len(rows)
+        assert len({r["_aod_record_id"] for r in rows}) == len(rows)
         for row in rows:
-            record = json.loads(row["record"])
-            assert row["record_id"] == record_id(name, record)
-            assert (row["partition"], row["model"], row["prompt_version"]) == (name, "tiny-random", 1)
+            record = json.loads(row["_aod_record"])
+            assert row["_aod_record_id"] == record_id(name, record)
+            assert (row["_aod_partition"], row["_aod_model"], row["_aod_prompt_version"]) == (
+                name,
+                "tiny-random",
+                1,
+            )
             assert record not in REFERENCES[name]
+            assert all(row[key] == value for key, value in record.items() if key != "dims")  # typed columns
         _seeds_cover_the_candidates(out, name, results[name].report)
     item = _data(out, "items")[0]
-    record = json.loads(item["record"])
+    record = json.loads(item["_aod_record"])
     assert item["dims"] == record["dims"] and item["tags"] == record["tags"]  # struct and list columns
-    assert isinstance(item["count"], int) and item["created_at"].tzinfo is not None
+    assert isinstance(item["count"], int) and item["_aod_created_at"].tzinfo is not None
 
 
 def test_rejects_are_quarantined_with_their_reasons(first_run: dict[str, Any]) -> None:
     out, report = first_run["out"], first_run["results"]["shirts"].report
-    accepted = {r["record"] for r in _data(out, "shirts")}
+    accepted = {r["_aod_record"] for r in _data(out, "shirts")}
     rejects = _quarantine(out, "shirts")
     assert len(rejects) == report["counts"]["rejected"] > 0
     assert sum(report["rejections"].values()) == len(rejects)
@@ -324,9 +329,11 @@ def test_a_retry_after_a_crash_with_a_worker_killed_midway_completes_without_dup
     assert by_name["shirts"].status == by_name["pairs"].status == "unchanged"
     assert by_name["items"].status == "complete"
     rows = _data(out, "items")
-    assert len(rows) == len({r["record_id"] for r in rows}) == TARGETS["items"]
+    assert len(rows) == len({r["_aod_record_id"] for r in rows}) == TARGETS["items"]
     # The same seeds give the same records whatever the batch size and the restarts.
-    assert [r["record_id"] for r in rows] == [r["record_id"] for r in _data(first_run["out"], "items")]
+    assert [r["_aod_record_id"] for r in rows] == [
+        r["_aod_record_id"] for r in _data(first_run["out"], "items")
+    ]
     _seeds_cover_the_candidates(out, "items", by_name["items"].report)
     assert not (out / STAGING).exists()
 

@@ -284,7 +284,7 @@ def _bad_tables(tmp: Path) -> dict[str, tuple[Path, str]]:
     (tmp / "t.xlsx").write_text("x")
     (tmp / "index.csv").write_text(",a\n0,1\n")
     (tmp / "twice.csv").write_text("a,b,a\n1,2,3\n")
-    write_jsonl(tmp / "clash.jsonl", [{"record_id": 1, "model": "x"}])
+    write_jsonl(tmp / "clash.jsonl", [{"record_id": 1, "_aod_model": "x"}])
     write_jsonl(tmp / "blank.jsonl", [{}, {}])
     (tmp / "broken.jsonl").write_text('{"a": 1}\n{"a": \n')
     return {
@@ -297,7 +297,7 @@ def _bad_tables(tmp: Path) -> dict[str, tuple[Path, str]]:
         "repeated column": (tmp / "twice.csv", "column names appear twice: 'a'"),
         "clash": (
             tmp / "clash.jsonl",
-            "columns 'record_id', 'model' clash with the output's provenance columns",
+            "columns '_aod_model' start with '_aod_', the prefix of the output's provenance columns",
         ),
         "bad json": (tmp / "broken.jsonl", "line 2: not valid JSON"),
     }

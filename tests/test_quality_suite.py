@@ -21,10 +21,10 @@ def test_contract_expectations_come_first_for_any_schema() -> None:
     schema = load_schema({"type": "array", "items": {"type": "integer"}})
     specs = by_column(schema_expectations(schema, target_rows=50))
     assert set(specs) == {
-        ("expect_column_values_to_not_be_null", "record_id"),
-        ("expect_column_values_to_be_unique", "record_id"),
-        ("expect_column_values_to_not_be_null", "record"),
-        ("expect_column_values_to_match_record_schema", "record"),
+        ("expect_column_values_to_not_be_null", "_aod_record_id"),
+        ("expect_column_values_to_be_unique", "_aod_record_id"),
+        ("expect_column_values_to_not_be_null", "_aod_record"),
+        ("expect_column_values_to_match_record_schema", "_aod_record"),
         ("expect_table_row_count_to_be_between", None),
         ("expect_table_columns_to_be_in_set", None),
     }
@@ -32,7 +32,7 @@ def test_contract_expectations_come_first_for_any_schema() -> None:
     # An array schema has no typed columns: the table may have the contract's columns only.
     assert specs["expect_table_columns_to_be_in_set", None].kwargs == {"column_set": list(CONTRACT_COLUMNS)}
     assert (
-        specs["expect_column_values_to_match_record_schema", "record"].kwargs["json_schema"]
+        specs["expect_column_values_to_match_record_schema", "_aod_record"].kwargs["json_schema"]
         == schema.contents
     )
 
@@ -72,7 +72,9 @@ def test_top_level_keywords_become_column_expectations() -> None:
         # note is required but nullable: only its length.
         ("expect_column_value_lengths_to_be_between", "note"),
         ("expect_column_values_to_be_between", "score"),
-        # tags is an array (the record's JSON Schema covers it); seed is a contract column's name.
+        # tags is an array (the record's JSON Schema covers it).
+        # seed is named like a provenance column, which lives in the contract's namespace.
+        ("expect_column_values_to_be_between", "seed"),
     }
     assert specs["expect_column_values_to_match_schema_pattern", "name"].kwargs == {
         "column": "name",
@@ -83,10 +85,10 @@ def test_top_level_keywords_become_column_expectations() -> None:
         "min_value": 2,
         "max_value": 20,
     }
-    # The table may have the contract's columns and one per top-level property ("seed" is both).
+    # The table may have the contract's columns and one per top-level property.
     assert specs["expect_table_columns_to_be_in_set", None].kwargs["column_set"] == [
         *CONTRACT_COLUMNS,
-        *("name", "age", "plan", "tier", "mixed", "shape", "note", "score", "tags"),
+        *("name", "age", "plan", "tier", "mixed", "shape", "note", "score", "tags", "seed"),
     ]
     age = specs["expect_column_values_to_be_between", "age"]
     assert age.kwargs == {
@@ -181,7 +183,6 @@ def test_each_rule_becomes_a_pair_expectation_or_a_row_wise_one() -> None:
                 "day": {"type": "string", "format": "date"},
                 "end": {"type": "string", "format": "date"},
                 "engine": {"type": "object", "properties": {"size": {"type": "number"}}},
-                "seed": {"type": "integer"},
             },
         }
     )
@@ -194,7 +195,6 @@ def test_each_rule_becomes_a_pair_expectation_or_a_row_wise_one() -> None:
             "low <= high + 1",  # an offset
             "end >= day",  # strings
             "engine.size <= high",  # a nested field has no typed column
-            "seed <= high",  # seed is a contract column's name: the property has no column
             "low != high",
         ]
     )
@@ -211,7 +211,7 @@ def test_each_rule_becomes_a_pair_expectation_or_a_row_wise_one() -> None:
     for spec, rule in zip(specs[3:], rules[3:], strict=True):
         assert (spec.type, spec.kwargs) == (
             "expect_column_values_to_satisfy_rule",
-            {"column": "record", "rule": rule.text},
+            {"column": "_aod_record", "rule": rule.text},
         )
 
 

@@ -71,13 +71,13 @@ GOOD = [
 
 CONTRACT = pa.schema(
     [
-        ("record_id", pa.string()),
-        ("partition", pa.string()),
-        ("record", pa.string()),
-        ("prompt_version", pa.string()),
-        ("model", pa.string()),
-        ("seed", pa.int64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("_aod_record_id", pa.string()),
+        ("_aod_partition", pa.string()),
+        ("_aod_record", pa.string()),
+        ("_aod_prompt_version", pa.string()),
+        ("_aod_model", pa.string()),
+        ("_aod_seed", pa.int64()),
+        ("_aod_created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 COLUMNS = arrow_schema(load_schema(SCHEMA))  # the typed columns of the top-level properties
@@ -103,15 +103,15 @@ def write_partition(
     texts = texts or {}
     rows = [
         {
-            "record_id": rid,
-            "partition": "people",
-            "record": texts.get(position, json.dumps(record)),
+            "_aod_record_id": rid,
+            "_aod_partition": "people",
+            "_aod_record": texts.get(position, json.dumps(record)),
             # A value of the wrong type cannot sit in its typed column: it is null there.
             **to_arrow_row(COLUMNS, record if isinstance(record["age"], int) else {**record, "age": None}),
-            "prompt_version": "v3",
-            "model": "aod-smol-dlm",
-            "seed": 7,
-            "created_at": datetime(2026, 1, 2, tzinfo=UTC),
+            "_aod_prompt_version": "v3",
+            "_aod_model": "aod-smol-dlm",
+            "_aod_seed": 7,
+            "_aod_created_at": datetime(2026, 1, 2, tzinfo=UTC),
         }
         for position, (rid, record) in enumerate(zip(ids, records, strict=True))
     ]
@@ -197,42 +197,42 @@ CASES: dict[
     "wrong type": (
         with_record(0, age="forty"),
         {
-            ("expect_column_values_to_match_record_schema", "record"),
+            ("expect_column_values_to_match_record_schema", "_aod_record"),
             ("expect_column_values_to_not_be_null", "age"),
         },
     ),
     "out of range": (
         with_record(1, age=150),
         {
-            ("expect_column_values_to_match_record_schema", "record"),
+            ("expect_column_values_to_match_record_schema", "_aod_record"),
             ("expect_column_values_to_be_between", "age"),
         },
     ),
     "not in the enum": (
         with_record(2, plan="gold"),
         {
-            ("expect_column_values_to_match_record_schema", "record"),
+            ("expect_column_values_to_match_record_schema", "_aod_record"),
             ("expect_column_values_to_be_in_set", "plan"),
         },
     ),
     "pattern": (
         with_record(3, name="jana"),
         {
-            ("expect_column_values_to_match_record_schema", "record"),
+            ("expect_column_values_to_match_record_schema", "_aod_record"),
             ("expect_column_values_to_match_schema_pattern", "name"),
         },
     ),
     "too long": (
         with_record(4, name="Karlheinzbartholomew" + "x"),
         {
-            ("expect_column_values_to_match_record_schema", "record"),
+            ("expect_column_values_to_match_record_schema", "_aod_record"),
             ("expect_column_value_lengths_to_be_between", "name"),
         },
     ),
     # Formats are checked, as everywhere in aod_ops (GX's own JSON Schema metric does not).
     "bad date": (
         with_record(6, since="2024-13-45"),
-        {("expect_column_values_to_match_record_schema", "record")},
+        {("expect_column_values_to_match_record_schema", "_aod_record")},
     ),
     "sensitive value copied": (with_record(5, ssn=REFERENCE[0]["ssn"]), {("sensitive:ssn", "ssn")}),
 }
@@ -258,7 +258,7 @@ def test_an_out_of_range_value_is_shown_as_observed(tmp_path: Path) -> None:
 def test_a_record_that_is_not_json_is_unexpected_and_left_out_of_privacy(tmp_path: Path) -> None:
     folder = write_partition(tmp_path / "people", GOOD, texts={6: '{"name": "Milo", "age": 67'})
     summary = validate(folder, partition="people-not-json")
-    assert failures(summary) == {("expect_column_values_to_match_record_schema", "record")}
+    assert failures(summary) == {("expect_column_values_to_match_record_schema", "_aod_record")}
     assert summary.failed[0].observed.startswith('1 of 8 unexpected, e.g. \'{"name": "Milo"')
     assert summary.unparsed_records == 1
     assert summary.privacy.records == 7
@@ -268,13 +268,13 @@ def test_a_duplicate_record_id_fails_uniqueness(tmp_path: Path) -> None:
     ids = [record_id(record) for record in GOOD]
     ids[1] = ids[0]
     summary = validate(write_partition(tmp_path / "people", GOOD, ids=ids), partition="people-dup")
-    assert failures(summary) == {("expect_column_values_to_be_unique", "record_id")}
+    assert failures(summary) == {("expect_column_values_to_be_unique", "_aod_record_id")}
 
 
 def test_an_exact_copy_of_a_reference_row_fails_the_privacy_gate(tmp_path: Path) -> None:
     copied = dict(REFERENCE[3])
     summary = validate(write_partition(tmp_path / "people", [*GOOD, copied]), partition="people-copy")
-    assert ("exact_match_rate", "record") in failures(summary)
+    assert ("exact_match_rate", "_aod_record") in failures(summary)
     # The copy also carries a reference ssn.
     assert ("sensitive:ssn", "ssn") in failures(summary)
     (gate,) = [o for o in summary.failed if o.expectation == "exact_match_rate"]
@@ -349,8 +349,8 @@ def test_missing_or_corrupt_parquet_is_a_data_error_naming_the_path(tmp_path: Pa
         validate(corrupt)
     no_record = tmp_path / "no_record"
     no_record.mkdir()
-    pq.write_table(pa.table({"record_id": ["a"]}), no_record / "part-0.parquet")
-    with pytest.raises(DataError, match="no record column"):
+    pq.write_table(pa.table({"_aod_record_id": ["a"]}), no_record / "part-0.parquet")
+    with pytest.raises(DataError, match="no _aod_record column"):
         validate(no_record)
 
 
@@ -368,9 +368,9 @@ def write_weather(folder: Path, records: list[dict[str, Any]]) -> Path:
     columns = arrow_schema(WEATHER)
     rows = [
         {
-            "record_id": record_id(r),
-            "partition": "weather",
-            "record": json.dumps(r),
+            "_aod_record_id": record_id(r),
+            "_aod_partition": "weather",
+            "_aod_record": json.dumps(r),
             **to_arrow_row(columns, r),
         }
         for r in records
@@ -400,7 +400,7 @@ def test_a_row_breaking_a_rule_fails_its_expectation_naming_the_rule(tmp_path: P
         )
         assert failed.observed.endswith("e.g. {temp_max: 12.0, temp_min: 30.0}")
     else:  # a rule with a factor and an offset: the row-wise check on the record
-        assert (failed.expectation, failed.column) == ("expect_column_values_to_satisfy_rule", "record")
+        assert (failed.expectation, failed.column) == ("expect_column_values_to_satisfy_rule", "_aod_record")
         assert failed.observed.endswith("e.g. {temp_min: 30.0, temp_max: 12.0}")
     with pytest.raises(ValidationFailed, match=re.escape(f"rule {rule}: 1 of 8 unexpected")):
         validate_partition(tmp_path / "broken", WEATHER, [], 8, raise_on_failure=True, **kwargs)
@@ -462,7 +462,12 @@ def write_words(folder: Path, words: list[str]) -> Path:
     folder.mkdir(parents=True)
     columns = arrow_schema(load_schema(HOSTILE))
     rows = [
-        {"record_id": f"r{i}", "partition": "words", "record": json.dumps({"word": w}), "word": w}
+        {
+            "_aod_record_id": f"r{i}",
+            "_aod_partition": "words",
+            "_aod_record": json.dumps({"word": w}),
+            "word": w,
+        }
         for i, w in enumerate(words)
     ]
     table = pa.Table.from_pylist(rows, schema=pa.unify_schemas([CONTRACT, columns]))
@@ -478,7 +483,7 @@ def test_a_pattern_that_times_out_fails_its_checks_naming_the_pattern(tmp_path: 
     assert time.monotonic() - started < 10
     assert failures(summary) == {
         ("expect_column_values_to_match_schema_pattern", "word"),
-        ("expect_column_values_to_match_record_schema", "record"),
+        ("expect_column_values_to_match_record_schema", "_aod_record"),
     }
     pattern, record = sorted(summary.failed, key=lambda o: o.expectation, reverse=True)
     assert pattern.observed.startswith("pattern '^(b|b)+$': 1 of 3 unexpected, e.g. 'bbbb")
@@ -505,7 +510,12 @@ def test_aod_validate_of_the_redos_repro_fails_fast_naming_the_pattern(
     data = tmp_path / "out" / "words" / "data"
     data.mkdir(parents=True)
     rows = [
-        {"record_id": f"r{i}", "partition": "words", "record": json.dumps({"word": w}), "word": w}
+        {
+            "_aod_record_id": f"r{i}",
+            "_aod_partition": "words",
+            "_aod_record": json.dumps({"word": w}),
+            "word": w,
+        }
         for i, w in enumerate(["a" * 41 + "!", "aaaaaaa"])
     ]
     pq.write_table(pa.Table.from_pylist(rows), data / "part-0.parquet")
@@ -529,7 +539,7 @@ def test_records_nested_past_the_limit_are_unexpected_not_a_crash(tmp_path: Path
         7: json.dumps({**GOOD[7], "address": deep}),  # parses, but nests past MAX_DEPTH
     }
     summary = validate(write_partition(tmp_path / "people", GOOD, texts=texts), partition="people-deep")
-    assert failures(summary) == {("expect_column_values_to_match_record_schema", "record")}
+    assert failures(summary) == {("expect_column_values_to_match_record_schema", "_aod_record")}
     (record,) = summary.failed
     assert record.observed.startswith("2 of 8 unexpected")
     assert "nested deeper than 64 levels; the limit is 64" in record.observed

@@ -13,8 +13,8 @@ import pytest
 
 from aod_ops.errors import SchemaError
 from aod_ops.output import (
+    CONTRACT_COLUMNS,
     QUARANTINE,
-    RESERVED_COLUMNS,
     STAGING,
     PartitionWriter,
     Provenance,
@@ -65,25 +65,29 @@ def test_record_id_is_a_hash_of_partition_and_canonical_record() -> None:
 def test_output_schema_puts_typed_columns_between_the_provenance_columns() -> None:
     schema = output_schema(load_schema(SCHEMA))
     assert schema.names == [
-        "record_id",
-        "partition",
-        "record",
+        "_aod_record_id",
+        "_aod_partition",
+        "_aod_record",
         "name",
         "count",
         "dims",
         "tags",
-        *RESERVED_COLUMNS[3:],
+        *CONTRACT_COLUMNS[3:],
     ]
     assert schema.field("dims").type == pa.struct([("w", pa.float64()), ("h", pa.int64())])
     assert schema.field("tags").type == pa.list_(pa.string())
-    assert schema.field("created_at").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("_aod_created_at").type == pa.timestamp("us", tz="UTC")
 
 
-def test_a_property_named_like_a_provenance_column_is_refused() -> None:
-    schema = load_schema(
-        {"type": "object", "properties": {"seed": {"type": "integer"}, "x": {"type": "string"}}}
-    )
-    with pytest.raises(SchemaError, match=r"'seed' clash with the output's provenance columns"):
+def test_properties_named_like_provenance_get_their_own_columns() -> None:
+    names = ["record_id", "partition", "record", "prompt_version", "model", "seed", "created_at"]
+    schema = load_schema({"type": "object", "properties": {name: {"type": "string"} for name in names}})
+    assert output_schema(schema).names == [*CONTRACT_COLUMNS[:3], *names, *CONTRACT_COLUMNS[3:]]
+
+
+def test_a_property_in_the_provenance_namespace_is_refused() -> None:
+    schema = load_schema({"type": "object", "properties": {"_aod_seed": {"type": "integer"}}})
+    with pytest.raises(SchemaError, match=r"'_aod_seed' start with '_aod_', the prefix of the output's"):
         output_schema(schema)
 
 
@@ -102,12 +106,14 @@ def test_commit_writes_typed_rows_quarantine_and_report_then_removes_staging(tmp
     data = pq.read_table(final / "data")
     assert data.schema == output_schema(load_schema(SCHEMA))
     rows = data.to_pylist()
-    assert [r["record_id"] for r in rows] == ids == [record_id("items", r) for r in RECORDS]
-    assert [json.loads(r["record"]) for r in rows] == RECORDS
+    assert [r["_aod_record_id"] for r in rows] == ids == [record_id("items", r) for r in RECORDS]
+    assert [json.loads(r["_aod_record"]) for r in rows] == RECORDS
     assert rows[0]["dims"] == {"w": 2.5, "h": 2} and rows[1]["tags"] == ["y", "x"]
     assert rows[2]["dims"] is None and rows[2]["tags"] == []  # a missing property is null
-    assert {(r["partition"], r["prompt_version"], r["model"]) for r in rows} == {("items", 2, "tiny-random")}
-    assert [r["seed"] for r in rows] == [100, 101, 102]
+    assert {(r["_aod_partition"], r["_aod_prompt_version"], r["_aod_model"]) for r in rows} == {
+        ("items", 2, "tiny-random")
+    }
+    assert [r["_aod_seed"] for r in rows] == [100, 101, 102]
     quarantine = pq.read_table(final / "quarantine")
     assert quarantine.schema == QUARANTINE
     rejects = quarantine.to_pylist()
@@ -139,7 +145,7 @@ def test_commit_replaces_an_earlier_output_whole(tmp_path: Path) -> None:
     second = _writer(tmp_path)
     second.add(RECORDS[0], seed=0)
     final = second.commit(_report(1))
-    assert pq.read_table(final / "data").column("seed").to_pylist() == [0]
+    assert pq.read_table(final / "data").column("_aod_seed").to_pylist() == [0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items"]
 
 
@@ -150,7 +156,7 @@ def test_abort_leaves_the_committed_output_as_it_was(tmp_path: Path) -> None:
     second = _writer(tmp_path)
     second.add(RECORDS[1], seed=1)
     second.abort()
-    assert pq.read_table(tmp_path / "items" / "data").column("seed").to_pylist() == [0]
+    assert pq.read_table(tmp_path / "items" / "data").column("_aod_seed").to_pylist() == [0]
 
 
 def test_recover_removes_what_a_dead_run_left_in_staging(tmp_path: Path) -> None:
@@ -180,7 +186,7 @@ def test_recover_finishes_a_commit_cut_off_between_its_renames(tmp_path: Path) -
     assert read_report(tmp_path, "items") is None
     recover(tmp_path, "items")
     assert read_report(tmp_path, "items") == _report(2)
-    assert pq.read_table(tmp_path / "items" / "data").column("seed").to_pylist() == [1, 2]
+    assert pq.read_table(tmp_path / "items" / "data").column("_aod_seed").to_pylist() == [1, 2]
     assert not (tmp_path / STAGING / "items").exists()
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.settings import DecodingSettings
-from aod_ops.errors import AodError, DataError, ModelError, SchemaError, SpecError
+from aod_ops.errors import AodError, DataError, ModelError, SpecError
 from aod_ops.ray import adapter
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator
 from aod_ops.ray.judging import VERDICTS, CandidateJudge
@@ -76,11 +76,13 @@ def test_an_unknown_model_fails_before_ray_starts(tmp_path: Path, no_ray_yet: No
     assert not ray.is_initialized()
 
 
-def test_a_property_named_like_an_output_column_fails_before_ray_starts(
+def test_a_property_in_the_provenance_namespace_fails_before_ray_starts(
     tmp_path: Path, no_ray_yet: None
 ) -> None:
-    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "model": {"type": "string"}}}
-    with pytest.raises(SchemaError, match=r"'model' clash with the output's provenance columns"):
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "_aod_model": {"type": "string"}}}
+    with pytest.raises(
+        SpecError, match=r"partition 'shirts': field 'schema': .*'_aod_model' start with '_aod_'"
+    ):
         synthesize(_spec(tmp_path, schema), tmp_path / "out")
     assert not ray.is_initialized()
 

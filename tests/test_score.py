@@ -148,7 +148,9 @@ def test_parquet_is_read_from_its_record_column_or_else_its_schema_columns(tmp_p
     ours = tmp_path / "ours"
     ours.mkdir()
     texts = [json.dumps(r) for r in records[:3]] + ['{"Name": "cut off']
-    pq.write_table(pa.table({"record_id": list("abcd"), "record": texts}), ours / "part-00000.parquet")
+    pq.write_table(
+        pa.table({"_aod_record_id": list("abcd"), "_aod_record": texts}), ours / "part-00000.parquet"
+    )
     read = read_table(ours, CARS)
     assert read[:3] == records[:3] and read[3] is None  # a row that is not JSON: an invalid record
 

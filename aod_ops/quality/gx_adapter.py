@@ -10,7 +10,7 @@ The data reaches GX as a pandas DataFrame read from the partition's Parquet by t
 GX's pandas Parquet asset reads one file, and directory assets are Spark-only, while a
 partition written by Ray is a folder of files.
 
-The ``record`` column is checked by ``ExpectColumnValuesToMatchRecordSchema``, a subclass of
+The ``_aod_record`` column is checked by ``ExpectColumnValuesToMatchRecordSchema``, a subclass of
 GX's ``ExpectColumnValuesToMatchJsonSchema`` (same arguments and rendering) with its own metric:
 GX's metric calls ``jsonschema.validate`` per row, which re-checks the schema against its
 meta-schema every time (about 10 ms a row: 20k rows took 77 s here). Ours validates with the
@@ -30,7 +30,7 @@ each example it times out on.
 contract's and the schema's typed columns), naming the column.
 
 A cross-field rule that GX's column-pair expectations cannot state (``Displacement >= 15 *
-Cylinders``) is checked by ``ExpectColumnValuesToSatisfyRule`` on the ``record`` column: its
+Cylinders``) is checked by ``ExpectColumnValuesToSatisfyRule`` on the ``_aod_record`` column: its
 metric parses the rule once (``aod_ops.rules``: walked, never executed) and evaluates it on each
 parsed record. A record that is not JSON, or lacks a field the rule names, does not break it:
 the record-schema expectation reports the first, and the judge does not count the second.
@@ -109,7 +109,7 @@ def _schema(json_schema: dict[str, Any]) -> LoadedSchema:
 
 
 def _parse(text: Any) -> Any:
-    """The JSON value of a ``record`` cell; ``ValueError`` when it is not JSON text (or nests past
+    """The JSON value of an ``_aod_record`` cell; ``ValueError`` when it is not JSON text (or nests past
     what the parser takes)."""
     if not isinstance(text, str):
         raise ValueError("not text")
@@ -243,7 +243,7 @@ class ColumnValuesSatisfyRule(ColumnMapMetricProvider):
 class ExpectColumnValuesToSatisfyRule(ColumnMapExpectation):
     """Expect each value, a record as JSON text, to keep a cross-field rule such as ``a <= 2 * b``.
 
-    :param column: the column of records (``record``).
+    :param column: the column of records (``_aod_record``).
     :param rule: the rule's text, as written under ``rules:`` in the partition spec.
     """
 

@@ -4,10 +4,10 @@ Nothing here imports Great Expectations: an ``ExpectationSpec`` is a GX expectat
 keyword arguments, turned into a GX object by the adapter (``gx_adapter.py``) only when a
 checkpoint runs.
 
-From the output contract: ``record_id`` and ``record`` not null, ``record_id`` unique, the row
-count at least the target, no column but the contract's and the typed columns of the schema's
-top-level properties, and the ``record`` column (JSON text) valid against the whole schema
-(formats checked).
+From the output contract: ``_aod_record_id`` and ``_aod_record`` not null, ``_aod_record_id``
+unique, the row count at least the target, no column but the contract's and the typed columns of
+the schema's top-level properties, and the ``_aod_record`` column (JSON text) valid against the
+whole schema (formats checked).
 From each top-level property (its typed column; ``$ref`` followed within the schema):
 
 - required, and null not allowed by its ``type``/``enum``/``const`` -> values not null;
@@ -18,12 +18,12 @@ From each top-level property (its typed column; ``$ref`` followed within the sch
   ``regex`` engine under a time limit: a value the pattern times out on is unexpected);
 - ``minLength``/``maxLength`` on a string -> value lengths between.
 
-Nested properties are checked through the ``record`` column's JSON Schema expectation.
+Nested properties are checked through the ``_aod_record`` column's JSON Schema expectation.
 
 From each cross-field rule of the partition (``rules:`` in the spec, ``aod_ops.rules``): a rule
 ``a OP b`` between two top-level numeric columns (``>=``, ``>``, ``<=``, ``<``, ``==``) -> GX's
 column-pair expectation on the typed columns; any other rule (a factor or offset, a nested field,
-``!=``, strings) -> ``expect_column_values_to_satisfy_rule`` on the ``record`` column, which
+``!=``, strings) -> ``expect_column_values_to_satisfy_rule`` on the ``_aod_record`` column, which
 evaluates the rule on each parsed record. Either way a row breaks the rule only when every field
 it names is present, as the judge counts violations.
 """
@@ -41,13 +41,9 @@ import pyarrow as pa
 import referencing.exceptions
 
 from aod_ops.errors import SpecError
+from aod_ops.output import CONTRACT_COLUMNS, RECORD, RECORD_ID
 from aod_ops.rules import Bound, Rule
 from aod_ops.schema import LoadedSchema, arrow_schema
-
-RECORD_ID = "record_id"
-RECORD = "record"
-CONTRACT_COLUMNS = ("record_id", "partition", "record", "prompt_version", "model", "seed", "created_at")
-"""The output contract's own columns; a schema property with one of these names has no column."""
 
 RECORD_SCHEMA_EXPECTATION = "expect_column_values_to_match_record_schema"
 """GX's ``expect_column_values_to_match_json_schema`` with a fast metric (see ``gx_adapter``)."""
@@ -59,7 +55,7 @@ COLUMNS_EXPECTATION = "expect_table_columns_to_be_in_set"
 """Every column of the table is one of ``column_set`` (a custom expectation, see ``gx_adapter``)."""
 
 RULE_EXPECTATION = "expect_column_values_to_satisfy_rule"
-"""Each ``record`` (JSON text) keeps a cross-field rule; a custom expectation (see ``gx_adapter``)."""
+"""Each ``_aod_record`` (JSON text) keeps a cross-field rule; a custom expectation (see ``gx_adapter``)."""
 
 RULE_SOURCE = "rule:"
 """The ``source`` prefix of a rule's expectation; the rule's text follows it."""
@@ -142,8 +138,6 @@ def schema_expectations(
     required = set(root.get("required") or ()) if root is not None else set()
     draft4 = schema.draft == "draft4"
     for name, subschema in properties.items():
-        if name in CONTRACT_COLUMNS:
-            continue  # the contract column of that name is not this property's column
         resolved = _follow(subschema, resolver)
         if resolved is not None:
             specs.extend(_property_expectations(name, resolved, name in required, draft4))
@@ -152,8 +146,7 @@ def schema_expectations(
 
 def table_columns(schema: LoadedSchema) -> list[str]:
     """The columns a partition's table may have: the contract's, then the schema's typed columns."""
-    typed = [name for name in arrow_schema(schema).names if name not in CONTRACT_COLUMNS]
-    return [*CONTRACT_COLUMNS, *typed]
+    return [*CONTRACT_COLUMNS, *arrow_schema(schema).names]
 
 
 def rule_expectations(schema: LoadedSchema, rules: Sequence[Rule]) -> list[ExpectationSpec]:
@@ -161,9 +154,7 @@ def rule_expectations(schema: LoadedSchema, rules: Sequence[Rule]) -> list[Expec
     if not rules:
         return []
     numeric = {
-        f.name
-        for f in arrow_schema(schema)
-        if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) and f.name not in CONTRACT_COLUMNS
+        f.name for f in arrow_schema(schema) if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
     }
     specs = []
     for rule in rules:

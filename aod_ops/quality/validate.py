@@ -2,7 +2,7 @@
 
 The partition is read from its path or URI (a dataset folder of ``*.parquet`` files, sub-folders
 such as a quarantine left out, or one Parquet file; see ``aod_ops.storage``) with pyarrow; its
-``record`` column (JSON text) is parsed for the privacy figures, which cover every row whose
+``_aod_record`` column (JSON text) is parsed for the privacy figures, which cover every row whose
 record parses and nests no deeper than the schema package's ``MAX_DEPTH`` (a row that breaks the
 schema fails the suite, and may still leak). Beside the data go ``validation_result.json`` (GX's
 full validation result) and ``privacy_report.json``; the caller gets a small ``ValidationSummary``.
@@ -22,14 +22,9 @@ import pyarrow.parquet as pq
 
 from aod_ops import storage
 from aod_ops.errors import AodError, DataError
+from aod_ops.output import RECORD, RECORD_ID
 from aod_ops.privacy import PrivacyReport, PrivacyThresholds, privacy_report, sensitive_columns
-from aod_ops.quality.suite import (
-    RECORD,
-    RECORD_ID,
-    ExpectationOutcome,
-    extra_expectations,
-    schema_expectations,
-)
+from aod_ops.quality.suite import ExpectationOutcome, extra_expectations, schema_expectations
 from aod_ops.rules import Rule
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
 from aod_ops.schema.load import too_deep
@@ -267,6 +262,6 @@ def _privacy_outcomes(report: PrivacyReport) -> list[ExpectationOutcome]:
         value = "none" if check.value is None else f"{check.value:.4g}"
         observed = f"{value} (must be {check.comparison} {check.threshold:.4g}): {check.detail}"
         if check.examples:
-            observed += f"; e.g. record_id {', '.join(check.examples[:3])}"
+            observed += f"; e.g. {RECORD_ID} {', '.join(check.examples[:3])}"
         outcomes.append(ExpectationOutcome(check.name, column, check.passed, observed, "privacy"))
     return outcomes

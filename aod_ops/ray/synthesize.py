@@ -43,7 +43,6 @@ from aod_ops.output import (
     PartitionWriter,
     Provenance,
     committed_dir,
-    output_schema,
     read_report,
     record_id,
     recover,
@@ -269,7 +268,6 @@ def synthesize(
 def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
     """Load and check everything a partition needs (no Ray involved)."""
     schema = load_schema(partition.schema_path)
-    output_schema(schema)  # a property named like a provenance column fails here
     reference = load_reference(partition)
     prompt, source = _prompt(partition, schema, reference, options.prompt_dir)
     if options.model is not None:
