@@ -63,7 +63,9 @@ with DAG(
         "trust_remote_code": Param(False, type="boolean", description="let `model` run its own code (LLaDA)"),
         "execution_mode": Param("local", enum=["local", "ray_job"], description="worker or Ray job"),
         "aod_conn_id": Param(None, type=NAME, description="an `aod` connection for the models"),
-        "ray_conn_id": Param("ray_default", type="string", description="the `ray` connection (ray_job mode)"),
+        "ray_conn_id": Param(
+            "aod_ray_default", type="string", description="the `aod_ray` connection (ray_job mode)"
+        ),
         "storage_conn_id": Param(
             None,
             type=NAME,

@@ -119,7 +119,7 @@ def test_providers_list_shows_the_provider(tmp_path: Path) -> None:
     hooks = airflow(env, "providers", "hooks", "--output", "json")
     types = {h["connection_type"]: h["class"] for h in json.loads(hooks.stdout)}
     assert types["aod"] == "aod_ops.airflow.hooks.AoDHook"
-    assert types["ray"] == "aod_ops.airflow.hooks.RayHook"
+    assert types["aod_ray"] == "aod_ops.airflow.hooks.RayHook"
 
 
 def test_a_broken_partition_fails_alone_and_the_summary_says_so(
@@ -186,7 +186,7 @@ def test_a_scheduler_runs_the_dag_with_ray_jobs_to_success(
     home = tmp_path / "home"
     fresh_home(home)
     port = _free_port()
-    ray_conn = {"conn_type": "ray", "host": head.address, "password": head.token}
+    ray_conn = {"conn_type": "aod_ray", "host": head.address, "password": head.token}
     env = airflow_env(
         home,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
@@ -196,7 +196,7 @@ def test_a_scheduler_runs_the_dag_with_ray_jobs_to_success(
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__API_AUTH__JWT_SECRET="aod-integration-test-secret-of-sufficient-length",
-        AIRFLOW_CONN_RAY_DEFAULT=json.dumps(ray_conn),
+        AIRFLOW_CONN_AOD_RAY_DEFAULT=json.dumps(ray_conn),
     )
     processes: list[subprocess.Popen[bytes]] = []
     logs = {}

@@ -544,5 +544,5 @@ def test_chart_airflow_values_mount_what_the_release_renders(chart: helm.Chart) 
         },
     }
     kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
-    assert {s["envName"] for s in airflow["secret"]} == {"AOD_AGENT_KEY", "AIRFLOW_CONN_RAY_DEFAULT"}
+    assert {s["envName"] for s in airflow["secret"]} == {"AOD_AGENT_KEY", "AIRFLOW_CONN_AOD_RAY_DEFAULT"}
     assert all(set(s) == {"envName", "secretName", "secretKey"} for s in airflow["secret"])

@@ -3,7 +3,8 @@
 The head has 2 CPUs, its dashboard (the Jobs API) and token authentication. Jobs run
 ``aod synthesize`` with the tiny random DLM on a spec whose folder travels in the job's
 runtime_env: a job that succeeds writes the partition; a failing job's logs are fetched; a stopped
-job ends STOPPED without output; the deferrable operator runs a job through its trigger.
+job ends STOPPED without output; the deferrable operator runs a job through its trigger; a retried
+task reattaches to its job instead of submitting a second one.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_a_synthesis_job_writes_the_partition_with_the_prompt_it_carried(
     job = SynthesisJob(spec, str(out), partition.name, rows=4, actors=1, prompt_dir=tmp_path / "prompts")
 
     job_id = jobs.submit(job, {"airflow_dag_id": "test"})
-    state = jobs.wait(job_id, poll_interval=2.0, timeout=JOB_TIMEOUT)
+    state = jobs.wait(job_id, poll_interval=2.0, deadline=time.time() + JOB_TIMEOUT)
 
     assert state.succeeded, jobs.logs(job_id)
     info = jobs.client.get_job_info(job_id)
@@ -115,7 +116,7 @@ def test_a_stopped_job_ends_stopped_without_output(jobs: RayJobs, spec: Path, tm
     time.sleep(5.0)  # let the driver get into the synthesis
 
     assert jobs.stop(job_id)
-    final = jobs.wait(job_id, poll_interval=1.0, timeout=120.0)
+    final = jobs.wait(job_id, poll_interval=1.0, deadline=time.time() + 120.0)
 
     assert final.status == "STOPPED"
     assert not (out / "car-specs" / "report.json").exists()
@@ -136,7 +137,7 @@ class FakeTI:
 def test_the_deferrable_operator_runs_the_job_through_its_trigger(
     head: RayHead, spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = {"conn_type": "ray", "host": head.address, "password": head.token}
+    conn = {"conn_type": "aod_ray", "host": head.address, "password": head.token}
     monkeypatch.setenv("AIRFLOW_CONN_RAY_IT", json.dumps(conn))
     op = AoDSynthesizeOperator(
         task_id="synthesize",
@@ -168,3 +169,73 @@ def test_the_deferrable_operator_runs_the_job_through_its_trigger(
     assert result["ray_job_id"] == ti.xcoms["ray_job_id"] == event["job_id"]
     assert result["rows"] == 4
     assert pq.read_table(tmp_path / "run" / "tables" / "car-specs" / "data").num_rows == 4
+
+
+def _stop_once_started(jobs: RayJobs, job_id: str) -> str:
+    """Stop a job once it has left PENDING (Ray can stop it only then); its final status."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while jobs.state(job_id).status == "PENDING" and time.monotonic() < deadline:
+        time.sleep(1.0)
+    jobs.stop(job_id)
+    return jobs.wait(job_id, poll_interval=1.0, deadline=time.time() + 120.0).status
+
+
+def test_a_retried_task_reattaches_to_its_job_instead_of_submitting_another(
+    head: RayHead,
+    jobs: RayJobs,
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn = {"conn_type": "aod_ray", "host": head.address, "password": head.token}
+    monkeypatch.setenv("AIRFLOW_CONN_RAY_IT", json.dumps(conn))
+    ti = FakeTI()
+    ti.run_id = "manual__retried"  # not the run of the test above, whose job succeeded
+
+    def one_try() -> Any:
+        """One try of the task instance, by a fresh operator as Airflow makes for each try; its trigger."""
+        op = AoDSynthesizeOperator(
+            task_id="synthesize",
+            spec_path=str(spec),
+            partition="car-specs",
+            out_dir=str(tmp_path / "run"),
+            rows=5000,  # long enough to be running still when the retry comes
+            actors=1,
+            execution_mode="ray_job",
+            ray_conn_id="ray_it",
+            deferrable=True,
+            job_timeout=JOB_TIMEOUT,
+        )
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute({"ti": ti})
+        return deferred.value.trigger
+
+    def attempts(job_id: str) -> list[Any]:
+        return [j for j in jobs.client.list_jobs() if (j.submission_id or "").startswith(job_id)]
+
+    first = one_try()
+    capsys.readouterr()
+    retry = one_try()
+
+    assert retry.job_id == first.job_id == ti.xcoms["ray_job_id"]
+    # The deadline runs from the job's submission as Ray recorded it (the first try took its own
+    # clock a moment before), not from the retry.
+    assert retry.deadline == pytest.approx(first.deadline, abs=5.0)
+    assert f"Reattached to Ray job {first.job_id}" in capsys.readouterr().out
+    (job,) = attempts(first.job_id)  # exactly one Ray job for the two tries
+    airflow_keys = {key: value for key, value in (job.metadata or {}).items() if key.startswith("airflow_")}
+    assert airflow_keys == {
+        "airflow_dag_id": ti.dag_id,
+        "airflow_run_id": ti.run_id,
+        "airflow_task_id": ti.task_id,
+        "airflow_map_index": str(ti.map_index),
+    }
+
+    # Once the job is stopped, the next try submits a new attempt: Ray refuses a submission id twice.
+    assert _stop_once_started(jobs, first.job_id) == "STOPPED"
+    second_attempt = one_try()
+    assert second_attempt.job_id == f"{first.job_id}-2"
+    assert second_attempt.deadline > first.deadline
+    assert sorted(j.submission_id for j in attempts(first.job_id)) == [first.job_id, second_attempt.job_id]
+    assert _stop_once_started(jobs, second_attempt.job_id) == "STOPPED"

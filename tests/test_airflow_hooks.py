@@ -1,9 +1,11 @@
-"""The provider's registration and its hooks for the ``aod`` and ``ray`` connections and for
+"""The provider's registration and its hooks for the ``aod`` and ``aod_ray`` connections and for
 object-store credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import airflow
 import jsonschema
 import pytest
 from airflow.sdk import Connection
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from aod_ops.airflow import get_provider_info
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError
@@ -46,8 +49,10 @@ def test_provider_info_passes_airflows_schemas() -> None:
     assert info["package-name"] == "aod-ops"
     assert {c["connection-type"]: c["hook-class-name"] for c in info["connection-types"]} == {
         "aod": "aod_ops.airflow.hooks.AoDHook",
-        "ray": "aod_ops.airflow.hooks.RayHook",
+        "aod_ray": "aod_ops.airflow.hooks.RayHook",
     }
+    # Not the official Ray provider's type and default id, which clashed.
+    assert (RayHook.conn_type, RayHook.default_conn_name) == ("aod_ray", "aod_ray_default")
 
 
 @pytest.mark.parametrize("hook", [AoDHook, RayHook])
@@ -161,12 +166,12 @@ def test_aod_test_connection_reports_an_unreachable_endpoint(monkeypatch: pytest
 
 
 def test_ray_connection_gives_the_jobs_api_address() -> None:
-    jobs = RayHook.jobs_of(Connection(conn_id="r", conn_type="ray", host="ray-head"))
+    jobs = RayHook.jobs_of(Connection(conn_id="r", conn_type="aod_ray", host="ray-head"))
     assert jobs.address == "http://ray-head:8265"
     jobs = RayHook.jobs_of(
         Connection(
             conn_id="r",
-            conn_type="ray",
+            conn_type="aod_ray",
             host="https://ray.example.com",
             password="tok",
             extra='{"verify": false}',
@@ -178,16 +183,73 @@ def test_ray_connection_gives_the_jobs_api_address() -> None:
         False,
     )
     with pytest.raises(AoDConnectionError, match="no dashboard address"):
-        RayHook.jobs_of(Connection(conn_id="r", conn_type="ray"))
+        RayHook.jobs_of(Connection(conn_id="r", conn_type="aod_ray"))
 
 
 def test_ray_test_connection_fails_clearly_without_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
-        "AIRFLOW_CONN_RAY_PROBE", json.dumps({"conn_type": "ray", "host": "http://127.0.0.1:9"})
+        "AIRFLOW_CONN_RAY_PROBE", json.dumps({"conn_type": "aod_ray", "host": "http://127.0.0.1:9"})
     )
     ok, message = RayHook("ray_probe").test_connection()
     assert not ok
     assert "http://127.0.0.1:9" in message
+
+
+def test_a_connection_of_the_old_ray_type_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {"conn_type": "ray", "host": "ray-head", "password": "tok"}
+    monkeypatch.setenv("AIRFLOW_CONN_RAY_OLD", json.dumps(conn))
+    jobs = RayHook("ray_old").get_conn()
+    assert (jobs.address, jobs.headers) == ("http://ray-head:8265", {"Authorization": "Bearer tok"})
+
+
+@pytest.fixture
+def only_the_old_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ray_default`` (the id before the rename) exists, ``aod_ray_default`` does not."""
+    monkeypatch.delenv("AIRFLOW_CONN_AOD_RAY_DEFAULT", raising=False)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RAY_DEFAULT", json.dumps({"conn_type": "ray", "host": "http://old:8265"})
+    )
+
+
+def rename_hints(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "rename it to 'aod_ray_default'" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("only_the_old_default")
+def test_the_old_default_connection_is_used_when_the_new_one_is_missing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="aod_ops.airflow.hooks"):
+        assert RayHook().get_conn().address == "http://old:8265"
+    (hint,) = rename_hints(caplog)
+    assert hint.startswith("Using the Ray connection 'ray_default' because 'aod_ray_default' does not exist")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="aod_ops.airflow.hooks"):  # the triggerer's way
+        conn = asyncio.run(RayHook.aconnection("aod_ray_default"))
+    assert conn.host == "http://old:8265"
+    assert len(rename_hints(caplog)) == 1
+
+
+@pytest.mark.usefixtures("only_the_old_default")
+def test_the_old_default_stands_in_only_for_a_missing_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(AirflowNotFoundException, match="ray_elsewhere"):
+        RayHook("ray_elsewhere").get_conn()
+    with pytest.raises(AirflowNotFoundException, match="ray_elsewhere"):
+        asyncio.run(RayHook.aconnection("ray_elsewhere"))
+    new = {"conn_type": "aod_ray", "host": "http://new:8265"}
+    monkeypatch.setenv("AIRFLOW_CONN_AOD_RAY_DEFAULT", json.dumps(new))
+    with caplog.at_level(logging.INFO, logger="aod_ops.airflow.hooks"):
+        assert RayHook().get_conn().address == "http://new:8265"
+    assert rename_hints(caplog) == []
+
+
+def test_without_either_default_the_error_names_the_new_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_AOD_RAY_DEFAULT", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_RAY_DEFAULT", raising=False)
+    with pytest.raises(AirflowNotFoundException, match="`aod_ray_default` isn't defined"):
+        RayHook().get_conn()
 
 
 def test_a_storage_connection_is_exposed_as_aws_variables_while_the_task_runs(

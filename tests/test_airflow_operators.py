@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import ray.job_submission
 import yaml
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
@@ -25,7 +29,7 @@ from aod_ops.airflow.operators import (
 )
 from aod_ops.airflow.triggers import RayJobTrigger
 from aod_ops.errors import AodError, SpecError
-from aod_ops.ray.jobs import JobState, SynthesisJob, job_bundle
+from aod_ops.ray.jobs import JobState, RayJobs, Submission, SynthesisJob, job_bundle
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -59,20 +63,26 @@ class FakeTI:
 
 
 class FakeJobs:
-    """A RayJobs stand-in: records submissions and stops, answers with a given final state."""
+    """A RayJobs stand-in: records submissions, deadlines and stops, answers with a given final
+    state (a state that is not final: the wait ran past its deadline)."""
 
     address = "http://head:8265"
+    submitted_at = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 
     def __init__(self, final: str = "SUCCEEDED") -> None:
         self.final = final
         self.submitted: list[SynthesisJob] = []
+        self.submission_ids: list[str] = []
+        self.deadlines: list[float | None] = []
         self.stopped: list[str] = []
 
-    def submit(self, job: SynthesisJob, metadata: dict[str, str]) -> str:
+    def submit_once(self, job: SynthesisJob, submission_id: str, metadata: dict[str, str]) -> Submission:
         self.submitted.append(job)
-        return "aod-cars-0123"
+        self.submission_ids.append(submission_id)
+        return Submission("aod-cars-0123", "PENDING", False, self.submitted_at)
 
-    def wait(self, job_id: str, poll_interval: float, timeout: float | None) -> JobState:
+    def wait(self, job_id: str, poll_interval: float, deadline: float | None) -> JobState:
+        self.deadlines.append(deadline)
         return JobState(job_id, self.final, "boom" if self.final == "FAILED" else "")
 
     def logs(self, job_id: str, lines: int = 200) -> str:
@@ -166,7 +176,9 @@ def test_partition_outcomes_name_the_first_failed_step_and_its_error() -> None:
 
 
 def test_ray_job_mode_submits_records_the_job_and_defers(tmp_path: Path) -> None:
-    op = synthesize_op(tmp_path, deferrable=True, rows=8, model="tiny-random", ray_conn_id="ray_x")
+    op = synthesize_op(
+        tmp_path, deferrable=True, rows=8, model="tiny-random", ray_conn_id="ray_x", job_timeout=600
+    )
     op.ray_jobs = FakeJobs()  # type: ignore[assignment]
     ti = FakeTI()
     with pytest.raises(TaskDeferred) as deferred:
@@ -174,6 +186,8 @@ def test_ray_job_mode_submits_records_the_job_and_defers(tmp_path: Path) -> None
     trigger = deferred.value.trigger
     assert isinstance(trigger, RayJobTrigger)
     assert (trigger.job_id, trigger.ray_conn_id) == ("aod-cars-0123", "ray_x")
+    assert trigger.deadline == FakeJobs.submitted_at + 600  # absolute, from the first submission
+    assert op.ray_jobs.submission_ids == [op.submission_id(context(ti))]  # type: ignore[attr-defined]
     assert ti.xcoms["ray_job_id"] == "aod-cars-0123"
     (job,) = op.ray_jobs.submitted  # type: ignore[attr-defined]
     assert (job.partition, job.rows, job.model) == ("cars", 8, "tiny-random")
@@ -191,20 +205,142 @@ def test_a_failed_job_puts_its_logs_in_the_error(tmp_path: Path) -> None:
     assert "ran out of memory" in ti.xcoms["error"]
 
 
+def test_the_worker_waits_until_the_deadline_and_then_stops_the_job(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path, deferrable=False, job_timeout=60)
+    op.ray_jobs = FakeJobs(final="RUNNING")  # type: ignore[assignment]
+    with pytest.raises(RayJobFailed) as caught:
+        op.execute(context(FakeTI()))
+    assert op.ray_jobs.deadlines == [FakeJobs.submitted_at + 60]  # type: ignore[attr-defined]
+    assert op.ray_jobs.stopped == ["aod-cars-0123"]  # type: ignore[attr-defined]
+    message = str(caught.value).splitlines()[0]
+    assert re.fullmatch(
+        r"Ray job aod-cars-0123 ended RUNNING: not done by its deadline 2026-01-01 00:01:00 UTC "
+        r"\(\d+ s past it\); job_timeout 60 s; stop requested",
+        message,
+    )
+
+
 def test_execute_complete_stops_a_timed_out_job_and_rejects_unknown_events(tmp_path: Path) -> None:
-    op = synthesize_op(tmp_path)
+    op = synthesize_op(tmp_path, job_timeout=60)
     op.ray_jobs = FakeJobs()  # type: ignore[assignment]
     event = {
         "status": "timeout",
         "job_id": "aod-cars-9",
         "job_status": "RUNNING",
-        "message": "not done after 60 s",
+        "message": "not done by its deadline 2026-01-01 00:01:00 UTC (4 s past it)",
     }
-    with pytest.raises(RayJobFailed, match="ended RUNNING: not done after 60 s"):
+    expected = (
+        "ended RUNNING: not done by its deadline 2026-01-01 00:01:00 UTC \\(4 s past it\\); job_timeout 60 s"
+    )
+    with pytest.raises(RayJobFailed, match=expected):
         op.execute_complete(context(FakeTI()), event)
     assert op.ray_jobs.stopped == ["aod-cars-9"]  # type: ignore[attr-defined]
     with pytest.raises(AoDTriggerEventError, match="unexpected event"):
         op.execute_complete(context(FakeTI()), None)
+
+
+def test_the_submission_id_is_the_same_for_every_try_of_a_task_instance(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path)
+    first, retry = FakeTI(), FakeTI()
+    job_id = op.submission_id(context(first))
+    assert job_id == op.submission_id(context(retry))
+    assert re.fullmatch(r"aod-cars-[0-9a-f]{16}", job_id)
+    other_partition, other_run = FakeTI(), FakeTI()
+    other_partition.map_index = 1
+    other_run.run_id = "scheduled__2026-01-02T00:00:00+00:00"
+    assert len({job_id, *(op.submission_id(context(ti)) for ti in (other_partition, other_run))}) == 3
+
+
+def test_the_submission_id_keeps_to_the_characters_ray_accepts(tmp_path: Path) -> None:
+    op = synthesize_op(tmp_path)
+    op.partition = "la riots/1992 – “downtown” " + "x" * 200
+    ti = FakeTI()
+    ti.run_id = "manual__2026-01-01T00:00:00+00:00"
+    job_id = op.submission_id(context(ti))
+    assert re.fullmatch(r"aod-la-riots-1992-downtown-x{17}-[0-9a-f]{16}", job_id)
+    assert len(job_id) <= 61
+
+
+class FakeCluster:
+    """A Jobs API client stand-in: the jobs on a cluster by submission id, with their statuses.
+
+    Like Ray, it refuses a submission id it already knows.
+    """
+
+    started_ms = 1_767_225_000_000  # when the jobs already there were submitted
+
+    def __init__(self, statuses: dict[str, str]) -> None:
+        self.jobs = {job_id: self._details(job_id, status) for job_id, status in statuses.items()}
+        self.submitted: list[str] = []
+
+    def _details(self, job_id: str | None, status: str) -> Any:
+        status_value = ray.job_submission.JobStatus(status)
+        return SimpleNamespace(submission_id=job_id, status=status_value, start_time=self.started_ms)
+
+    def list_jobs(self) -> list[Any]:
+        driver = self._details(None, "RUNNING")  # a driver that did not come through the Jobs API
+        return [*self.jobs.values(), driver]
+
+    def submit_job(self, *, entrypoint: str, submission_id: str, **kwargs: Any) -> str:
+        if submission_id in self.jobs:
+            raise RuntimeError(f"Request failed with status code 500: Job {submission_id} already exists.")
+        self.jobs[submission_id] = self._details(submission_id, "PENDING")
+        self.submitted.append(submission_id)
+        return submission_id
+
+
+def ray_job_op_on(tmp_path: Path, cluster: FakeCluster) -> AoDSynthesizeOperator:
+    """A deferrable ``ray_job`` operator whose RayJobs talks to ``cluster``."""
+    op = synthesize_op(tmp_path, deferrable=True, job_timeout=600)
+    jobs = RayJobs("http://head:8265")
+    jobs.client = cluster
+    op.ray_jobs = jobs
+    return op
+
+
+# Each row: the attempts already on the cluster (by suffix), then the job the task follows and
+# whether it submitted that one.
+@pytest.mark.parametrize(
+    ("attempts", "followed", "submits"),
+    [
+        ({}, "", True),
+        ({"": "PENDING"}, "", False),
+        ({"": "RUNNING"}, "", False),
+        ({"": "SUCCEEDED"}, "", False),
+        ({"": "FAILED"}, "-2", True),
+        ({"": "STOPPED"}, "-2", True),
+        ({"": "FAILED", "-2": "RUNNING"}, "-2", False),
+        ({"": "FAILED", "-2": "STOPPED"}, "-3", True),
+        ({"": "SUCCEEDED", "-2x": "FAILED", "-02-3": "FAILED"}, "", False),  # others' ids are not attempts
+    ],
+)
+def test_a_retry_reattaches_to_a_live_or_finished_job_and_resubmits_after_a_failed_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], attempts: dict[str, str], followed: str, submits: bool
+) -> None:
+    ti = FakeTI()
+    stable = synthesize_op(tmp_path).submission_id(context(ti))
+    another_tasks = {"aod-cars-0000000000000000": "RUNNING"}
+    cluster = FakeCluster(
+        {**another_tasks, **{stable + suffix: status for suffix, status in attempts.items()}}
+    )
+    op = ray_job_op_on(tmp_path, cluster)
+
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context(ti))
+
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, RayJobTrigger)
+    assert trigger.job_id == ti.xcoms["ray_job_id"] == stable + followed
+    assert cluster.submitted == ([stable + followed] if submits else [])
+    log = capsys.readouterr().out
+    assert ("Reattached to Ray job " + stable + followed in log) is not submits
+    assert ("Submitted Ray job " + stable + followed in log) is submits
+    assert trigger.deadline is not None
+    if submits:  # the deadline runs from this submission
+        assert before + 600 <= trigger.deadline <= time.time() + 600
+    else:  # from the job's own submission, which Ray recorded
+        assert trigger.deadline == FakeCluster.started_ms / 1000 + 600
 
 
 def test_on_kill_stops_the_submitted_job(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Airflow finds it through the ``apache_airflow_provider`` entry point, which names
 ``get_provider_info``. Two connection types come with it: ``aod`` (the model endpoints: the DLM
 backend, the agent's OpenAI-compatible endpoint and model, its API key in the password field) and
-``ray`` (a Ray cluster's Jobs API address). Their form fields are declared here, the way Airflow
-3.2+ reads them, and the hooks return the same declarations from ``get_ui_field_behaviour``.
+``aod_ray`` (a Ray cluster's Jobs API address; named ``ray`` before, which the official Ray
+provider also registers). Their form fields are declared here, the way Airflow 3.2+ reads them,
+and the hooks return the same declarations from ``get_ui_field_behaviour``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ AOD_EXTRA_FIELDS: dict[str, Any] = {
         "schema": {"type": "boolean", "default": False},
     },
 }
-#: The ``ray`` connection's form.
+#: The ``aod_ray`` connection's form.
 RAY_UI_FIELDS: dict[str, Any] = {
     "hidden-fields": ["schema", "login"],
     "relabeling": {"host": "Dashboard address", "port": "Dashboard port", "password": "Auth token"},
@@ -94,7 +95,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": AOD_EXTRA_FIELDS,
             },
             {
-                "connection-type": "ray",
+                "connection-type": "aod_ray",
                 "hook-class-name": "aod_ops.airflow.hooks.RayHook",
                 "hook-name": "Ray cluster (Jobs API)",
                 "ui-field-behaviour": RAY_UI_FIELDS,

@@ -30,7 +30,7 @@ class AoDTaskError(AoDProviderError):
 
 
 class AoDConnectionError(AoDInputError):
-    """An ``aod`` or ``ray`` connection whose fields cannot be used as they are."""
+    """An ``aod`` or ``aod_ray`` connection whose fields cannot be used as they are."""
 
 
 class RayJobFailed(AoDProviderError):

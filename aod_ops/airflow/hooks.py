@@ -1,16 +1,18 @@
-"""Hooks for the provider's two connection types, ``aod`` (model endpoints) and ``ray`` (a
+"""Hooks for the provider's two connection types, ``aod`` (model endpoints) and ``aod_ray`` (a
 cluster), and for object-store credentials.
 
 ``AoDHook`` reads which DLM and which agent endpoint a partition should use, and the agent's API
 key; ``ModelEndpoints.overrides`` gives them as spec fields that replace the partition's, and the
 key reaches the engine through an environment variable that only the running task sees. ``RayHook`` gives the
-Ray Jobs API client (``aod_ops.ray.jobs.RayJobs``) of a cluster's dashboard address.
+Ray Jobs API client (``aod_ops.ray.jobs.RayJobs``) of a cluster's dashboard address; it still
+reads connections made before the type was renamed from ``ray`` (the official Ray provider's).
 ``StorageHook`` reads S3 credentials from a connection (the Amazon provider's ``aws`` connection
 fields), and ``storage_environment`` exposes them to ``aod_ops.storage`` the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from aod_ops.airflow import AOD_UI_FIELDS, RAY_UI_FIELDS
 from aod_ops.airflow.exceptions import AoDConnectionError
@@ -31,6 +34,11 @@ if TYPE_CHECKING:
 
 #: The environment variable through which the engine reads the agent's API key.
 AGENT_KEY_ENV = "AOD_AGENT_KEY"
+#: The Ray connection's default id before it was renamed ``aod_ray_default`` (it clashed with the
+#: official Ray provider's); still read when the new one does not exist.
+LEGACY_RAY_CONN_ID = "ray_default"
+
+log = logging.getLogger(__name__)
 
 
 def _ui_behaviour(fields: dict[str, Any]) -> dict[str, Any]:
@@ -175,19 +183,23 @@ class AoDHook(BaseHook):
 
 
 class RayHook(BaseHook):
-    """The Jobs API of the Ray cluster a ``ray`` connection names.
+    """The Jobs API of the Ray cluster an ``aod_ray`` connection names.
 
     Host: the dashboard's address (``http://ray-head:8265``, or a bare host name with the port in
     the port field, 8265 by default); password: the token sent as ``Authorization: Bearer``, the
     cluster's ``RAY_AUTH_TOKEN`` when it runs with ``RAY_AUTH_MODE=token`` (or an authenticating
     proxy's token); extra ``verify``: check the dashboard's TLS certificate (default true).
 
-    :param ray_conn_id: the ``ray`` connection's id.
+    The type was ``ray`` before, as the official Ray provider's: a connection of that type is read
+    the same way, and the old default id ``ray_default`` is used when ``aod_ray_default`` does
+    not exist.
+
+    :param ray_conn_id: the ``aod_ray`` connection's id.
     """
 
     conn_name_attr = "ray_conn_id"
-    default_conn_name = "ray_default"
-    conn_type = "ray"
+    default_conn_name = "aod_ray_default"
+    conn_type = "aod_ray"
     hook_name = "Ray cluster (Jobs API)"
     default_dashboard_port = 8265
 
@@ -202,11 +214,51 @@ class RayHook(BaseHook):
 
     def get_conn(self) -> RayJobs:
         """The cluster's Jobs API client (made lazily: it reaches the cluster on first use)."""
-        return self.jobs_of(self.get_connection(self.ray_conn_id))
+        return self.jobs_of(self.connection(self.ray_conn_id))
+
+    @classmethod
+    def connection(cls, conn_id: str) -> Connection:
+        """The connection ``conn_id``; for the default id, when it does not exist, ``ray_default``."""
+        try:
+            return cls.get_connection(conn_id)
+        except AirflowNotFoundException as missing:
+            if conn_id != cls.default_conn_name:
+                raise
+            try:
+                conn = cls.get_connection(LEGACY_RAY_CONN_ID)
+            except AirflowNotFoundException:
+                raise missing from None
+        cls._warn_legacy_default()
+        return conn
+
+    @classmethod
+    async def aconnection(cls, conn_id: str) -> Connection:
+        """``connection`` for the triggerer's event loop."""
+        try:
+            return await cls.aget_connection(conn_id)
+        except AirflowNotFoundException as missing:
+            if conn_id != cls.default_conn_name:
+                raise
+            try:
+                conn = await cls.aget_connection(LEGACY_RAY_CONN_ID)
+            except AirflowNotFoundException:
+                raise missing from None
+        cls._warn_legacy_default()
+        return conn
+
+    @classmethod
+    def _warn_legacy_default(cls) -> None:
+        log.warning(
+            "Using the Ray connection %r because %r does not exist; rename it to %r "
+            "(the old id is the official Ray provider's too)",
+            LEGACY_RAY_CONN_ID,
+            cls.default_conn_name,
+            cls.default_conn_name,
+        )
 
     @classmethod
     def jobs_of(cls, conn: Connection) -> RayJobs:
-        """The Jobs API client of a ``ray`` connection (the trigger gets the connection itself)."""
+        """The Jobs API client of an ``aod_ray`` (or older ``ray``) connection."""
         from aod_ops.ray.jobs import RayJobs
 
         address = _url(conn, cls.default_dashboard_port)

@@ -45,7 +45,7 @@ from aod_ops.airflow.exceptions import (
     RayJobFailed,
 )
 from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook, storage_environment
-from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger
+from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger, past_deadline
 from aod_ops.errors import AodError, DataError, SchemaError, SpecError
 from aod_ops.spec import read_yaml
 from aod_ops.storage import Location
@@ -53,7 +53,7 @@ from aod_ops.storage import Location
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from aod_ops.ray.jobs import RayJobs
+    from aod_ops.ray.jobs import RayJobs, Submission
     from aod_ops.spec import Partition
 
 #: The alias under which validated tables are published as assets (``aod://tables/<partition>``).
@@ -337,6 +337,11 @@ class AoDSynthesizeOperator(_ModelOperator):
     Jobs API, with the spec's folder and the prompt artifact in its runtime_env, pushes the job
     id to XCom (``ray_job_id``) and waits for it: in the worker, or with ``deferrable=True`` in
     the triggerer. A failed job's logs are copied into the task log; ``on_kill`` stops the job.
+    The job's submission id comes from the task instance (``submission_id``), so a retry
+    reattaches to the job its earlier try submitted while that job is pending, running or
+    succeeded, and submits a new attempt (``<id>-2``, ...) after one that failed or was stopped.
+    ``job_timeout`` runs from the job's first submission to an absolute deadline, which a
+    retry or a restarted triggerer keeps.
     The job writes to ``out_dir`` as the cluster sees it, which must be storage the worker also
     sees (the validation reads it): an object-store URI, which the job writes with the cluster's
     own credentials, or a shared volume. Returns ``{"partition", "table_uri", "report_uri", "rows",
@@ -347,10 +352,10 @@ class AoDSynthesizeOperator(_ModelOperator):
     :param rows: rows to write instead of the spec's.
     :param actors: DLM actors instead of the synthesis default.
     :param execution_mode: ``"local"`` or ``"ray_job"``.
-    :param ray_conn_id: the ``ray`` connection (``ray_job`` mode).
+    :param ray_conn_id: the ``aod_ray`` connection (``ray_job`` mode).
     :param deferrable: wait for the job in the triggerer (``ray_job`` mode).
     :param poll_interval: seconds between job status polls.
-    :param job_timeout: seconds to wait for the job before stopping it (None: no limit).
+    :param job_timeout: seconds from the job's submission until it is stopped (None: no limit).
     """
 
     template_fields: Sequence[str] = (
@@ -388,7 +393,7 @@ class AoDSynthesizeOperator(_ModelOperator):
 
     @cached_property
     def ray_jobs(self) -> RayJobs:
-        """The Jobs API of the ``ray`` connection's cluster."""
+        """The Jobs API of the ``aod_ray`` connection's cluster."""
         return RayHook(self.ray_conn_id).get_conn()
 
     def prompts(self) -> Location:
@@ -408,17 +413,23 @@ class AoDSynthesizeOperator(_ModelOperator):
             if self.execution_mode == "local":
                 self._synthesize_locally(rows, actors)
                 return self._table_summary()
-            self.job_id = self._submit(context, partition, rows, actors)
+            submission = self._submit(context, partition, rows, actors)
+            self.job_id = submission.job_id
+        # Computed from the first submission, so that a retry that reattaches keeps it.
+        deadline = None if self.job_timeout is None else submission.submitted_at + self.job_timeout
         if self.deferrable:
             self.defer(
-                trigger=RayJobTrigger(self.ray_conn_id, self.job_id, self.poll_interval, self.job_timeout),
+                trigger=RayJobTrigger(self.ray_conn_id, self.job_id, self.poll_interval, deadline),
                 method_name="execute_complete",
             )
         with self.reporting_errors(context):
-            state = self.ray_jobs.wait(self.job_id, self.poll_interval, self.job_timeout)
+            state = self.ray_jobs.wait(self.job_id, self.poll_interval, deadline)
+            message = state.message
             if not state.terminal:
+                assert deadline is not None  # wait returns a running job only past its deadline
                 self.ray_jobs.stop(self.job_id)
-            self._check_job(state.job_id, state.status, state.message, state.succeeded, state.terminal)
+                message = past_deadline(deadline)
+            self._check_job(state.job_id, state.status, message, state.succeeded, not state.terminal)
             return self._table_summary()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -427,10 +438,11 @@ class AoDSynthesizeOperator(_ModelOperator):
             if event is None or event.get("status") not in EVENT_STATUSES:
                 raise AoDTriggerEventError(f"unexpected event from RayJobTrigger: {event!r}")
             self.job_id = str(event["job_id"])
-            if event["status"] == "timeout":
+            timed_out = event["status"] == "timeout"
+            if timed_out:
                 self.ray_jobs.stop(self.job_id)
             succeeded = event["status"] == "success"
-            self._check_job(self.job_id, event["job_status"], event["message"], succeeded, True)
+            self._check_job(self.job_id, event["job_status"], event["message"], succeeded, timed_out)
             return self._table_summary()
 
     def on_kill(self) -> None:
@@ -458,7 +470,17 @@ class AoDSynthesizeOperator(_ModelOperator):
             result.seconds,
         )
 
-    def _submit(self, context: Context, partition: Partition, rows: int | None, actors: int | None) -> str:
+    def submission_id(self, context: Context) -> str:
+        """The Ray job's submission id, the same for every try of this task instance:
+        ``aod-<partition>-`` and a hash of the dag id, run id, task id and map index."""
+        from aod_ops.ray.jobs import stable_submission_id
+
+        ti = context["ti"]
+        return stable_submission_id(self.partition, ti.dag_id, ti.run_id, ti.task_id, str(ti.map_index))
+
+    def _submit(
+        self, context: Context, partition: Partition, rows: int | None, actors: int | None
+    ) -> Submission:
         from aod_ops.ray.jobs import SynthesisJob
 
         job = SynthesisJob(
@@ -478,18 +500,28 @@ class AoDSynthesizeOperator(_ModelOperator):
             "airflow_task_id": ti.task_id,
             "airflow_map_index": str(ti.map_index),
         }
-        job_id = self.ray_jobs.submit(job, metadata)
-        ti.xcom_push(key="ray_job_id", value=job_id)
-        self.log.info("Submitted Ray job %s to %s: %s", job_id, self.ray_jobs.address, job.entrypoint())
-        return job_id
+        submission = self.ray_jobs.submit_once(job, self.submission_id(context), metadata)
+        ti.xcom_push(key="ray_job_id", value=submission.job_id)
+        if submission.reattached:
+            self.log.info(
+                "Reattached to Ray job %s (%s) on %s: an earlier try submitted it",
+                submission.job_id,
+                submission.status,
+                self.ray_jobs.address,
+            )
+        else:
+            address, entrypoint = self.ray_jobs.address, job.entrypoint()
+            self.log.info("Submitted Ray job %s to %s: %s", submission.job_id, address, entrypoint)
+        return submission
 
-    def _check_job(self, job_id: str, status: str, message: str, succeeded: bool, terminal: bool) -> None:
+    def _check_job(self, job_id: str, status: str, message: str, succeeded: bool, timed_out: bool) -> None:
         """Raise ``RayJobFailed`` with the job's logs (also written to the task log) unless it succeeded."""
         if succeeded:
             self.log.info("Ray job %s succeeded", job_id)
             return
-        if not terminal:
-            message = f"not done after {self.job_timeout:g} s; stop requested"
+        if timed_out:
+            limit = "" if self.job_timeout is None else f"; job_timeout {self.job_timeout:g} s"
+            message = f"{message}{limit}; stop requested"
         try:
             logs = self.ray_jobs.logs(job_id)
         except Exception as exc:  # the failure itself is what matters; say why the logs are missing

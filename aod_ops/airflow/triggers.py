@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -18,6 +19,13 @@ if TYPE_CHECKING:
 EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
 
 
+def past_deadline(deadline: float, now: float | None = None) -> str:
+    """What a job that missed its deadline (UTC epoch seconds) is told: when it was, how long ago."""
+    now = time.time() if now is None else now
+    when = datetime.fromtimestamp(deadline, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"not done by its deadline {when} ({now - deadline:.0f} s past it)"
+
+
 class RayJobTrigger(BaseTrigger):
     """Poll a Ray job until it ends, then fire one event.
 
@@ -25,21 +33,21 @@ class RayJobTrigger(BaseTrigger):
     ``timeout``; ``error`` when polling itself failed), ``job_id``, ``job_status`` (Ray's) and
     ``message``. The Jobs API client is synchronous, so each call runs in a thread.
 
-    :param ray_conn_id: the ``ray`` connection of the cluster.
+    :param ray_conn_id: the ``aod_ray`` connection of the cluster.
     :param job_id: the job's submission id.
     :param poll_interval: seconds between status polls.
-    :param timeout: seconds to wait before giving up (None: no limit), measured with a monotonic
-        clock from when the trigger starts.
+    :param deadline: when to give up, in UTC epoch seconds (None: no limit). It is absolute, so
+        a trigger that a restarted triggerer rebuilds keeps it.
     """
 
     def __init__(
-        self, ray_conn_id: str, job_id: str, poll_interval: float = 10.0, timeout: float | None = None
+        self, ray_conn_id: str, job_id: str, poll_interval: float = 10.0, deadline: float | None = None
     ) -> None:
         super().__init__()
         self.ray_conn_id = ray_conn_id
         self.job_id = job_id
         self.poll_interval = poll_interval
-        self.timeout = timeout
+        self.deadline = deadline
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the arguments that rebuild this trigger in the triggerer."""
@@ -49,12 +57,12 @@ class RayJobTrigger(BaseTrigger):
                 "ray_conn_id": self.ray_conn_id,
                 "job_id": self.job_id,
                 "poll_interval": self.poll_interval,
-                "timeout": self.timeout,
+                "deadline": self.deadline,
             },
         )
 
     async def _jobs(self) -> RayJobs:
-        return RayHook.jobs_of(await RayHook.aget_connection(self.ray_conn_id))
+        return RayHook.jobs_of(await RayHook.aconnection(self.ray_conn_id))
 
     def _event(self, status: str, job_status: str, message: str) -> TriggerEvent:
         payload = {"status": status, "job_id": self.job_id, "job_status": job_status, "message": message}
@@ -62,14 +70,11 @@ class RayJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll the job's status every ``poll_interval`` seconds; yield one event when it ends."""
-        started = time.monotonic()
         try:
             jobs = await self._jobs()
             while not (state := await asyncio.to_thread(jobs.state, self.job_id)).terminal:
-                elapsed = time.monotonic() - started
-                if self.timeout is not None and elapsed >= self.timeout:
-                    message = f"not done after {elapsed:.0f} s (timeout {self.timeout:g} s)"
-                    yield self._event("timeout", state.status, message)
+                if self.deadline is not None and time.time() >= self.deadline:
+                    yield self._event("timeout", state.status, past_deadline(self.deadline))
                     return
                 self.log.info("Ray job %s is %s", self.job_id, state.status)
                 await asyncio.sleep(self.poll_interval)

@@ -9,12 +9,18 @@ fetches its logs and stops it. ``run_synthesis_job`` is the whole
 round trip for the command line: submit, print the job id, poll, stop on Ctrl-C, and raise with
 the logs' tail when the job fails.
 
+A caller that may run twice for the same work (an Airflow task and its retries) names the job
+with ``stable_submission_id`` and submits it with ``RayJobs.submit_once``: a second call follows
+the job the first one submitted instead of starting another.
+
 The job writes to ``out`` as the cluster sees it: a path on a volume shared with the submitter,
 or an object-store URI that the synthesis writer understands.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
 import shutil
 import tempfile
@@ -33,11 +39,33 @@ from aod_ops.spec import load_spec
 
 #: The statuses after which a job does not change any more.
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+#: The statuses after which ``submit_once`` submits a new attempt instead of following the job.
+RESUBMIT_STATUSES = frozenset({"FAILED", "STOPPED"})
 #: Where the spec's folder and the prompts sit inside the job's working directory.
 SPEC_DIR = "spec"
 PROMPT_DIR = "prompts"
 PROMPT_FILE = "prompt.json"
 LOG_TAIL_LINES = 200
+#: Ray puts a submission id in URLs and file names: only these characters are kept.
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_NAME_IN_ID = 40
+
+
+def _id_prefix(partition: str | None) -> str:
+    """``aod-<partition>-``, the partition's name made safe for an id and cut to 40 characters."""
+    name = _UNSAFE_ID_CHARS.sub("-", partition or "all").strip("-")[:_NAME_IN_ID].strip("-")
+    return f"aod-{name or 'all'}-"
+
+
+def stable_submission_id(partition: str | None, *key: str) -> str:
+    """A submission id that the same ``key`` always gives: ``aod-<partition>-<16 hex digits>``.
+
+    The hex digits are a SHA-256 of ``key`` (e.g. an Airflow task instance's dag id, run id, task
+    id and map index), so an id is at most 61 characters whatever the key holds, and a retry of
+    the same work finds its job.
+    """
+    digest = hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:16]
+    return _id_prefix(partition) + digest
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,23 @@ class JobState:
     def succeeded(self) -> bool:
         """Whether the job ended successfully."""
         return self.status == "SUCCEEDED"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The job that ``RayJobs.submit_once`` left to follow.
+
+    :param job_id: its submission id: the stable id, or a later attempt's ``<id>-<n>``.
+    :param status: its status when ``submit_once`` returned.
+    :param reattached: True when the job was already there and nothing was submitted.
+    :param submitted_at: when it was submitted, in UTC epoch seconds (Ray's record of it for a
+        job that was already there).
+    """
+
+    job_id: str
+    status: str
+    reattached: bool
+    submitted_at: float
 
 
 @dataclass(frozen=True)
@@ -173,9 +218,15 @@ class RayJobs:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise AodError(f"Ray Jobs API at {self.address} is not reachable: {exc}") from exc
 
-    def submit(self, job: SynthesisJob, metadata: Mapping[str, str] | None = None) -> str:
-        """Submit ``job`` and return its submission id (``aod-<partition>-<random>``)."""
-        job_id = f"aod-{job.partition or 'all'}-{uuid.uuid4().hex[:12]}"
+    def submit(
+        self, job: SynthesisJob, metadata: Mapping[str, str] | None = None, submission_id: str | None = None
+    ) -> str:
+        """Submit ``job`` and return its submission id (by default ``aod-<partition>-<random>``).
+
+        Ray refuses a submission id it already knows (``RuntimeError``): to run the same work
+        again under one id, see ``submit_once``.
+        """
+        job_id = submission_id or _id_prefix(job.partition) + uuid.uuid4().hex[:12]
         with job_bundle(job) as bundle:
             runtime_env: dict[str, Any] = {"working_dir": str(bundle)}
             if job.env_vars:
@@ -188,6 +239,36 @@ class RayJobs:
                     metadata=dict(metadata or {}),
                 )
             )
+
+    def submit_once(
+        self, job: SynthesisJob, submission_id: str, metadata: Mapping[str, str] | None = None
+    ) -> Submission:
+        """Submit ``job`` under ``submission_id`` unless that job already runs or succeeded.
+
+        The latest attempt on the cluster (``submission_id``, then ``<submission_id>-2``, ``-3``,
+        ...) is followed when it is PENDING, RUNNING or SUCCEEDED; after one that ended FAILED or
+        STOPPED the next attempt is submitted, since Ray refuses a submission id twice.
+        """
+        attempt, info = self._latest_attempt(submission_id) or (0, None)
+        if info is not None and str(info.status.value) not in RESUBMIT_STATUSES:
+            started = info.start_time / 1000 if info.start_time else time.time()  # Ray's is in ms
+            return Submission(str(info.submission_id), str(info.status.value), True, started)
+        job_id = submission_id if attempt == 0 else f"{submission_id}-{attempt + 1}"
+        submitted_at = time.time()
+        return Submission(self.submit(job, metadata, job_id), "PENDING", False, submitted_at)
+
+    def _latest_attempt(self, submission_id: str) -> tuple[int, Any] | None:
+        """The highest attempt number of ``submission_id`` on the cluster and its ``JobDetails``."""
+        pattern = re.compile(re.escape(submission_id) + r"(?:-([0-9]+))?")
+        attempts: dict[int, Any] = {}
+        for info in self.client.list_jobs():
+            # submission_id is None for a driver started without the Jobs API.
+            if info.submission_id and (match := pattern.fullmatch(info.submission_id)):
+                attempts[int(match[1] or 1)] = info
+        if not attempts:
+            return None
+        number = max(attempts)
+        return number, attempts[number]
 
     def state(self, job_id: str) -> JobState:
         """The job's current status and Ray's message about it."""
@@ -202,11 +283,11 @@ class RayJobs:
         """Ask Ray to stop the job; False when it had already ended."""
         return bool(self.client.stop_job(job_id))
 
-    def wait(self, job_id: str, poll_interval: float = 5.0, timeout: float | None = None) -> JobState:
-        """Poll until the job ends, or until ``timeout`` seconds have passed (its state then)."""
-        started = time.monotonic()
+    def wait(self, job_id: str, poll_interval: float = 5.0, deadline: float | None = None) -> JobState:
+        """Poll until the job ends, or until ``deadline`` (UTC epoch seconds, as ``time.time()``)
+        has passed (its state then)."""
         while not (state := self.state(job_id)).terminal:
-            if timeout is not None and time.monotonic() - started >= timeout:
+            if deadline is not None and time.time() >= deadline:
                 return state
             time.sleep(poll_interval)
         return state
@@ -227,8 +308,9 @@ def run_synthesis_job(
     """
     job_id = jobs.submit(job)
     echo(f"submitted Ray job {job_id} to {jobs.address}")
+    deadline = None if timeout is None else time.time() + timeout
     try:
-        state = jobs.wait(job_id, poll_interval, timeout)
+        state = jobs.wait(job_id, poll_interval, deadline)
     except KeyboardInterrupt:
         jobs.stop(job_id)
         echo(f"stopped Ray job {job_id}")
