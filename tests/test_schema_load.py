@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -135,6 +136,20 @@ def test_relative_file_refs_resolve_from_disk(tmp_path: Path) -> None:
     assert loaded.errors({"home": {"zip": "12345"}, "name": "Ann"}) == []
     issues = loaded.errors({"home": {"zip": "12a45"}, "name": ""})
     assert [(i.pointer, i.keyword) for i in issues] == [("/home/zip", "pattern"), ("/name", "minLength")]
+
+
+def test_a_pickled_schema_is_small_and_resolves_its_files_without_them(tmp_path: Path) -> None:
+    write(tmp_path / "defs.json", {"definitions": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}})
+    main = write(
+        tmp_path / "place.json",
+        {"type": "object", "properties": {"zip": {"$ref": "defs.json#/definitions/zip"}}},
+    )
+    pickled = pickle.dumps(load_schema(main))
+    (tmp_path / "defs.json").unlink()  # a Ray worker sees none of the schema's files
+    loaded = pickle.loads(pickled)
+    assert len(pickled) < 4_000  # not the standard meta-schemas (over 100 KB): every process has those
+    assert loaded.errors({"zip": "12345"}) == []
+    assert [i.pointer for i in loaded.errors({"zip": "1"})] == ["/zip"]
 
 
 def test_refs_under_an_absolute_id_are_read_next_to_the_file(tmp_path: Path) -> None:

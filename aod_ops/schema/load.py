@@ -148,6 +148,12 @@ class LoadedSchema:
         """The ``referencing`` specification of this schema's draft."""
         return _BY_NAME[self.draft][1]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled small (a Ray actor's constructor argument): the schema and the files it refers
+        to, without the standard meta-schemas every process has."""
+        own = {uri: self.registry[uri].contents for uri in self.registry if uri not in META_SCHEMAS}
+        return (_unpickle, (self.contents, self.source, self.draft, self.base_uri, own))
+
     def validator(self) -> Validator:
         """A validator for this schema (format checking on), built once and cached."""
         if "validator" not in self._memo:
@@ -210,6 +216,26 @@ class LoadedSchema:
 def json_pointer(parts: Iterable[str | int]) -> str:
     """The JSON pointer (RFC 6901) for a sequence of keys and indexes; "" for the root."""
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _unpickle(
+    contents: dict[str, Any], source: str, draft: str, base_uri: str, own: dict[str, Any]
+) -> LoadedSchema:
+    spec = _BY_NAME[draft][1]
+    resources = {uri: Resource.from_contents(doc, default_specification=spec) for uri, doc in own.items()}
+
+    def retrieve(uri: str) -> Resource[Any]:  # a reference relative to the schema's file, as at load time
+        try:
+            return resources[urljoin(base_uri, uri)]
+        except KeyError:
+            raise referencing.exceptions.NoSuchResource(ref=uri) from None  # type: ignore[call-arg]
+
+    registry: Registry[Any] = (
+        Registry(retrieve=retrieve)  # type: ignore[call-arg]
+        .with_resources(META_SCHEMAS.items())
+        .with_resources(resources.items())
+    )
+    return LoadedSchema(contents=contents, source=source, draft=draft, registry=registry, base_uri=base_uri)
 
 
 def load_schema(source: str | Path | dict[str, Any]) -> LoadedSchema:
