@@ -78,19 +78,34 @@ def progress_bar() -> Progress:
 
 
 def _decoding_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=["skeleton", "free"], default="skeleton")
+    p.add_argument(
+        "--mode",
+        choices=["skeleton", "free"],
+        default="skeleton",
+        help="skeleton: the schema's structure written by the compiler, the model fills the values; "
+        "free: the model writes the whole JSON text (default: skeleton)",
+    )
     p.add_argument("--model", default=DEFAULT_DLM, help="built-in DLM name or local model folder")
     p.add_argument("--trust-remote-code", action="store_true", help="allow LLaDA/Dream model code")
-    p.add_argument("--steps", type=positive_int, default=16)
-    p.add_argument("--block-length", type=positive_int, default=32)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--steps", type=positive_int, default=16, help="denoising steps per block (default 16)")
+    p.add_argument(
+        "--block-length",
+        type=positive_int,
+        default=32,
+        help="tokens denoised together, left to right (default 32)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)"
+    )
     p.add_argument(
         "--no-cache",
         dest="cache",
         action="store_false",
         help="recompute the whole record on every step instead of only the current block",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed: the same seed gives the same records (default 0)"
+    )
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -385,24 +400,41 @@ def _step(argv: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+DESCRIPTION = (
+    "Privacy-safe synthetic tables from a JSON Schema and a sample of real rows: a diffusion language "
+    "model writes the records, a judge and a prompt optimizer improve them (the Agents of Diffusion loop), "
+    "and every table is checked against held-out real rows."
+)
+EPILOG = (
+    "Start with 'aod init --from TABLE --out DIR' for a schema and a spec, then "
+    "'aod run --spec DIR/partitions.yaml --out OUT'. Paths may be URIs (s3://bucket/prefix). "
+    "'aod COMMAND --help' for a command's options. Exit status: 0 done, 1 a partition failed "
+    "(synthesis or validation), 2 bad input (one line says what and where), 130/143 interrupted."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``aod`` and its subcommands."""
-    parser = argparse.ArgumentParser(prog="aod", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aod", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="generate records for a JSON Schema")
     p.add_argument("--schema", required=True, help="JSON Schema file (a path or a URI)")
     p.add_argument("-n", type=positive_int, default=16, help="records to write (default 16)")
     p.add_argument("--out", help="JSON Lines file, a path or a URI (default: stdout)")
-    p.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="the prompt's instruction to the model")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="records denoised together (default 16)"
+    )
     _decoding_args(p)
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("coverage", help="share of schemas for which a valid instance is produced")
     p.add_argument("--schemas", required=True, action="append", help="folder of *.json (repeatable)")
     p.add_argument("--json", help="write per-schema results here")
-    p.add_argument("--timeout-per-schema", type=float, default=10.0)
+    p.add_argument(
+        "--timeout-per-schema", type=float, default=10.0, help="seconds a schema may take (default 10)"
+    )
     p.add_argument("--attempts", type=positive_int, default=3, help="seeds tried per schema")
     _decoding_args(p)
     # The structure must come from the compiler: coverage runs the tiny random model by default.
@@ -417,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="GX suite and privacy gates on synthesized partitions")
     p.add_argument("--spec", required=True, help="partition spec (YAML; a path or a URI)")
     p.add_argument("--data", required=True, help="output folder (or URI) of aod synthesize")
-    p.add_argument("--partition")
+    p.add_argument("--partition", help="only this partition (default: all)")
     p.add_argument(
         "--rows", type=positive_int, help="the row count to expect (default: each partition's rows)"
     )
@@ -431,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoints and the adapter; an existing run resumes")
     p.add_argument("--minutes", type=float, default=60.0, help="training time over all resumed runs")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--max-steps", type=positive_int)
+    p.add_argument(
+        "--max-steps", type=positive_int, help="stop after this many optimizer steps (default: none)"
+    )
     p.set_defaults(handler=cmd_adapt_dlm)
 
     p = sub.add_parser("run", help="optimize, synthesize and validate: the whole pipeline without Airflow")
@@ -439,17 +473,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="output folder or URI (s3://bucket/prefix): prompts/ and tables/ in it"
     )
-    p.add_argument("--partition")
+    p.add_argument("--partition", help="only this partition (default: all, one after another)")
     p.add_argument("--model", help="DLM for every partition (default: the spec's)")
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="with --model: allow its own code (LLaDA/Dream); a spec's trust never applies to --model",
     )
-    p.add_argument("--rounds", type=positive_int)
-    p.add_argument("--candidates", type=positive_int)
-    p.add_argument("--rows", type=positive_int)
-    p.add_argument("--docs", action="store_true")
+    p.add_argument("--rounds", type=positive_int, help="most loop rounds (default: the spec's loop.rounds)")
+    p.add_argument(
+        "--candidates", type=positive_int, help="candidates sampled per prompt (default: the spec's)"
+    )
+    p.add_argument("--rows", type=positive_int, help="target rows per partition (default: the spec's rows)")
+    p.add_argument(
+        "--docs", action="store_true", help="write GX Data Docs HTML and a fidelity report (PNG + HTML)"
+    )
     p.set_defaults(handler=cmd_run)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -256,3 +257,17 @@ def test_run_validates_the_partitions_that_were_synthesized(
     assert main(["run", "--spec", str(_two_partitions(tmp_path)), "--out", str(out), "--rows", "2"]) == 1
     assert validated == ["shirts"]
     assert "not synthesized: flags" in capsys.readouterr().err
+
+
+def test_every_command_and_option_says_what_it_does() -> None:
+    parser = build_parser()
+    assert "``" not in parser.description and "aod init --from TABLE" in parser.epilog
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help for choice in commands._choices_actions}
+    silent = [
+        f"aod {name} {action.option_strings[0] if action.option_strings else action.dest}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if not action.help
+    ]
+    assert silent == [] and all(helps[name] for name in commands.choices)
