@@ -74,6 +74,20 @@ def test_generate_exits_2_on_an_unsatisfiable_schema_and_writes_nothing(
     assert capsys.readouterr().out == ""  # not a null line on stdout either
 
 
+def test_a_record_longer_than_the_models_context_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 28 objects of 16 values each: a record of about 15,000 tokens, past tiny-random's 4,096.
+    schema = tmp_path / "huge.json"
+    schema.write_text('{"minProperties": 28, "additionalProperties": {"minProperties": 16}}')
+    out = tmp_path / "records.jsonl"
+    args = ["generate", "--schema", str(schema), "-n", "2", "--model", "tiny-random", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tiny-random: a record of this schema outgrows the model's context of 4096 tokens" in err
+    assert not out.exists()
+
+
 def test_free_mode_reports_unparsable_output_as_a_candidate_not_a_crash(den: Denoiser) -> None:
     schema = load_schema(EXAMPLES / "cars.json")
     settings = DecodingSettings(mode="free", steps=4, block_length=16, max_new_tokens=32)

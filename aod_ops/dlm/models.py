@@ -84,6 +84,16 @@ class Denoiser:
     name: str
     forwards: int = field(default=0)
 
+    @cached_property
+    def context(self) -> int | None:
+        """The most tokens (prompt and record) the model attends over, None when its config does
+        not say."""
+        for name in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+            value = getattr(self.model.config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def _body(self) -> tuple[Any, Any] | None:
         body, head = getattr(self.model, "model", None), self.model.get_output_embeddings()
         return (body, head) if body is not None and head is not None else None
@@ -124,6 +134,12 @@ class Denoiser:
         """
         batch, length = ids.shape
         n = len(prompt.ids)
+        if self.context is not None and n + length > self.context:
+            raise ModelError(
+                f"{self.name}: a record of this schema outgrows the model's context of {self.context} tokens "
+                f"({n} prompt tokens and {length} record tokens so far); the schema asks for longer records "
+                "(minItems, minProperties, minLength, required properties) than the model can write"
+            )
         rows, cols = where.nonzero(as_tuple=True)
         keys = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention], 1)
         parts = self._body()
