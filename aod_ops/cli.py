@@ -296,12 +296,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
             docs_dir=storage.join(folder, "docs") if args.docs else None,
             out_dir=folder,
         )
-        table = Table(title=f"{p.name}: {'passed' if summary.success else 'FAILED'} ({summary.rows} rows)")
-        for column in ("expectation", "column", "observed", "result"):
-            table.add_column(column, overflow="fold")
-        for o in summary.outcomes:
-            table.add_row(o.expectation, o.column or "", o.observed, "pass" if o.success else "[red]FAIL[/]")
-        Console().print(table)
+        if args.verbose:
+            table = Table(
+                title=f"{p.name}: {'passed' if summary.success else 'FAILED'} ({summary.rows} rows)"
+            )
+            for column in ("expectation", "column", "observed", "result"):
+                table.add_column(column, overflow="fold")
+            for o in summary.outcomes:
+                table.add_row(
+                    o.expectation, o.column or "", o.observed, "pass" if o.success else "[red]FAIL[/]"
+                )
+            Console().print(table)
+        passed = sum(o.success for o in summary.outcomes)
+        console.print(
+            f"{p.name}: {'passed' if summary.success else 'FAILED'}: {passed} of {len(summary.outcomes)} "
+            f"checks pass on {summary.rows} rows (GX expectations and privacy gates)",
+            markup=False,
+            soft_wrap=True,
+        )
         for o in summary.failed:
             console.print(
                 f"{p.name}: failed {o.expectation} on column {o.column}: {o.observed}",
@@ -455,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--docs", action="store_true", help="write GX Data Docs HTML and a fidelity report (PNG + HTML)"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="show every check and its result, not only the failures"
     )
     p.set_defaults(handler=cmd_validate)
 

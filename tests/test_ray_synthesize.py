@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,24 @@ def test_judge_stage_flags_copies_parse_errors_and_schema_errors(monkeypatch: py
     assert [r["kinds"] for r in rows][1:] == [["exact_copy"], ["parse"], ["schema"]]
     assert "exact copy of a reference record" in rows[1]["reasons"][0]
     assert "'enum'" in rows[3]["reasons"][0] and "/color" in rows[3]["reasons"][0]
+
+
+def test_the_native_noise_filter_drops_only_rays_known_noise_and_passes_the_rest_at_once() -> None:
+    noise = (
+        b"[2026-12-03 02:14:01,631 E 10807 10807] core_worker.cc:2465: Actor with class name: "
+        b"'MapWorker(MapBatches(DLMGenerator))' and ID: 'cd79' has constructor arguments in the "
+        b"object store and max_restarts > 0. See https://github.com/ray-project/ray/issues/53727\n"
+    )
+    error = b"[2026-12-03 02:14:02,000 E 10807 10807] core_worker.cc:99: the GCS is unreachable\n"
+    read, write = os.pipe()
+    out_read, out = os.pipe()
+    thread = threading.Thread(target=adapter._pump, args=(read, out))
+    thread.start()
+    os.write(write, b"\rrecords 3/8")  # a progress bar's update: no newline, passed on at once
+    with open(out_read, "rb", buffering=0, closefd=False) as sink:
+        assert sink.read(100) == b"\rrecords 3/8"
+        for chunk in (noise[:20], noise[20:90], noise[90:] + error[:10], error[10:] + b"[done]\n"):
+            os.write(write, chunk)
+        os.close(write)
+        thread.join(timeout=10)
+        assert sink.read(1000) == error + b"[done]\n"

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Generator, Iterator, Sequence
@@ -47,6 +48,16 @@ _STOP_GRACE = 3.0
 # Tasks queued on each actor: enough to keep it busy, few enough that little work is thrown away
 # when the target is reached and the stream is stopped.
 _TASKS_IN_FLIGHT = 2
+# What Ray logs on every run that succeeds, and which says nothing to act on: that an embedded
+# cluster got token authentication (the default), that Ray Data's own progress bars are off (ours
+# show progress), and, from Ray's C++ core, that Ray Data's actors have constructor arguments in
+# the object store (ray-project/ray#53727: Ray Data keeps them in scope). Workers' output stays in
+# the session's log files (log_to_driver off): their errors reach the caller as exceptions.
+_QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+_NATIVE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ")
+_NATIVE_NOISE = re.compile(
+    rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store"
+)
 
 
 @dataclass(frozen=True)
@@ -96,19 +107,75 @@ def session(address: str | None = None) -> Iterator[Cluster]:
         folder.mkdir(parents=True, exist_ok=True)
     main_thread = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    with _native_noise_dropped():
+        try:
+            _init(address, folder)
+            # ray.init installs its own SIGTERM handler (sys.exit); a handler the caller set (the
+            # CLI's, an Airflow task's) decides instead. Either way the ``finally`` below runs.
+            if sigterm not in (None, signal.SIG_DFL):
+                signal.signal(signal.SIGTERM, sigterm)
+            yield _cluster()
+        finally:
+            ray.shutdown()
+            if folder is not None:
+                stop_cluster(folder)  # whatever ray.shutdown did not stop, and the folder itself
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
+
+
+@contextmanager
+def _native_noise_dropped() -> Iterator[None]:
+    """For the ``with`` block, drop the lines of Ray's C++ core that match ``_NATIVE_NOISE`` from
+    standard error (file descriptor 2, which it writes to directly); everything else, Python's
+    output and progress bars included, passes on as it comes."""
+    with suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
     try:
-        _init(address, folder)
-        # ray.init installs its own SIGTERM handler (sys.exit); a handler the caller set (the CLI's,
-        # an Airflow task's) decides instead. Either way the ``finally`` below runs.
-        if sigterm not in (None, signal.SIG_DFL):
-            signal.signal(signal.SIGTERM, sigterm)
-        yield _cluster()
+        out = os.dup(2)
+    except OSError:  # no standard error to filter
+        yield
+        return
+    read, write = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+    thread = threading.Thread(target=_pump, args=(read, out), name="aod-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
     finally:
-        ray.shutdown()
-        if folder is not None:
-            stop_cluster(folder)  # whatever ray.shutdown did not stop, and the folder itself
-        if sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
+        with suppress(AttributeError, ValueError, OSError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe ends once the processes started meanwhile have exited too
+        os.close(saved)
+        thread.join(timeout=1.0)
+
+
+def _pump(read: int, out: int) -> None:
+    """Copy ``read`` to ``out`` as it comes, holding back only a line that starts like a log line
+    of Ray's C++ core until it is whole, and dropping it if it is noise."""
+    pending = b""
+    with open(read, "rb", buffering=0) as pipe, open(out, "wb", buffering=0) as sink:
+        while chunk := pipe.read(65536):
+            pending += chunk
+            while pending:
+                if pending.startswith(b"[") and (
+                    _NATIVE_LINE.match(pending) or (len(pending) < 40 and b"\n" not in pending)
+                ):
+                    end = pending.find(b"\n")
+                    if end < 0:
+                        break  # the rest of the line is still to come
+                    line, pending = pending[: end + 1], pending[end + 1 :]
+                    if not _NATIVE_NOISE.search(line):
+                        sink.write(line)
+                    continue
+                end = pending.find(b"\n", 0)
+                cut = len(pending) if end < 0 else end + 1
+                sink.write(pending[:cut])
+                pending = pending[cut:]
+                if end < 0:
+                    break
+        sink.write(pending)
 
 
 def _init(address: str | None, folder: Path | None) -> None:
@@ -117,9 +184,11 @@ def _init(address: str | None, folder: Path | None) -> None:
     where: dict[str, Any] = (
         {"address": address} if folder is None else {"address": "local", "_temp_dir": str(folder)}
     )
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     for attempt in range(1, _START_ATTEMPTS + 1):
         try:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, **where)
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False, **where)
             return
         except Exception as exc:  # Ray raises bare Exceptions too (a node that timed out starting)
             ray.shutdown()
