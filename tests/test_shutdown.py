@@ -48,7 +48,8 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[psut
     processes it started, and the file its stderr goes to."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # embedded Ray
     args = ["synthesize", "--spec", str(_spec(tmp_path)), "--out", str(tmp_path / "out")]
-    args += ["--actors", "1", "--threads-per-actor", "1", "--batch-size", "2", "--max-candidates", "1000"]
+    # A budget the run cannot finish before the signal, even on a fast machine.
+    args += ["--actors", "1", "--threads-per-actor", "1", "--batch-size", "2", "--max-candidates", "100000"]
     stderr = tmp_path / "stderr.txt"
     with stderr.open("wb") as err:
         driver = subprocess.Popen(
