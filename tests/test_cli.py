@@ -60,6 +60,30 @@ def test_unknown_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("missing", ["torch", "great_expectations", "sklearn"])
+def test_a_command_without_the_engine_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], missing: str
+) -> None:
+    def without_engine(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(cli, "cmd_generate", without_engine)
+    assert main(["generate", "--schema", str(EXAMPLES / "schemas" / "cars.json")]) == 2
+    assert capsys.readouterr().err == (
+        f"aod generate: error: this command needs the engine: pip install 'aod-ops[engine]' "
+        f"(no module named {missing})\n"
+    )
+
+
+def test_another_missing_module_is_a_bug_and_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'aod_ops.gone'", name="aod_ops.gone")
+
+    monkeypatch.setattr(cli, "cmd_generate", broken)
+    with pytest.raises(ModuleNotFoundError, match=r"aod_ops\.gone"):
+        main(["generate", "--schema", str(EXAMPLES / "schemas" / "cars.json")])
+
+
 def test_coverage_reports_per_schema_results_and_reasons(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -276,7 +276,7 @@ class RayHook(BaseHook):
         """List the cluster's jobs through the Jobs API."""
         try:
             jobs = self.get_conn()
-            count = len(jobs.client.list_jobs())
+            count = len(jobs.list_jobs())
         except Exception as exc:  # any failure is the answer to show in the UI
             return False, str(exc)
         return True, f"Ray Jobs API at {jobs.address} answered ({count} jobs)"

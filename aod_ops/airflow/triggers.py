@@ -31,7 +31,8 @@ class RayJobTrigger(BaseTrigger):
 
     The event's payload: ``status`` (``success``; ``failed`` when the job ended FAILED or STOPPED;
     ``timeout``; ``error`` when polling itself failed), ``job_id``, ``job_status`` (Ray's) and
-    ``message``. The Jobs API client is synchronous, so each call runs in a thread.
+    ``message``. It follows the job through the Jobs REST API (``RayJobs``), so the triggerer
+    needs no Ray; the client is synchronous, so each call runs in a thread.
 
     :param ray_conn_id: the ``aod_ray`` connection of the cluster.
     :param job_id: the job's submission id.

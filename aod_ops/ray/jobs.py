@@ -1,13 +1,15 @@
 """Run ``aod synthesize`` on a Ray cluster as a job, through the Ray Jobs API.
 
-This module is the one place that calls ``ray.job_submission``. A ``SynthesisJob`` says what to
-run; ``RayJobs`` submits it with a ``runtime_env`` whose ``working_dir`` carries what the cluster
-cannot read itself: a local spec's folder (the spec, its schemas and reference samples) and local
-prompt artifacts. A spec, a file or a prompt folder named by a URI (``s3://...``) is read by the
-job from there, with the cluster's own credentials. ``RayJobs`` then reports the job's state,
-fetches its logs and stops it. ``run_synthesis_job`` is the whole
-round trip for the command line: submit, print the job id, poll, stop on Ctrl-C, and raise with
-the logs' tail when the job fails.
+This module is the one place that talks to the Jobs API. A ``SynthesisJob`` says what to run;
+``RayJobs`` submits it (through ``ray.job_submission``, which uploads the job's files) with a
+``runtime_env`` whose ``working_dir`` carries what the cluster cannot read itself: a local spec's
+folder (the spec, its schemas and reference samples) and local prompt artifacts. A spec, a file
+or a prompt folder named by a URI (``s3://...``) is read by the job from there, with the
+cluster's own credentials. ``RayJobs`` then reports the job's state, fetches its logs and stops
+it through the Jobs REST API with ``httpx``: following a job needs no Ray on this side (the
+Airflow triggerer has none). ``run_synthesis_job`` is the whole round trip for the command
+line: submit, print the job id, poll, stop on Ctrl-C, and raise with the logs' tail when the job
+fails.
 
 A caller that may run twice for the same work (an Airflow task and its retries) names the job
 with ``stable_submission_id`` and submits it with ``RayJobs.submit_once``: a second call follows
@@ -23,6 +25,7 @@ import hashlib
 import re
 import shlex
 import shutil
+import ssl
 import tempfile
 import time
 import uuid
@@ -32,6 +35,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from aod_ops import storage
 from aod_ops.errors import AodError
@@ -195,28 +201,134 @@ def job_bundle(job: SynthesisJob) -> Iterator[Path]:
         yield bundle
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    """What Ray's Jobs API records about one job (its ``JobDetails``, the fields used here).
+
+    :param submission_id: the id it was submitted under; None for a driver started without the
+        Jobs API.
+    :param status: ``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``STOPPED``.
+    :param message: Ray's message about the status.
+    :param start_time: when it was submitted, in UTC epoch seconds (Ray's is in milliseconds).
+    :param entrypoint: the shell command it runs.
+    :param metadata: the metadata it was submitted with.
+    """
+
+    submission_id: str | None
+    status: str
+    message: str = ""
+    start_time: float | None = None
+    entrypoint: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, details: Any) -> JobInfo:
+        """A job as ``GET /api/jobs/{id}`` and ``GET /api/jobs/`` give it."""
+        if not isinstance(details, dict) or not isinstance(details.get("status"), str):
+            raise AodError(f"Ray Jobs API: a job record without a status: {_excerpt(repr(details))}")
+        started = details.get("start_time")
+        return cls(
+            submission_id=details.get("submission_id"),
+            status=details["status"],
+            message=details.get("message") or "",
+            start_time=started / 1000 if started else None,
+            entrypoint=details.get("entrypoint") or "",
+            metadata=dict(details.get("metadata") or {}),
+        )
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+    """The start of a response body, on one line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
 class RayJobs:
     """A Ray cluster's Jobs API (its dashboard address, e.g. ``http://127.0.0.1:8265``).
 
+    Submitting goes through Ray's ``JobSubmissionClient``, which uploads the job's working
+    directory; everything else (a job's state, its logs, stopping it, listing jobs) is a plain
+    request to the Jobs REST API, so a process that only follows jobs (Airflow's triggerer)
+    needs neither Ray nor its version of the cluster.
+
     :param address: the dashboard's HTTP(S) address.
     :param headers: extra HTTP headers, e.g. an ``Authorization`` header for a proxy.
-    :param verify: TLS verification: True, False, or a CA bundle's path.
+    :param verify: TLS verification: True, False, or a CA bundle's path (a file or a folder).
+    :param timeout: seconds each REST request may take.
+    :param transport: the ``httpx`` transport of the REST requests (tests give a
+        ``httpx.MockTransport``); None: the network.
     """
 
-    def __init__(self, address: str, headers: Mapping[str, str] | None = None, verify: bool | str = True):
+    def __init__(
+        self,
+        address: str,
+        headers: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.address = address
         self.headers = dict(headers or {})
         self.verify = verify
+        self.timeout = timeout
+        self.transport = transport
 
     @cached_property
     def client(self) -> Any:
-        """The ``JobSubmissionClient`` (it checks the cluster's version when made)."""
+        """The ``JobSubmissionClient`` that submits jobs (it checks the cluster's version when made)."""
         from ray.job_submission import JobSubmissionClient
 
         try:
             return JobSubmissionClient(self.address, headers=self.headers or None, verify=self.verify)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise AodError(f"Ray Jobs API at {self.address} is not reachable: {exc}") from exc
+
+    def _tls(self) -> bool | ssl.SSLContext:
+        """``verify`` as httpx takes it: a CA bundle's path (a file or a folder) becomes an SSL
+        context, as Ray's client makes it."""
+        if not isinstance(self.verify, str):
+            return self.verify
+        try:
+            if Path(self.verify).is_dir():
+                return ssl.create_default_context(capath=self.verify)
+            return ssl.create_default_context(cafile=self.verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise AodError(f"Ray Jobs API at {self.address}: CA certificates {self.verify}: {exc}") from exc
+
+    def _request(self, method: str, path: str, job_id: str | None = None) -> Any:
+        """One Jobs REST API request; its JSON answer. Not reaching the cluster, any status but
+        200 (404: no such job), or an answer that is not JSON is an ``AodError``."""
+        url = self.address.rstrip("/") + path
+        tls = self._tls()
+        try:
+            with httpx.Client(
+                headers=self.headers, verify=tls, timeout=self.timeout, transport=self.transport
+            ) as http:
+                response = http.request(method, url)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise AodError(
+                f"Ray Jobs API at {self.address} is not reachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        body = _excerpt(response.text)
+        if response.status_code == 404 and job_id is not None:
+            raise AodError(
+                f"Ray Jobs API at {self.address}: no job {job_id!r} on the cluster (HTTP 404: {body})"
+            )
+        if response.status_code != 200:
+            raise AodError(
+                f"Ray Jobs API at {self.address}: {method} {path} answered HTTP "
+                f"{response.status_code}: {body}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise AodError(
+                f"Ray Jobs API at {self.address}: {method} {path} answered with no JSON: {body}"
+            ) from None
+
+    @staticmethod
+    def _job_path(job_id: str, action: str = "") -> str:
+        return f"/api/jobs/{quote(job_id, safe='')}" + (f"/{action}" if action else "")
 
     def submit(
         self, job: SynthesisJob, metadata: Mapping[str, str] | None = None, submission_id: str | None = None
@@ -250,19 +362,18 @@ class RayJobs:
         STOPPED the next attempt is submitted, since Ray refuses a submission id twice.
         """
         attempt, info = self._latest_attempt(submission_id) or (0, None)
-        if info is not None and str(info.status.value) not in RESUBMIT_STATUSES:
-            started = info.start_time / 1000 if info.start_time else time.time()  # Ray's is in ms
-            return Submission(str(info.submission_id), str(info.status.value), True, started)
+        if info is not None and info.status not in RESUBMIT_STATUSES:
+            started = info.start_time or time.time()
+            return Submission(str(info.submission_id), info.status, True, started)
         job_id = submission_id if attempt == 0 else f"{submission_id}-{attempt + 1}"
         submitted_at = time.time()
         return Submission(self.submit(job, metadata, job_id), "PENDING", False, submitted_at)
 
-    def _latest_attempt(self, submission_id: str) -> tuple[int, Any] | None:
-        """The highest attempt number of ``submission_id`` on the cluster and its ``JobDetails``."""
+    def _latest_attempt(self, submission_id: str) -> tuple[int, JobInfo] | None:
+        """The highest attempt number of ``submission_id`` on the cluster and its record."""
         pattern = re.compile(re.escape(submission_id) + r"(?:-([0-9]+))?")
-        attempts: dict[int, Any] = {}
-        for info in self.client.list_jobs():
-            # submission_id is None for a driver started without the Jobs API.
+        attempts: dict[int, JobInfo] = {}
+        for info in self.list_jobs():
             if info.submission_id and (match := pattern.fullmatch(info.submission_id)):
                 attempts[int(match[1] or 1)] = info
         if not attempts:
@@ -270,18 +381,42 @@ class RayJobs:
         number = max(attempts)
         return number, attempts[number]
 
+    def list_jobs(self) -> list[JobInfo]:
+        """Every job the cluster knows, drivers started without the Jobs API included."""
+        answer = self._request("GET", "/api/jobs/")
+        if not isinstance(answer, list):
+            raise AodError(
+                f"Ray Jobs API at {self.address}: GET /api/jobs/ answered {_excerpt(repr(answer))}"
+            )
+        return [JobInfo.from_json(details) for details in answer]
+
+    def info(self, job_id: str) -> JobInfo:
+        """What the cluster records about the job."""
+        return JobInfo.from_json(self._request("GET", self._job_path(job_id), job_id))
+
     def state(self, job_id: str) -> JobState:
         """The job's current status and Ray's message about it."""
-        info = self.client.get_job_info(job_id)
-        return JobState(job_id, str(info.status.value), info.message or "")
+        info = self.info(job_id)
+        return JobState(job_id, info.status, info.message)
 
     def logs(self, job_id: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the job's driver logs."""
-        return "\n".join(str(self.client.get_job_logs(job_id)).splitlines()[-lines:])
+        logs = self._member("GET", self._job_path(job_id, "logs"), job_id, "logs")
+        return "\n".join(str(logs or "").splitlines()[-lines:])
 
     def stop(self, job_id: str) -> bool:
         """Ask Ray to stop the job; False when it had already ended."""
-        return bool(self.client.stop_job(job_id))
+        return bool(self._member("POST", self._job_path(job_id, "stop"), job_id, "stopped"))
+
+    def _member(self, method: str, path: str, job_id: str, key: str) -> Any:
+        """``key`` of the JSON object that a request about ``job_id`` answers."""
+        answer = self._request(method, path, job_id)
+        if not isinstance(answer, dict) or key not in answer:
+            raise AodError(
+                f"Ray Jobs API at {self.address}: {method} {path} answered without {key!r}: "
+                f"{_excerpt(repr(answer))}"
+            )
+        return answer[key]
 
     def wait(self, job_id: str, poll_interval: float = 5.0, deadline: float | None = None) -> JobState:
         """Poll until the job ends, or until ``deadline`` (UTC epoch seconds, as ``time.time()``)
@@ -302,8 +437,9 @@ def run_synthesis_job(
 ) -> JobState:
     """Submit ``job`` to a cluster and wait for it: the whole round trip for the command line.
 
-    ``RayJobs(address)`` authenticates as Ray's own tools do (``RAY_AUTH_TOKEN``). Ctrl-C stops
-    the job before re-raising. A job that fails, is stopped, or runs past ``timeout`` raises
+    A cluster with token authentication needs the token in ``jobs.headers`` (``aod synthesize``
+    puts ``RAY_AUTH_TOKEN`` there, as Ray's own tools take it). Ctrl-C stops the job before
+    re-raising. A job that fails, is stopped, or runs past ``timeout`` raises
     ``AodError`` with the tail of its logs.
     """
     job_id = jobs.submit(job)
