@@ -107,7 +107,7 @@ def test_dags_test_writes_and_validates_two_partitions(
     assets = airflow(env, "assets", "list", "--output", "json")
     assert assets.returncode == 0, assets.stderr[-2000:]
     uris = {asset["uri"] for asset in json.loads(assets.stdout)}
-    assert {f"aod://tables/{name}" for name in GOOD} <= uris
+    assert {(out / DATE / "tables" / name).as_uri() for name in GOOD} <= uris  # where the tables are
 
 
 def test_providers_list_shows_the_provider(tmp_path: Path) -> None:

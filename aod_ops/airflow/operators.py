@@ -56,17 +56,12 @@ if TYPE_CHECKING:
     from aod_ops.ray.jobs import RayJobs, Submission
     from aod_ops.spec import Partition
 
-#: The alias under which validated tables are published as assets (``aod://tables/<partition>``).
+#: The alias under which validated tables are published as assets (URI: the table's location).
 TABLES_ALIAS = "aod_tables"
 PROMPTS = "prompts"
 TABLES = "tables"
 ERROR_KEY = "error"
 _PATH_FIELDS = ("schema", "reference", "holdout")
-
-
-def table_asset(partition: str) -> Asset:
-    """The asset that stands for a partition's synthetic table, whatever the run's date."""
-    return Asset(name=f"aod_{partition}", uri=f"aod://tables/{partition}")
 
 
 def _spec_yaml(path: Location) -> dict[str, Any]:
@@ -579,7 +574,9 @@ class AoDValidateOperator(_PartitionOperator):
 
     Pushes the validation summary (verdict, counts, failed expectations, privacy verdicts, the
     result files' paths) to XCom, then raises ``AoDValidationFailed`` if anything failed; a table
-    that passed is announced under the ``aod_tables`` alias as ``aod://tables/<partition>``.
+    that passed is announced under the ``aod_tables`` alias as an asset whose URI is where the table
+    lives: ``<out>/tables/<partition>`` (``file://`` or the object store's URI; on an object store
+    readers find the committed files through its manifest there).
 
     :param rows: the row count the table must reach instead of the spec's (as synthesized).
     :param extra_suite: the user's own expectations: a GX suite JSON file or ``"module:function"``.
@@ -622,8 +619,9 @@ class AoDValidateOperator(_PartitionOperator):
                 raise AoDValidationFailed(str(ValidationFailed(summary)), result)
         # The committed folder's data: on an object store, files no later run writes into.
         data_uri = storage.uri(storage.join(folder, "data"))
+        table_uri = storage.uri(storage.join(self.run_dir(TABLES), partition.name))
         context["outlet_events"][AssetAlias(TABLES_ALIAS)].add(
-            table_asset(partition.name), extra={"path": data_uri, "rows": summary.rows}
+            Asset(uri=table_uri), extra={"partition": partition.name, "path": data_uri, "rows": summary.rows}
         )
         self.log.info("Partition %s passed: %d rows at %s", partition.name, summary.rows, data_uri)
         return result
