@@ -48,12 +48,17 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[psut
     processes it started, and the file its stderr goes to."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # embedded Ray
     args = ["synthesize", "--spec", str(_spec(tmp_path)), "--out", str(tmp_path / "out")]
-    # A budget the run cannot finish before the signal, even on a fast machine.
-    args += ["--actors", "1", "--threads-per-actor", "1", "--batch-size", "2", "--max-candidates", "100000"]
+    args += ["--actors", "1", "--threads-per-actor", "1", "--batch-size", "2", "--max-candidates", "1000"]
     stderr = tmp_path / "stderr.txt"
     with stderr.open("wb") as err:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "aod_ops.cli", *args], stdout=subprocess.DEVNULL, stderr=err, env=env
+            [sys.executable, "-m", "aod_ops.cli", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            # A shell's background job ignores SIGINT, and so would the driver (as a user's
+            # `aod synthesize &` does): the test sends it, whatever ran pytest.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         ray_processes = _wait_for_the_actor(driver)
