@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ from aod_ops.infer import add_init_parser
 from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.score import add_score_parser
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a line is never wrapped: paths stay whole
 #: The modules that ``pip install 'aod-ops[engine]'`` brings (its packages and what they need):
 #: a command that misses one needs the engine. The commands import them only when they run.
 ENGINE_MODULES = frozenset(
@@ -544,6 +545,9 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aod``."""
     args = build_parser().parse_args(argv)
+    # Our own bars show progress; Hugging Face's per-model "Loading weights" bar would interleave
+    # with them (read when transformers is imported, here and in Ray's workers).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     main_thread = threading.current_thread() is threading.main_thread()  # signals need it
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:

@@ -34,7 +34,8 @@ def test_run_with_fewer_rows_than_the_spec_writes_and_validates_that_many(tmp_pa
 
 def test_a_successful_run_is_quiet(tmp_path: Path) -> None:
     """What a user sees of a run that succeeds: its own lines, no library noise, paths whole."""
-    spec = write_tiny_spec(tmp_path / "spec", ["seattle-weather"], rows=1000)
+    # Two partitions: a stream that ends while the next one starts is when Ray Data kills actors.
+    spec = write_tiny_spec(tmp_path / "spec", ["seattle-weather", "weather-b"], rows=1000)
     out = tmp_path / "out"
     aod = Path(sys.executable).parent / "aod"
     quick = ["--rounds", "1", "--candidates", "4", "--rows", "8"]

@@ -198,3 +198,24 @@ def test_the_native_noise_filter_drops_only_rays_known_noise_and_passes_the_rest
         os.close(write)
         thread.join(timeout=10)
         assert sink.read(1000) == error + b"[done]\n"
+
+
+def test_errors_of_tasks_on_actors_killed_at_a_streams_end_are_left_out_and_no_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray._private import worker
+
+    printed: list[list[str]] = []
+    monkeypatch.setattr(
+        worker, "print_to_stdstream", lambda data, ignore_prefix: printed.append(data["lines"])
+    )
+    adapter._drop_teardown_errors()
+    adapter._drop_teardown_errors()  # once is enough: installing it again changes nothing
+    teardown = (
+        "Task MapWorker(MapBatches(DLMGenerator)).submit failed. There are infinite retries remaining, so "
+        "the task will be retried. Error: The actor is dead because it was killed by `ray.kill`."
+    )
+    other = "Task MapWorker(MapBatches(DLMGenerator)).submit failed: the actor died of an out-of-memory kill."
+    for lines in ([teardown], [other], [teardown, other]):
+        worker.print_to_stdstream({"lines": lines, "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    assert printed == [[other], [other]]

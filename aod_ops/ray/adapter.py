@@ -51,8 +51,10 @@ _TASKS_IN_FLIGHT = 2
 # What Ray logs on every run that succeeds, and which says nothing to act on: that an embedded
 # cluster got token authentication (the default), that Ray Data's own progress bars are off (ours
 # show progress), and, from Ray's C++ core, that Ray Data's actors have constructor arguments in
-# the object store (ray-project/ray#53727: Ray Data keeps them in scope). Workers' output stays in
+# the object store (ray-project/ray#53727: Ray Data keeps them in scope), and the errors of tasks
+# queued on actors Ray Data killed when a stream ended (``_drop_teardown_errors``). Workers' output stays in
 # the session's log files (log_to_driver off): their errors reach the caller as exceptions.
+_TEARDOWN_ERROR = "The actor is dead because it was killed by `ray.kill`"
 _QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
 _NATIVE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ")
 _NATIVE_NOISE = re.compile(
@@ -178,6 +180,26 @@ def _pump(read: int, out: int) -> None:
         sink.write(pending)
 
 
+def _drop_teardown_errors() -> None:
+    """Leave out, of the errors Ray's driver prints as ``(raylet)`` lines, those of tasks queued on
+    actors that Ray Data killed when a stream ended (ours end at the target row count): each says
+    the actor "was killed by `ray.kill`", which only that teardown does here. Any other error is
+    printed as Ray prints it."""
+    from ray._private import worker
+
+    show = getattr(worker, "print_to_stdstream", None)
+    if show is None or getattr(show, "aod_filtered", False):
+        return
+
+    def filtered(data: dict[str, Any], ignore_prefix: bool) -> None:
+        lines = [line for line in data.get("lines", []) if _TEARDOWN_ERROR not in str(line)]
+        if lines:
+            show({**data, "lines": lines}, ignore_prefix)
+
+    filtered.aod_filtered = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = filtered
+
+
 def _init(address: str | None, folder: Path | None) -> None:
     """Join the cluster at ``address``, or start an embedded one in ``folder``."""
     # "local" starts a new cluster: never a ``ray start`` one found on the machine.
@@ -186,6 +208,7 @@ def _init(address: str | None, folder: Path | None) -> None:
     )
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    _drop_teardown_errors()
     for attempt in range(1, _START_ATTEMPTS + 1):
         try:
             ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False, **where)
