@@ -204,11 +204,11 @@ class SchemaTimeout(Exception):
 
 
 @contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise ``SchemaTimeout`` in this thread after ``seconds`` (Unix alarm)."""
+def time_limit(seconds: float, error: type[BaseException] = SchemaTimeout) -> Iterator[None]:
+    """Raise ``error`` (its message: the limit) in this thread after ``seconds`` (Unix alarm)."""
 
     def fire(signum: int, frame: Any) -> None:
-        raise SchemaTimeout
+        raise error(f"over {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

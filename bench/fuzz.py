@@ -33,13 +33,12 @@ import contextlib
 import io
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
+from aod_ops import cli
 from aod_ops.errors import AodError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,22 +263,6 @@ class Hang(BaseException):
     """An input ran past the time limit (a BaseException: no ``except Exception`` swallows it)."""
 
 
-@contextlib.contextmanager
-def limited(seconds: float) -> Iterator[None]:
-    """Raise ``Hang`` in this thread after ``seconds`` (Unix alarm)."""
-
-    def fire(signum: int, frame: Any) -> None:
-        raise Hang(f"over {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @dataclass
 class Tally:
     """What a target's inputs came to: ``outcomes`` counts results and clean errors by kind."""
@@ -292,11 +276,9 @@ class Tally:
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
     """``aod ARGV`` in this process: its exit code and what it printed on stderr."""
-    from aod_ops.cli import main
-
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
+        code = cli.main(argv)
     return code, err.getvalue()
 
 
@@ -512,7 +494,7 @@ def run_target(name: str, examples: int, limit: float, rng_seed: int = 0) -> Tal
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                with limited(limit):
+                with cli.time_limit(limit, Hang):
                     outcome = target(data, Path(tmp))
             except Hang as exc:
                 raise AssertionError(f"hang: {exc}") from None
