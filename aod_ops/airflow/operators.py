@@ -18,6 +18,10 @@ Each partition is loaded on its own (``load_partition``), so a broken partition 
 tasks with the spec's message and the others carry on. A bad spec, schema or data becomes
 ``AoDInputError``, which Airflow does not retry; other engine errors become ``AoDTaskError``.
 Each failure's message is also pushed to XCom under ``error`` for the summary.
+
+The partition operators report their datasets to OpenLineage (the reference and holdout samples,
+the prompt artifact, the table with its schema, fidelity and checks) when the OpenLineage
+provider is installed: see ``aod_ops.airflow.lineage``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import json
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,11 +52,15 @@ from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook, storage_envi
 from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger, past_deadline
 from aod_ops.errors import AodError, DataError, SchemaError, SpecError
 from aod_ops.spec import read_yaml
+from aod_ops.sql import SqlQuery
 from aod_ops.storage import Location
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
+    from aod_ops.airflow.lineage import Source, TableFacts
+    from aod_ops.quality import ValidationSummary
     from aod_ops.ray.jobs import RayJobs, Submission
     from aod_ops.spec import Partition
 
@@ -89,6 +97,59 @@ def partition_names(spec_path: str | Path, only: Sequence[str] = ()) -> list[str
     return [name for name in names if not only or name in only]
 
 
+def _partition_entry(path: Location, raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """Partition ``name``'s entry in the spec ``raw`` read from ``path``, its file paths made
+    absolute (or URIs, for a spec read from one)."""
+    entries = [p for p in raw["partitions"] if isinstance(p, dict) and p.get("name") == name]
+    if not entries:
+        raise SpecError(f"{path}: no partition named {name!r}")
+    return {
+        key: str(storage.locate(value, storage.parent(path)))
+        if key in _PATH_FIELDS and isinstance(value, str) and value
+        else value
+        for key, value in entries[0].items()
+    }
+
+
+@dataclass(frozen=True)
+class PartitionSources:
+    """Where a partition's schema and real rows are, as its spec names them."""
+
+    schema: Location
+    reference: Location | SqlQuery
+    holdout: Location | SqlQuery | None
+
+
+def partition_sources(spec_path: str | Path, name: str) -> PartitionSources:
+    """The schema, reference and holdout locations of partition ``name``, from the spec's YAML alone.
+
+    Unlike ``load_partition`` this reads no schema, sample or database and imports no engine: it
+    is quick enough for the lineage that the OpenLineage listener asks for around each task.
+
+    :raises SpecError: when the partition, or one of the three fields, is missing or malformed.
+    """
+    path = storage.locate(spec_path)
+    entry = _partition_entry(path, _spec_yaml(path), name)
+
+    def file(key: str, expected: str = "a path") -> Location:
+        value = entry.get(key)
+        if not isinstance(value, str) or not value:
+            raise SpecError(f"{path}: partition {name!r}: field {key!r}: must be {expected}")
+        return storage.locate(value)
+
+    def sample(key: str) -> Location | SqlQuery:
+        value = entry.get(key)
+        if isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("sql", "conn")):
+            return SqlQuery(sql=value["sql"], conn=value["conn"].strip())
+        return file(key, "a path or {sql: ..., conn: ...}")
+
+    return PartitionSources(
+        schema=file("schema"),
+        reference=sample("reference"),
+        holdout=None if entry.get("holdout") is None else sample("holdout"),
+    )
+
+
 @contextmanager
 def partition_spec(
     spec_path: str | Path, name: str, overrides: Mapping[str, Any] | None = None
@@ -101,16 +162,7 @@ def partition_spec(
     """
     path = storage.locate(spec_path)
     raw = _spec_yaml(path)
-    entries = [p for p in raw["partitions"] if isinstance(p, dict) and p.get("name") == name]
-    if not entries:
-        raise SpecError(f"{path}: no partition named {name!r}")
-    entry = {
-        key: str(storage.locate(value, storage.parent(path)))
-        if key in _PATH_FIELDS and isinstance(value, str) and value
-        else value
-        for key, value in entries[0].items()
-    }
-    entry.update(overrides or {})
+    entry = {**_partition_entry(path, raw, name), **(overrides or {})}
     with tempfile.TemporaryDirectory(prefix="aod-spec-") as tmp:
         single = Path(tmp) / storage.name(path)
         single.write_text(yaml.safe_dump({**raw, "partitions": [entry]}, sort_keys=False), encoding="utf-8")
@@ -146,6 +198,11 @@ def _optional_int(value: Any, name: str) -> int | None:
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None or value in ("", "None") else str(value)
+
+
+def _samples(sources: PartitionSources) -> list[Source]:
+    """The partition's real rows: its reference, and its holdout when it has one."""
+    return [sources.reference] if sources.holdout is None else [sources.reference, sources.holdout]
 
 
 class _PartitionOperator(BaseOperator):
@@ -220,6 +277,36 @@ class _PartitionOperator(BaseOperator):
         except AoDProviderError as exc:
             context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
             raise
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        """The task's datasets for OpenLineage: the partition's real rows (reference and holdout)
+        in, what the step writes out. The OpenLineage provider's listener calls it as the task
+        starts; it needs that provider (``aod_ops.airflow.lineage``)."""
+        from aod_ops.airflow.lineage import operator_lineage
+
+        with storage_environment(_optional_str(self.storage_conn_id)):
+            inputs, outputs = self.lineage_datasets(partition_sources(self.spec_path, self.partition))
+            return operator_lineage(inputs, outputs)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The same datasets, with what this run found where it got that far (rows, fidelity,
+        checks). The listener calls it as the task ends, and (there being no ``_on_failure``) as
+        it fails: a failed validation's checks show there."""
+        return self.get_openlineage_facets_on_start()
+
+    def lineage_datasets(self, sources: PartitionSources) -> tuple[list[Source], list[Location | TableFacts]]:
+        """What the step reads and writes, for ``get_openlineage_facets_on_start``."""
+        raise NotImplementedError
+
+    def table_facts(self, sources: PartitionSources, **found: Any) -> TableFacts:
+        """The partition's table for lineage, its columns from the partition's JSON Schema, with
+        what the task ``found`` (``TableFacts`` fields)."""
+        from aod_ops.airflow.lineage import TableFacts
+        from aod_ops.output import output_schema
+        from aod_ops.schema import load_schema
+
+        location = storage.join(self.run_dir(TABLES), self.partition)
+        return TableFacts(location, output_schema(load_schema(sources.schema)), **found)
 
 
 class _ModelOperator(_PartitionOperator):
@@ -323,6 +410,12 @@ class AoDOptimizeOperator(_ModelOperator):
             "best_reward": float(result.best_reward),
         }
 
+    def lineage_datasets(self, sources: PartitionSources) -> tuple[list[Source], list[Location | TableFacts]]:
+        """The reference and holdout in; the prompt artifact out."""
+        from aod_ops.ray.jobs import PROMPT_FILE  # the loop's name for it (aod_ops.loop imports torch)
+
+        return _samples(sources), [storage.join(self.run_dir(PROMPTS), self.partition, PROMPT_FILE)]
+
 
 class AoDSynthesizeOperator(_ModelOperator):
     """Synthesize one partition's table into ``<out_dir>/tables/<partition>/``.
@@ -385,6 +478,7 @@ class AoDSynthesizeOperator(_ModelOperator):
         self.poll_interval = poll_interval
         self.job_timeout = job_timeout
         self.job_id: str | None = None
+        self.result: dict[str, Any] | None = None  # what the task returns, for its lineage
 
     @cached_property
     def ray_jobs(self) -> RayJobs:
@@ -534,7 +628,7 @@ class AoDSynthesizeOperator(_ModelOperator):
                 f"partition {self.partition!r}: no intact output at {folder} after the synthesis; "
                 "a Ray job must write to storage the Airflow worker also sees"
             )
-        return {
+        self.result = {
             "partition": self.partition,
             "table_uri": storage.uri(storage.join(folder, "data")),
             "report_uri": storage.uri(storage.join(folder, REPORT)),
@@ -556,6 +650,18 @@ class AoDSynthesizeOperator(_ModelOperator):
                 }
             },
         }
+        return self.result
+
+    def lineage_datasets(self, sources: PartitionSources) -> tuple[list[Source], list[Location | TableFacts]]:
+        """The reference, holdout and prompt artifact (when there is one) in; the table out, with
+        the rows written and the fidelity figures once the synthesis is done."""
+        from aod_ops.ray.jobs import PROMPT_FILE
+
+        prompt = storage.join(self.prompts(), self.partition, PROMPT_FILE)
+        inputs = [*_samples(sources), *([prompt] if storage.is_file(prompt) else [])]
+        done = self.result
+        found = {} if done is None else {"rows": done["rows"], "fidelity": done["fidelity"]}
+        return inputs, [self.table_facts(sources, **found)]
 
 
 FIDELITY_SUMMARY = (
@@ -591,6 +697,7 @@ class AoDValidateOperator(_PartitionOperator):
         super().__init__(**kwargs)
         self.rows = rows
         self.extra_suite = extra_suite
+        self.validation: ValidationSummary | None = None  # the checks' outcomes, for the task's lineage
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate the partition's table."""
@@ -613,6 +720,7 @@ class AoDValidateOperator(_PartitionOperator):
                 extra_suite=_optional_str(self.extra_suite),
                 out_dir=folder,
             )
+            self.validation = summary
             result = summary.as_dict()
             context["ti"].xcom_push(key="return_value", value=result)
             if not summary.success:
@@ -625,6 +733,12 @@ class AoDValidateOperator(_PartitionOperator):
         )
         self.log.info("Partition %s passed: %d rows at %s", partition.name, summary.rows, data_uri)
         return result
+
+    def lineage_datasets(self, sources: PartitionSources) -> tuple[list[Source], list[Location | TableFacts]]:
+        """The reference, holdout and table in (the table with the checks' outcomes, once they
+        ran); the table out, as the asset the task publishes."""
+        table = self.table_facts(sources)
+        return [*_samples(sources), replace(table, validation=self.validation)], [table]
 
 
 @dataclass(frozen=True)
