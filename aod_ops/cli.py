@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -220,7 +221,8 @@ def time_limit(seconds: float, error: type[BaseException] = SchemaTimeout) -> It
 
 
 def cover_one(path: Path, generator_model: Any, settings: Any, attempts: int) -> tuple[bool, str]:
-    """Try to produce one valid instance of the schema at ``path``; returns (ok, reason)."""
+    """Try to produce one valid instance of the schema at ``path``; returns (ok, reason). The
+    model's forward passes are counted on ``generator_model`` (``Denoiser.forwards``)."""
     from aod_ops.dlm.generate import Generator
     from aod_ops.dlm.prompting import render_prompt
     from aod_ops.schema import load_schema
@@ -257,7 +259,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     with progress_bar() as bar:
         task = bar.add_task("coverage", total=len(files), status="")
         for path in files:
-            started = time.perf_counter()
+            started, forwards = time.perf_counter(), denoiser.forwards
             try:
                 with time_limit(args.timeout_per_schema):
                     ok, reason = cover_one(path, denoiser, settings, args.attempts)
@@ -273,14 +275,21 @@ def cmd_coverage(args: argparse.Namespace) -> int:
                     "ok": ok,
                     "reason": reason,
                     "seconds": round(time.perf_counter() - started, 3),
+                    "forward_passes": denoiser.forwards - forwards,
                 }
             )
             done = sum(r["ok"] for r in rows)
             bar.update(task, advance=1, status=f"covered {done}/{len(rows)}")
     coverage = sum(r["ok"] for r in rows) / len(rows)
+    summary = {
+        f"{name}_{q}": quantile([r[name] for r in rows], level)
+        for name in ("seconds", "forward_passes")
+        for q, level in (("median", 0.5), ("p95", 0.95))
+    }
     if args.json:
         storage.write_text(
-            storage.locate(args.json), json.dumps({"coverage": coverage, "schemas": rows}, indent=1)
+            storage.locate(args.json),
+            json.dumps({"coverage": coverage, "summary": summary, "schemas": rows}, indent=1),
         )
     reasons = Counter(r["reason"].split(":")[0] for r in rows if not r["ok"])
     table = Table(title=f"coverage {coverage:.3f} over {len(rows)} schemas")
@@ -289,7 +298,17 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     for reason, count in reasons.most_common(15):
         table.add_row(reason, str(count))
     Console().print(table)
+    Console().print(
+        "per schema: {seconds_median:.2f} s median, {seconds_p95:.2f} s p95; forward passes "
+        "{forward_passes_median:g} median, {forward_passes_p95:g} p95".format(**summary)
+    )
     return 0
+
+
+def quantile(values: list[float], level: float) -> float:
+    """The ``level`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(level * len(ordered)) - 1))]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -99,7 +99,14 @@ def test_coverage_reports_per_schema_results_and_reasons(
     assert len(by_file) == 4 and result["coverage"] == pytest.approx(0.75)
     assert not by_file["broken.json"]["ok"] and by_file["broken.json"]["reason"].startswith("schema:")
     assert all(r["seconds"] >= 0 for r in result["schemas"])
-    assert "coverage 0.750 over 4 schemas" in capsys.readouterr().out
+    # Each compiled schema costs forward passes; the broken one costs none.
+    assert by_file["broken.json"]["forward_passes"] == 0
+    assert all(r["forward_passes"] > 0 for r in result["schemas"] if r["ok"])
+    passes = sorted(r["forward_passes"] for r in result["schemas"])
+    assert result["summary"]["forward_passes_median"] == passes[1]
+    assert result["summary"]["forward_passes_p95"] == passes[3]
+    out = capsys.readouterr().out
+    assert "coverage 0.750 over 4 schemas" in out and "forward passes" in out
 
 
 def test_coverage_of_an_empty_folder_is_a_user_error(
