@@ -201,3 +201,33 @@ def test_sample_passes_guides_to_every_batch_and_candidates_count_their_slots(de
     assert all(c.valid and 2000 <= c.record["Weight_in_lbs"] <= 2099 for c in out)
     free = DecodingSettings(mode="free", steps=2, block_length=8, max_new_tokens=8)
     assert [(c.slots, c.repaired) for c in generator.generate(render_prompt("x"), [1], free)] == [(0, 0)]
+
+
+@pytest.mark.parametrize(
+    "decoding",
+    [
+        DecodingSettings(steps=4),
+        DecodingSettings(steps=4, cache=False, order="confidence"),
+        DecodingSettings(steps=4, mode="free", max_new_tokens=40),
+    ],
+    ids=["skeleton", "skeleton-full-passes", "free"],
+)
+def test_every_tensor_the_sampler_builds_lives_on_the_models_device(
+    den: Denoiser, decoding: DecodingSettings
+) -> None:
+    # With no GPU here: the default device is made `meta`, so a tensor built without naming the
+    # model's device lands there and the first operation that mixes it with the model's (CPU)
+    # tensors fails, as a CPU tensor would beside a CUDA model. A device-correct run completes.
+    import torch
+
+    schema = load_schema(EXAMPLES / "la-riots.json")
+    data = EXAMPLES.parent / "data" / "la-riots_reference.jsonl"
+    reference = [json.loads(line) for line in data.read_text().splitlines()]
+    generator = Generator(den, schema)
+    assert generator.compiled is not None
+    guides = derive_guides(generator.compiled.root, reference) if decoding.mode == "skeleton" else None
+    with torch.device("meta"):
+        candidates = generator.generate(render_prompt("Write a record."), [1, 2, 3], decoding, guides)
+    assert len(candidates) == 3
+    if decoding.mode == "skeleton":
+        assert all(c.valid for c in candidates)

@@ -16,7 +16,6 @@ from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.dlm.skeleton import (
     Slot,
     Vocab,
-    decide_choices,
     fill,
     fit_number,
     fit_string,
@@ -70,7 +69,6 @@ def plan_and_fill(
     vocab = Vocab(den)
     prompt = den.encode_prompt(den.encode("Write a record.\nRecord:\n"))
     planned = plan_records(vocab, prompt, root, temperature, gens)
-    decide_choices(vocab, prompt, [p for p, _ in planned], temperature, gens)
     infill(
         vocab,
         prompt,
@@ -271,8 +269,8 @@ def test_the_dual_cache_computes_literal_text_once_and_refreshes_masks_per_block
     den: Denoiser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompt = den.encode_prompt(den.encode("hello "))
-    ids = torch.full((3, 20), den.mask_id)
-    ids[:, [3, 10, 17]] = 7  # a skeleton's literal text
+    ids = torch.full((3, 27), den.mask_id)
+    ids[:, [3, 12, 21]] = 7  # a skeleton's literal text
     attention = torch.ones_like(ids, dtype=torch.bool)
     seen: list[tuple[list[list[int]] | None, torch.Tensor]] = []
     logits = den.logits
@@ -291,17 +289,19 @@ def test_the_dual_cache_computes_literal_text_once_and_refreshes_masks_per_block
         assert not (out == den.mask_id).any()
     cached, full = seen[:6], seen[6:]
     assert [w for w, _ in full] == [None] * 6 and cached[0][0] is None  # the first pass is full
-    # 3 blocks of 8 columns, 2 steps each. A pass recomputes its block's masks and what the pass
-    # before committed; a block's first step also every mask; literal text never again.
+    # 3 blocks of 8 masks (the literal text between them belongs to none), 2 steps each. A pass
+    # recomputes its block's masks and what the pass before committed; a block's first step also
+    # every mask; literal text never again.
+    columns = [c for c in range(27) if c not in (3, 12, 21)]
     for p in range(1, 6):
         window, now = cached[p]
-        block = range(8 * (p // 2), 8 * (p // 2) + 8)
+        block = columns[8 * (p // 2) : 8 * (p // 2) + 8]
         for b in range(3):
-            masks = {c for c in range(20) if now[b, c] == den.mask_id}
+            masks = {c for c in range(27) if now[b, c] == den.mask_id}
             changed = set((now[b] != cached[p - 1][1][b]).nonzero()[:, 0].tolist())
             expected = changed | (masks & set(block)) | (masks if p % 2 == 0 else set())
             assert window is not None and set(window[b]) == expected
-            assert not {3, 10, 17} & set(window[b])
+            assert not {3, 12, 21} & set(window[b])
 
 
 def _columns(window: torch.Tensor) -> list[list[int]]:
@@ -401,3 +401,46 @@ def test_layout_record_flags_exactly_the_value_tokens(den: Denoiser) -> None:
     assert literal == '{"a": "", "b": , "c": true, "d": [null]}'
     values = [i for i, f in zip(ids, flags, strict=True) if f and i != den.eos_id]
     assert den.decode(values) == "xy3"
+
+
+def test_structure_is_decided_in_rounds_that_grow_with_depth_not_with_choices(den: Denoiser) -> None:
+    # 30 optional properties and an array of up to 6 items: every choice is open in the first
+    # round's draft; the items' choices come with the items, one round per item at most.
+    flat = ObjectNode(tuple(Property(f"p{i}", StringNode(max_length=6), False) for i in range(30)))
+    vocab = Vocab(den)
+    prompt = den.encode_prompt(den.encode("Write a record.\nRecord:\n"))
+    gens = [torch.Generator().manual_seed(s) for s in range(4)]
+    before = den.forwards
+    planned = plan_records(vocab, prompt, flat, 1.0, gens)
+    assert den.forwards - before == 1
+    records = [fill(v) for _, v in planned]
+    assert len({tuple(r) for r in records}) > 1 and all(0 < len(r) < 30 for r in records)
+    nested = ObjectNode(
+        (
+            Property(
+                "a", ObjectNode((Property("b", ObjectNode((Property("c", flat, False),)), False),)), False
+            ),
+        )
+    )
+    before = den.forwards
+    plan_records(vocab, prompt, nested, 1.0, gens)
+    assert den.forwards - before <= 4  # one round per level that a draw opened
+
+
+def test_a_position_attends_only_to_what_its_sight_allows(den: Denoiser) -> None:
+    # Per-query attention ([B, L, L]): under a causal sight a position's logits do not depend on
+    # the tokens after it (how an open choice is scored from the draft before it).
+    prompt = den.encode_prompt(den.encode("Record: "))
+    ids = torch.tensor([den.encode('{"a": 1, "b": 2}')])
+    other = ids.clone()
+    other[0, 6:] = torch.tensor(den.encode('7, "z": 9}'))
+    length = ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()[None]
+    where = torch.zeros_like(ids, dtype=torch.bool)
+    where[0, :6] = True
+    first = den.logits(ids, causal, where, prompt)
+    assert torch.allclose(first, den.logits(other, causal, where, prompt), atol=1e-5)
+    both_ways = torch.ones_like(ids, dtype=torch.bool)
+    assert not torch.allclose(
+        den.logits(ids, both_ways, where, prompt), den.logits(other, both_ways, where, prompt)
+    )

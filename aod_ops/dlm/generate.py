@@ -23,7 +23,7 @@ from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import DecodingSettings
-from aod_ops.dlm.skeleton import ANY, Slot, Vocab, decide_choices, fill, infill, plan_records
+from aod_ops.dlm.skeleton import ANY, Slot, Vocab, fill, infill, plan_ids, plan_records
 from aod_ops.schema import CompiledSchema, LoadedSchema, compile_schema
 
 
@@ -51,11 +51,14 @@ class Candidate:
 
 @dataclass
 class GenerationStats:
-    """Cost counters of a generator: model forward passes, records, seconds."""
+    """Cost counters of a generator: model forward passes, records, seconds, and (skeleton mode)
+    the records' tokens after the prompt and how many of them were value slots' masks."""
 
     forwards: int = 0
     records: int = 0
     seconds: float = 0.0
+    tokens: int = 0
+    value_tokens: int = 0
 
 
 def record_seed(seed: int, index: int) -> int:
@@ -107,15 +110,16 @@ class Generator:
             rngs = [random.Random(s) for s in seeds]
             drawn = [guides.draw(rng) for rng in rngs] if guides is not None else None
             planned = plan_records(
-                self.vocab, state, self.compiled.root, settings.temperature, generators, guides
+                self.vocab, state, self.compiled.root, settings.temperature, generators, guides, drawn
             )
             plans = [p for p, _ in planned]
-            decide_choices(self.vocab, state, plans, settings.temperature, generators, drawn)
             infill(self.vocab, state, plans, settings, generators, rngs, drawn)
             candidates = []
             for (plan, value), seed in zip(planned, seeds, strict=True):
                 record = fill(value)
                 slots = [p for p in plan if isinstance(p, Slot)]
+                self.stats.tokens += len(plan_ids(self.vocab, plan))
+                self.stats.value_tokens += sum(s.length for s in slots)
                 candidates.append(
                     self._check(
                         json.dumps(record, ensure_ascii=False),
@@ -155,7 +159,7 @@ class Generator:
     ) -> list[str]:
         den = self.denoiser
         row = [den.mask_id] * settings.max_new_tokens
-        ids = torch.tensor([row] * len(generators))
+        ids = torch.tensor([row] * len(generators), device=den.device)
         attention = torch.ones_like(ids, dtype=torch.bool)
         vocab_class = torch.full_like(ids, ANY)
         filled = denoise(

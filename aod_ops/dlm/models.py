@@ -128,6 +128,11 @@ class Denoiser:
     # runs whole at every pass.
     full_pass: FullPass | None = field(default=None)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: every tensor the sampler builds for it lives there."""
+        return torch.device(self.model.get_input_embeddings().weight.device)
+
     @cached_property
     def context(self) -> int | None:
         """The most tokens (prompt and record) the model attends over, None when its config does
@@ -304,7 +309,9 @@ class Denoiser:
         past = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(layers):
             past.update(k, v, i)
-        cached = torch.cat([torch.ones((batch, n), dtype=torch.bool), attention & ~fresh], 1)
+        cached = torch.cat(
+            [torch.ones((batch, n), dtype=torch.bool, device=ids.device), attention & ~fresh], 1
+        )
         keys = torch.cat([cached, (attention & fresh)[:, run]], 1)
         mask = keys[:, None, None, :].expand(batch, 1, len(run), keys.shape[1])
         positions = (n + run)[None].expand(batch, len(run))

@@ -2,10 +2,11 @@
 
 Start from masks, predict every masked position at once, commit the most confident predictions
 and leave the rest masked for the next step. Masked positions are filled block by block from left
-to right (semi-autoregressive blocks of ``block_length`` positions), each block in an equal share
-of ``steps``. Temperature samples (top-k, through Gumbel noise, one random stream per record);
-zero is greedy. ``vocab_class`` picks, per position, a row of ``class_masks`` that says which
-tokens are legal there (digits in a number slot, no quote inside a string), and an optional
+to right (semi-autoregressive blocks of ``block_length`` masks: in a skeleton the literal text
+between slots belongs to no block), each block in an equal share of ``steps``. Temperature
+samples (top-k, through Gumbel noise, one random stream per record); zero is greedy.
+``vocab_class`` picks, per position, a row of ``class_masks`` that says which tokens are legal
+there (digits in a number slot, no quote inside a string), and an optional
 ``ordered`` hook commits the positions it owns left to right (slots with legal values). With
 ``sequential`` positions (free string slots under ``order: left_to_right``) only the leftmost
 mask of each run may be committed at a step; the runs are still interleaved by confidence.
@@ -42,11 +43,14 @@ def sample(
         noise = torch.empty_like(top_logits)
         for row in rows.unique().tolist():
             sel = rows == row
-            uniform = torch.rand((int(sel.sum()), top_logits.shape[1]), generator=generators[row])
-            noise[sel] = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+            # Drawn on the CPU (a record's stream is the same on every device), used on the logits'.
+            uniform = torch.rand(
+                (int(sel.sum()), top_logits.shape[1]), generator=generators[row], device="cpu"
+            )
+            noise[sel] = -torch.log(-torch.log(uniform.clamp_min(1e-20))).to(noise.device)
         index = (top_logits / temperature + noise).argmax(-1)
     else:
-        index = torch.zeros(len(rows), dtype=torch.long)
+        index = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
     choice = top_ids.gather(-1, index[:, None])[:, 0]
     prob = (top_logits.gather(-1, index[:, None])[:, 0] - torch.logsumexp(logits, -1)).exp()
     return choice, prob
@@ -95,54 +99,57 @@ def denoise(
     text of a skeleton is computed once.
     """
     ids = ids.clone()
+    batch = ids.shape[0]
     owned = ordered[0] if ordered is not None else torch.zeros_like(ids, dtype=torch.bool)
-    columns = ((ids == denoiser.mask_id) & ~owned).any(0).nonzero()[:, 0]
-    first = int(columns.min()) if len(columns) else 0
-    n_blocks = -(-(int(columns.max()) + 1 - first) // settings.block_length) if len(columns) else 0
-    steps_per_block = max(1, settings.steps // max(1, n_blocks))
-    block = step = 0
+    free = (ids == denoiser.mask_id) & ~owned
+    # Each record's free masks, left to right, in blocks of block_length masks: the literal text
+    # between them makes no block and costs no step.
+    block_of = torch.where(free, (free.cumsum(1) - 1) // settings.block_length, -1)
+    done = int(block_of.max()) + 1 if free.any() else 0  # past every record's last block
+    steps_per_block = (settings.steps // (block_of.max(1).values + 1).clamp_min(1)).clamp_min(1)
+    current = torch.full((batch,), -1, device=ids.device)
+    step = torch.zeros(batch, dtype=torch.long, device=ids.device)
     cache = RecordCache() if settings.cache else None
     refreshed = ids  # the tokens when the cache was last written
     while (masked := ids == denoiser.mask_id).any():
-        if block >= n_blocks and not (masked & owned).any():
-            raise RuntimeError("sampler made no progress")  # a hook that broke its contract
         free = masked & ~owned
-        while (
-            block < n_blocks
-            and not free[:, first + block * settings.block_length :][:, : settings.block_length].any()
-        ):
-            block, step = block + 1, 0
-        lo = first + block * settings.block_length
-        ready = free if sequential is None else free & ~_behind(masked & sequential)
-        # Logits are needed where this step decides: the block's free masks that may be committed
-        # and the leftmost mask of each span the hook owns.
-        where = _leftmost(masked & owned)
-        where[:, lo : lo + settings.block_length] |= ready[:, lo : lo + settings.block_length]
+        lowest = torch.where(free, block_of, done).min(1).values
+        step[lowest != current] = 0  # a record that moved on to its next block starts it afresh
+        current = lowest
+        in_block = block_of == current[:, None]
+        ready = free & in_block
+        if sequential is not None:
+            ready &= ~_behind(masked & sequential)
+        # Logits are needed where this step decides: the current block's free masks that may be
+        # committed and the leftmost mask of each span the hook owns.
+        where = _leftmost(masked & owned) | ready
+        if not where.any():
+            raise RuntimeError("sampler made no progress")  # a hook that broke its contract
         if cache is not None:
             if cache.layers is not None:  # after the first pass, a full one
                 live = (ids != refreshed) | where
-                if step == 0 or block >= n_blocks:  # a block's first step refreshes every mask
-                    live |= masked
+                # A block's first step (and every step once only hooked slots are left)
+                # refreshes every mask of the record.
+                live |= masked & ((step == 0) | (current == done))[:, None]
                 cache.window = live
             refreshed = ids.clone()
         logits = constrained_logits(denoiser, ids, attention, where, vocab_class, class_masks, prompt, cache)
         rows, cols = where.nonzero(as_tuple=True)
         if ordered is not None:
             ordered[1](logits, rows, cols, ids)
-        if block >= n_blocks:
-            continue
         candidates = ready[rows, cols]
-        choice, prob = sample(logits, rows, settings.temperature, generators)
-        remaining = max(1, steps_per_block - step)
-        left = free[:, lo : lo + settings.block_length].sum(1)
-        for row in rows[candidates].unique().tolist():
-            sel = (candidates & (rows == row)).nonzero()[:, 0]
-            # Spread the block's masks evenly over its steps (a sequential run's later masks wait).
-            take = min(len(sel), -(-int(left[row]) // remaining))
-            best = sel[prob[sel].topk(take).indices]
-            ids[row, cols[best]] = choice[best]
-            if sequential is not None:
-                _end_runs(ids, row, cols[best], sequential, denoiser)
+        if candidates.any():
+            choice, prob = sample(logits, rows, settings.temperature, generators)
+            remaining = (steps_per_block - step).clamp_min(1)
+            left = (free & in_block).sum(1)
+            for row in rows[candidates].unique().tolist():
+                sel = (candidates & (rows == row)).nonzero()[:, 0]
+                # Spread the block's masks evenly over its steps (a sequential run's later masks wait).
+                take = min(len(sel), -(-int(left[row]) // int(remaining[row])))
+                best = sel[prob[sel].topk(take).indices]
+                ids[row, cols[best]] = choice[best]
+                if sequential is not None:
+                    _end_runs(ids, row, cols[best], sequential, denoiser)
         step += 1
     return ids
 

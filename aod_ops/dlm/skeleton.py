@@ -65,7 +65,6 @@ UNGUIDED_DECIMALS = 3  # fraction digits of a bounded, unguided, non-integral nu
 MAX_MULTIPLES = 4096  # a multipleOf slot lists its legal values up to this many
 DATE_LENGTH = 10  # YYYY-MM-DD
 ARRAY_EXTRA_ITEMS = 3  # items past minItems when maxItems is unbounded
-TAIL_MASKS = 4  # masks after a choice's span: the record goes on after it
 ANY, STRING_BODY, NUMBER_BODY = 0, 1, 2
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?")
@@ -84,8 +83,8 @@ class Slot:
 
 @dataclass(eq=False)
 class Choice:
-    """An enum, const, boolean or null value, decided for all records in one joint pass once
-    their structure is fixed (``decide_choices``), rather than one forward pass each."""
+    """An enum, const, boolean or null value: a choice among values, decided with the record's
+    structural choices (``plan_records``)."""
 
     options: tuple[Any, ...]
     chosen: int = -1
@@ -145,23 +144,36 @@ def _key(pointer: str, name: str) -> str:
     return pointer + "/" + name.replace("~", "~0").replace("/", "~1")
 
 
-# A walker yields the options of each choice (their texts) and is sent back the chosen index.
-Walker = PyGenerator[list[str], int, Any]
+@dataclass(frozen=True)
+class Ask:
+    """A structural choice a walker puts to the model: the options' texts, scored where the
+    record goes on; ``key`` names the choice within its record (a JSON pointer and what is
+    asked there) and ``provisional`` is the option that lays out the least structure (skip the
+    property, end the array), assumed while the choice is still open."""
+
+    key: str
+    options: list[str]
+    provisional: int = 0
+
+
+# A walker yields each choice and is sent back the chosen index.
+Walker = PyGenerator[Ask, int, Any]
 
 
 def walk(
     node: Node, plan: list[Piece], pointer: str = "", defer: bool = True, guides: Guides | None = None
 ) -> Walker:
     """Write one record's skeleton into ``plan``; returns its value with ``Slot`` and ``Choice``
-    leaves. Value choices are deferred to ``decide_choices`` unless ``defer`` is False (items of
-    a unique array must know their siblings). ``guides`` sets the length of guided slots."""
+    leaves. Value choices are left in the plan as ``Choice`` pieces unless ``defer`` is False
+    (items of a unique array must know their siblings, so they are asked on the way).
+    ``guides`` sets the length of guided slots."""
     if isinstance(node, ChoiceNode):
         texts = [json.dumps(o, ensure_ascii=False) for o in node.options]
         if len(texts) > 1 and defer:
             choice = Choice(node.options, pointer=pointer)
             plan.append(choice)
             return choice
-        k = (yield texts) if len(texts) > 1 else 0
+        k = (yield Ask(pointer + "#value", texts)) if len(texts) > 1 else 0
         plan.append(texts[k])
         return node.options[k]
     if isinstance(node, StringNode | NumberNode):
@@ -172,7 +184,11 @@ def walk(
         if not node.branches:  # nothing satisfies the schema here: write null, validation says why
             plan.append("null")
             return None
-        k = (yield [preview(b) for b in node.branches]) if len(node.branches) > 1 else 0
+        k = (
+            (yield Ask(pointer + "#branch", [preview(b) for b in node.branches]))
+            if len(node.branches) > 1
+            else 0
+        )
         return (yield from walk(node.branches[k], plan, pointer, guides=guides))
     if isinstance(node, ObjectNode):
         return (yield from _walk_object(node, plan, pointer, guides))
@@ -192,7 +208,8 @@ def _walk_object(node: ObjectNode, plan: list[Piece], pointer: str, guides: Guid
             needed = node.min_properties - len(value) - later_required > later_optional
             if full:
                 continue
-            if not needed and (yield [sep + json.dumps(prop.name), "}"]) == 1:
+            key = _key(pointer, prop.name) + "#include"
+            if not needed and (yield Ask(key, [sep + json.dumps(prop.name), "}"], 1)) == 1:
                 continue
         plan.append(sep + json.dumps(prop.name, ensure_ascii=False) + ": ")
         value[prop.name] = yield from walk(prop.node, plan, _key(pointer, prop.name), guides=guides)
@@ -220,7 +237,8 @@ def _walk_array(node: ArrayNode, plan: list[Piece], pointer: str, guides: Guides
             if not item.options:
                 break
         sep = ", " if value else ""
-        if len(value) >= node.min_items and contains is None and (yield [sep + preview(item), "]"]) == 1:
+        more = Ask(f"{pointer}/{len(value)}#more", [sep + preview(item), "]"], 1)
+        if len(value) >= node.min_items and contains is None and (yield more) == 1:
             break
         plan.append(sep)
         value.append(
@@ -620,7 +638,7 @@ class Vocab:
             for i, t in enumerate(texts)
         ]
         digits = [i not in special and (t.isdigit() or t in ("-", ".")) for i, t in enumerate(texts)]
-        masks = torch.tensor([[True] * len(texts), body, digits])
+        masks = torch.tensor([[True] * len(texts), body, digits], device=self.denoiser.device)
         masks[:, self.denoiser.mask_id] = False
         masks[1:, self.denoiser.eos_id] = True
         return masks
@@ -647,34 +665,121 @@ def _choice_length(vocab: Vocab, choice: Choice) -> int:
     return max(len(vocab.encode(t)) for t in choice.texts)
 
 
-def _plan_ids(vocab: Vocab, plan: list[Piece], at: list[tuple[Piece, int]] | None = None) -> list[int]:
+def plan_ids(vocab: Vocab, plan: list[Piece], at: list[tuple[Piece, int]] | None = None) -> list[int]:
     """The plan's token ids after the prompt, masks for open slots and undecided choices;
     ``at`` collects (piece, offset) of each slot and choice."""
-    mask = vocab.denoiser.mask_id
     ids: list[int] = []
     for piece in plan:
-        if isinstance(piece, str):
-            ids += vocab.encode(piece)
-            continue
-        if at is not None:
+        if at is not None and not isinstance(piece, str):
             at.append((piece, len(ids)))
-        if isinstance(piece, Slot):
-            ids += [mask] * piece.length
-        elif piece.chosen >= 0:
-            ids += vocab.encode(piece.texts[piece.chosen])
-        else:
-            ids += [mask] * _choice_length(vocab, piece)
+        ids += _piece_ids(vocab, piece)
     return ids
 
 
-def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _piece_ids(vocab: Vocab, piece: Piece) -> list[int]:
+    if isinstance(piece, str):
+        return vocab.encode(piece)
+    if isinstance(piece, Slot):
+        return [vocab.denoiser.mask_id] * piece.length
+    if piece.chosen >= 0:
+        return vocab.encode(piece.texts[piece.chosen])
+    return [vocab.denoiser.mask_id] * _choice_length(vocab, piece)
+
+
+def _pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows as one ``[B, L]`` tensor on ``device``, padded, and where they are not padding."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        attention[i, : len(r)] = True
-    return ids, attention
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    return ids, torch.arange(width, device=device)[None] < lengths[:, None]
+
+
+@dataclass(frozen=True)
+class _Open:
+    """A choice still open in a draft: its key in the record, its options' texts, and the piece
+    index its span goes before (a structural choice) or is (``choice``, a value choice)."""
+
+    key: str
+    texts: list[str]
+    index: int
+    choice: Choice | None = None
+
+
+@dataclass
+class _Draft:
+    """One record's walk with the choices decided so far; the open structural ones take their
+    provisional option."""
+
+    plan: list[Piece]
+    value: Any
+    open: list[_Open]
+
+    def layout(self, vocab: Vocab) -> tuple[list[int], list[int], list[tuple[_Open, list[list[int]], int]]]:
+        """The draft's token ids; per position the end of what it may attend to (itself and
+        what precedes it; an open choice's span all of itself); and each open choice with its
+        options' ids and span start, in the draft's order."""
+        den = vocab.denoiser
+        before: dict[int, list[_Open]] = {}
+        values: dict[int, _Open] = {}
+        for o in self.open:
+            if o.choice is None:
+                before.setdefault(o.index, []).append(o)
+            else:
+                values[o.index] = o
+        ids: list[int] = []
+        ends: list[int] = []
+        spans = []
+
+        def span(o: _Open) -> None:
+            options = [vocab.encode(t) or [den.eos_id] for t in o.texts]
+            width = max(len(t) for t in options)
+            spans.append((o, options, len(ids)))
+            ends.extend([len(ids) + width] * width)
+            ids.extend([den.mask_id] * width)
+
+        for index, piece in enumerate([*self.plan, None]):
+            for o in before.get(index, ()):
+                span(o)
+            if index in values:
+                span(values[index])
+            elif piece is not None:
+                tokens = _piece_ids(vocab, piece)
+                ends.extend(range(len(ids) + 1, len(ids) + len(tokens) + 1))
+                ids.extend(tokens)
+        return ids, ends, spans
+
+
+def _replay(root: Node, guides: Guides | None, decided: dict[str, int]) -> _Draft:
+    plan: list[Piece] = []
+    walker = walk(root, plan, guides=guides)
+    opened: list[_Open] = []
+    seen: dict[str, int] = {}
+
+    def key(name: str, options: int) -> str:
+        # A key is unique within the walk: the same question asked again at one pointer (a union
+        # inside a union) is counted, and a different number of options makes another question
+        # (a separator before an option may differ between rounds).
+        seen[name] = seen.get(name, 0) + 1
+        return f"{name}#{seen[name]}/{options}"
+
+    sent: int | None = None
+    try:
+        while True:
+            ask = walker.send(sent) if sent is not None else next(walker)
+            asked = key(ask.key, len(ask.options))
+            sent = decided.get(asked, -1)
+            if sent < 0:
+                opened.append(_Open(asked, ask.options, len(plan)))
+                sent = ask.provisional
+    except StopIteration as done:
+        value = done.value
+    for index, piece in enumerate(plan):
+        if isinstance(piece, Choice):
+            asked = key(piece.pointer + "#choice", len(piece.options))
+            piece.chosen = decided.get(asked, -1)
+            if piece.chosen < 0:
+                opened.append(_Open(asked, piece.texts, index, piece))
+    return _Draft(plan, value, opened)
 
 
 def plan_records(
@@ -684,86 +789,58 @@ def plan_records(
     temperature: float,
     generators: list[torch.Generator],
     guides: Guides | None = None,
+    drawn: Sequence[RecordGuide | None] | None = None,
 ) -> list[tuple[list[Piece], Any]]:
-    """Walk the tree once per generator; each round of pending choices is one forward pass.
-    ``guides`` sets the length of guided slots."""
+    """Walk the tree once per generator, deciding every choice (an optional property, one more
+    array item, a union branch, an enum, const or boolean value) in rounds of one forward pass
+    for the whole batch.
+
+    A round lays out each record's draft: the choices decided so far as what they chose, every
+    open choice as a span of masks (a structural one followed by the structure of its
+    provisional option, the least: the property skipped, the array ended). The pass scores every
+    open choice's options at its span, each span attending only to the draft before it (a record
+    is judged as if written left to right), and every open choice is drawn from its scores, a
+    value choice's with the log prior of its record's guide (``drawn``) added. Where a draw lays
+    out more than the provisional option did, the choices that brings are open in the next
+    round: the rounds grow with the structure's depth, not with its number of choices.
+    ``guides`` sets the length of guided slots.
+    """
     den = vocab.denoiser
-    plans: list[list[Piece]] = [[] for _ in generators]
-    walkers = [walk(root, plan, guides=guides) for plan in plans]
-    values: list[Any] = [None] * len(walkers)
-    pending: dict[int, list[str]] = {}
-
-    def advance(i: int, sent: int | None) -> None:
-        try:
-            pending[i] = walkers[i].send(sent) if sent is not None else next(walkers[i])
-        except StopIteration as done:
-            pending.pop(i, None)
-            values[i] = done.value
-
-    for i in range(len(walkers)):
-        advance(i, None)
-    while pending:
-        order = sorted(pending)
-        options = [[vocab.encode(t) or [den.eos_id] for t in pending[i]] for i in order]
-        spans = [max(len(o) for o in opts) for opts in options]
-        rows = [_plan_ids(vocab, plans[i]) for i in order]
-        starts = [len(r) for r in rows]
-        rows = [r + [den.mask_id] * (s + TAIL_MASKS) for r, s in zip(rows, spans, strict=True)]
-        ids, attention = _pad(rows, den.eos_id)
+    decided: list[dict[str, int]] = [{} for _ in generators]
+    while True:
+        drafts = [_replay(root, guides, d) for d in decided]
+        asking = [i for i, draft in enumerate(drafts) if draft.open]
+        if not asking:
+            return [(draft.plan, draft.value) for draft in drafts]
+        rows, ends, spans = zip(*(drafts[i].layout(vocab) for i in asking), strict=True)
+        ids, attention = _pad(list(rows), den.eos_id, den.device)
+        reach, _ = _pad(list(ends), 0, den.device)
+        sight = torch.arange(ids.shape[1], device=den.device)[None, None, :] < reach[:, :, None]
         where = torch.zeros_like(ids, dtype=torch.bool)
-        for b, (start, span) in enumerate(zip(starts, spans, strict=True)):
-            where[b, start : start + span] = True
-        logprobs = torch.log_softmax(den.logits(ids, attention, where, prompt), -1)
+        for b, found in enumerate(spans):
+            for _, options, start in found:
+                where[b, start : start + max(len(o) for o in options)] = True
+        logprobs = torch.log_softmax(den.logits(ids, sight & attention[:, None, :], where, prompt), -1)
         offset = 0
-        for b, i in enumerate(order):
-            lp = logprobs[offset : offset + spans[b]]
-            offset += spans[b]
-            scores = score_options(lp, options[b])
-            k, _ = sample(scores[None], torch.tensor([0]), temperature, [generators[i]])
-            advance(i, int(k))
-    return list(zip(plans, values, strict=True))
+        for b, i in enumerate(asking):
+            record = drawn[i] if drawn is not None else None
+            for o, options, _ in spans[b]:
+                width = max(len(t) for t in options)
+                scores = score_options(logprobs[offset : offset + width], options)
+                offset += width
+                prior = None
+                if o.choice is not None and record is not None:
+                    prior = record.log_prior(o.choice.pointer, o.choice.options)
+                if prior is not None:
+                    scores = scores + torch.tensor(prior, dtype=scores.dtype, device=scores.device)
+                rows0 = torch.zeros(1, dtype=torch.long, device=scores.device)
+                k, _ = sample(scores[None], rows0, temperature, [generators[i]])
+                decided[i][o.key] = int(k)
 
 
 def score_options(logprobs: torch.Tensor, options: list[list[int]]) -> torch.Tensor:
     """Each option's mean log-probability over its tokens, written from the span's start."""
-    return torch.tensor([float(logprobs[range(len(o)), o].mean()) for o in options])
-
-
-def decide_choices(
-    vocab: Vocab,
-    prompt: PromptState,
-    plans: Sequence[list[Piece]],
-    temperature: float,
-    generators: list[torch.Generator],
-    guides: Sequence[RecordGuide | None] | None = None,
-) -> None:
-    """Decide every deferred value choice of every plan in one forward pass. A choice its
-    record's guide names gets the log of the guide's prior added to the model's option scores."""
-    den = vocab.denoiser
-    rows, choices = [], []
-    for plan in plans:
-        at: list[tuple[Piece, int]] = []
-        rows.append(_plan_ids(vocab, plan, at))
-        choices.append([(p, o) for p, o in at if isinstance(p, Choice)])
-    if not any(choices):
-        return
-    ids, attention = _pad(rows, den.eos_id)
-    where = torch.zeros_like(ids, dtype=torch.bool)
-    for b, found in enumerate(choices):
-        for choice, start in found:
-            where[b, start : start + _choice_length(vocab, choice)] = True
-    logprobs = torch.log_softmax(den.logits(ids, attention, where, prompt), -1)
-    index = {(int(r), int(c)): n for n, (r, c) in enumerate(where.nonzero().tolist())}
-    for b, found in enumerate(choices):
-        for choice, start in found:
-            span = logprobs[index[(b, start)] : index[(b, start)] + _choice_length(vocab, choice)]
-            scores = score_options(span, [vocab.encode(t) for t in choice.texts])
-            record = guides[b] if guides is not None else None
-            prior = record.log_prior(choice.pointer, choice.options) if record is not None else None
-            if prior is not None:
-                scores = scores + torch.tensor(prior, dtype=scores.dtype)
-            k, _ = sample(scores[None], torch.tensor([0]), temperature, [generators[b]])
-            choice.chosen = int(k)
+    return torch.stack([logprobs[range(len(o)), o].mean() for o in options]).cpu()
 
 
 def infill(
@@ -782,9 +859,9 @@ def infill(
     spans: list[list[tuple[Slot, int]]] = []
     for plan in plans:
         pieces: list[tuple[Piece, int]] = []
-        rows.append(_plan_ids(vocab, plan, pieces))
+        rows.append(plan_ids(vocab, plan, pieces))
         spans.append([(p, o) for p, o in pieces if isinstance(p, Slot)])
-    ids, attention = _pad(rows, den.eos_id)
+    ids, attention = _pad(rows, den.eos_id, den.device)
     vocab_class = torch.full_like(ids, ANY)
     owned = torch.zeros_like(ids, dtype=torch.bool)
     sequential = torch.zeros_like(ids, dtype=torch.bool)
@@ -873,7 +950,11 @@ class _LegalHook:
         hot = self.temperature if self.temperature > 0 else 1.0
         noise = torch.zeros_like(row)
         if self.temperature > 0:
-            u = torch.rand(row.shape, generator=self.generators[b]).clamp_min(1e-20)
+            u = (
+                torch.rand(row.shape, generator=self.generators[b], device="cpu")
+                .clamp_min(1e-20)
+                .to(row.device)
+            )
             noise = -torch.log(-torch.log(u))
         done = den.decode(prefix)
         listed = legal.continuations(done)
