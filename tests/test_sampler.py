@@ -21,6 +21,7 @@ from aod_ops.dlm.skeleton import (
     fit_string,
     infill,
     layout_record,
+    plan_ids,
     plan_records,
 )
 from aod_ops.schema.nodes import (
@@ -444,3 +445,17 @@ def test_a_position_attends_only_to_what_its_sight_allows(den: Denoiser) -> None
     assert not torch.allclose(
         den.logits(ids, both_ways, where, prompt), den.logits(other, both_ways, where, prompt)
     )
+
+
+def test_a_record_stops_growing_where_it_still_fits_the_models_context() -> None:
+    small = tiny_random_denoiser()
+    small.__dict__["context"] = 160  # as if the model attended over 160 tokens at most
+    root = ObjectNode(tuple(Property(f"field{i}", StringNode(max_length=6), i < 2) for i in range(40)))
+    vocab = Vocab(small)
+    prompt = small.encode_prompt(small.encode("Record: "))
+    gens = [torch.Generator().manual_seed(s) for s in range(4)]
+    planned = plan_records(vocab, prompt, root, 1.0, gens)
+    lengths = [len(plan_ids(vocab, plan)) for plan, _ in planned]
+    # Drawn freely, about half of the 38 optional properties (some 300 tokens) would be kept.
+    assert all(len(prompt.ids) + n <= 160 for n in lengths) and max(lengths) > 60
+    assert all({"field0", "field1"} <= set(fill(value)) for _, value in planned)

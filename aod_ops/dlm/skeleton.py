@@ -703,6 +703,7 @@ class _Open:
     texts: list[str]
     index: int
     choice: Choice | None = None
+    provisional: int = 0
 
 
 @dataclass
@@ -714,18 +715,26 @@ class _Draft:
     value: Any
     open: list[_Open]
 
-    def layout(self, vocab: Vocab) -> tuple[list[int], list[int], list[tuple[_Open, list[list[int]], int]]]:
+    def layout(
+        self, vocab: Vocab, budget: int | None
+    ) -> tuple[list[int], list[int], list[tuple[_Open, list[list[int]], int]]]:
         """The draft's token ids; per position the end of what it may attend to (itself and
         what precedes it; an open choice's span all of itself); and each open choice with its
-        options' ids and span start, in the draft's order."""
+        options' ids and span start, in the draft's order. A structural choice's span is laid
+        only while the draft stays within ``budget`` tokens (the others wait for a later round);
+        a value choice's span takes the place of its masks and costs nothing."""
         den = vocab.denoiser
+        room = None if budget is None else budget - len(plan_ids(vocab, self.plan))
         before: dict[int, list[_Open]] = {}
         values: dict[int, _Open] = {}
         for o in self.open:
-            if o.choice is None:
-                before.setdefault(o.index, []).append(o)
-            else:
+            if o.choice is not None:
                 values[o.index] = o
+                continue
+            width = max(len(vocab.encode(t) or [den.eos_id]) for t in o.texts)
+            if room is None or width <= room:
+                before.setdefault(o.index, []).append(o)
+                room = None if room is None else room - width
         ids: list[int] = []
         ends: list[int] = []
         spans = []
@@ -769,7 +778,7 @@ def _replay(root: Node, guides: Guides | None, decided: dict[str, int]) -> _Draf
             asked = key(ask.key, len(ask.options))
             sent = decided.get(asked, -1)
             if sent < 0:
-                opened.append(_Open(asked, ask.options, len(plan)))
+                opened.append(_Open(asked, ask.options, len(plan), provisional=ask.provisional))
                 sent = ask.provisional
     except StopIteration as done:
         value = done.value
@@ -802,17 +811,26 @@ def plan_records(
     is judged as if written left to right), and every open choice is drawn from its scores, a
     value choice's with the log prior of its record's guide (``drawn``) added. Where a draw lays
     out more than the provisional option did, the choices that brings are open in the next
-    round: the rounds grow with the structure's depth, not with its number of choices.
-    ``guides`` sets the length of guided slots.
+    round: the rounds grow with the structure's depth, not with its number of choices. A
+    record whose draws would outgrow the model's context takes that round's provisional options
+    instead (it stops growing where it still fits). ``guides`` sets the length of guided slots.
     """
     den = vocab.denoiser
     decided: list[dict[str, int]] = [{} for _ in generators]
+    budget = den.context - len(prompt.ids) if den.context is not None else None
     while True:
         drafts = [_replay(root, guides, d) for d in decided]
         asking = [i for i, draft in enumerate(drafts) if draft.open]
         if not asking:
             return [(draft.plan, draft.value) for draft in drafts]
-        rows, ends, spans = zip(*(drafts[i].layout(vocab) for i in asking), strict=True)
+        laid = {i: drafts[i].layout(vocab, budget) for i in asking}
+        for i in asking:
+            if not laid[i][2]:  # not one more span fits: the least structure from here on
+                decided[i] |= {o.key: o.provisional for o in drafts[i].open}
+        asking = [i for i in asking if laid[i][2]]
+        if not asking:
+            continue
+        rows, ends, spans = zip(*(laid[i] for i in asking), strict=True)
         ids, attention = _pad(list(rows), den.eos_id, den.device)
         reach, _ = _pad(list(ends), 0, den.device)
         sight = torch.arange(ids.shape[1], device=den.device)[None, None, :] < reach[:, :, None]
@@ -836,6 +854,10 @@ def plan_records(
                 rows0 = torch.zeros(1, dtype=torch.long, device=scores.device)
                 k, _ = sample(scores[None], rows0, temperature, [generators[i]])
                 decided[i][o.key] = int(k)
+            if budget is not None and len(plan_ids(vocab, _replay(root, guides, decided[i]).plan)) > budget:
+                for o, _, _ in spans[b]:
+                    if o.choice is None:
+                        decided[i][o.key] = o.provisional
 
 
 def score_options(logprobs: torch.Tensor, options: list[list[int]]) -> torch.Tensor:
