@@ -5,13 +5,15 @@ tests need no ``helm`` binary, cluster or network. Every rendered manifest is va
 an API server would take it: core kinds against the Kubernetes OpenAPI schemas that
 ``kubernetes-validate`` ships (strict: unknown fields are errors), the RayJob and its cluster
 spec against the openAPIV3Schema of the KubeRay CRDs in fixtures/kuberay-crds/ (made strict the
-same way), and the Ray pod templates once more as core PodTemplates.
+same way), and the Ray pod templates once more as core PodTemplates. The job's entrypoint is
+parsed by ``aod``'s own argument parser, so the chart passes only what the command takes.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from aod_ops.cli import build_parser
 
 pytestmark = pytest.mark.integration
 
@@ -271,13 +275,17 @@ def test_chart_cpu_only_worker_group_has_no_gpu_limit(
 
 def test_chart_entrypoint_runs_aod_synthesize_on_the_mounted_spec(chart: helm.Chart) -> None:
     rayjob = render(chart)[("RayJob", FULLNAME)]
-    assert rayjob["spec"]["entrypoint"] == f"aod synthesize --spec {SPEC_PATH} --out /data/out"
+    # One worker pod of one GPU, no autoscaling: one actor, which asks for its GPU.
+    assert rayjob["spec"]["entrypoint"] == (
+        f"aod synthesize --spec {SPEC_PATH} --out /data/out --min-actors 1 --max-actors 1 --gpus-per-actor 1"
+    )
     assert rayjob["spec"]["submissionMode"] == "K8sJobMode"
     assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
     heavy = render(chart, GPU_HEAVY)[("RayJob", FULLNAME)]
+    # Eight GPUs per pod, autoscaling from 2 to 8 pods: the pool grows with them, 16 to 64 actors.
     assert heavy["spec"]["entrypoint"] == (
-        f"aod synthesize --spec {SPEC_PATH} --out s3://aod-bucket/synthetic"
-        " --partition orders --rows 200000 --actors 16 --prompt-dir /data/prompts"
+        f"aod synthesize --spec {SPEC_PATH} --out s3://aod-bucket/synthetic --partition orders"
+        " --rows 200000 --min-actors 16 --max-actors 64 --gpus-per-actor 1 --prompt-dir /data/prompts"
     )
     # The file that --spec names is there on the head (where the driver runs) and the workers.
     for template in ray_pod_templates(heavy):
@@ -299,6 +307,82 @@ def test_chart_entrypoint_runs_aod_synthesize_on_the_mounted_spec(chart: helm.Ch
             "name": "aod-data",
             "persistentVolumeClaim": {"claimName": "llm-weights"},
         }
+
+
+def _synthesize_args(chart: helm.Chart, values: dict[str, Any] | None) -> Any:
+    """The rendered entrypoint as ``aod``'s own parser reads it."""
+    entrypoint = render(chart, values)[("RayJob", FULLNAME)]["spec"]["entrypoint"]
+    argv = shlex.split(entrypoint)
+    assert argv[:2] == ["aod", "synthesize"]
+    return build_parser().parse_args(argv[1:])
+
+
+@pytest.mark.parametrize(
+    ("values", "pool"),
+    [
+        (None, (None, 1, 1, 1.0, None)),
+        (GPU_HEAVY, (None, 16, 64, 1.0, None)),
+        ({"autoscaling": {"enabled": True}}, (None, 1, 4, 1.0, None)),  # 0 to 4 pods: at least one actor
+        (
+            {"worker": {"gpus": 4}, "job": {"gpusPerActor": 0.5, "gpuWaitSeconds": 1200}},
+            (None, 1, 8, 0.5, 1200.0),
+        ),
+        ({"job": {"actors": 3}}, (3, None, None, 1.0, None)),
+        ({"job": {"minActors": 2, "maxActors": 6}}, (None, 2, 6, 1.0, None)),
+        ({"worker": {"gpus": 0, "nodeSelector": None, "tolerations": []}}, (None, None, None, None, None)),
+        (
+            {"worker": {"gpus": 0, "nodeSelector": None}, "job": {"minActors": 2, "maxActors": 4}},
+            (None, 2, 4, None, None),
+        ),
+    ],
+    ids=["defaults", "gpu-heavy", "autoscaling", "half-gpu", "fixed", "set", "cpu-workers", "cpu-set"],
+)
+def test_chart_sizes_the_dlm_pool_from_the_worker_group(
+    chart: helm.Chart, values: dict[str, Any] | None, pool: tuple[Any, ...]
+) -> None:
+    """``aod synthesize`` gets a pool that follows the GPU worker group (one actor per GPU from
+    its fewest to its most pods) and asks for GPUs when the workers have them; a CPU-only group
+    leaves both to the command."""
+    args = _synthesize_args(chart, values)
+    assert (args.actors, args.min_actors, args.max_actors, args.gpus_per_actor, args.gpu_wait) == pool
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"job": {"actors": 4, "maxActors": 8}},
+            "job.actors sets a fixed pool: leave job.minActors and job.maxActors null",
+        ),
+        (
+            {"job": {"minActors": 8}},
+            "the DLM pool's fewest actors (8) exceed its most (1): check job.minActors and job.maxActors",
+        ),
+    ],
+    ids=["fixed-and-autoscaling", "min-above-max"],
+)
+def test_chart_rejects_an_inconsistent_pool(chart: helm.Chart, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as caught:
+        render(chart, values)
+    assert message in str(caught.value)
+
+
+def test_chart_gpu_example_trusts_the_remote_code_of_its_llada_model(chart: helm.Chart) -> None:
+    """LLaDA (like Dream) ships its own modelling code, which loads only with the model's own
+    trust_remote_code: every DLM setting of the rendered spec that names one has it."""
+    heavy = render(chart, GPU_HEAVY)
+    spec = yaml.safe_load(heavy[("ConfigMap", f"{FULLNAME}-spec")]["data"]["partitions.yaml"])
+    settings = [spec["defaults"], *spec["partitions"]]
+    dlms = [s["dlm"] for s in settings if "dlm" in s]
+    remote_code = [
+        d for d in dlms if isinstance(d, dict) and any(f in d["model"] for f in ("LLaDA", "Dream"))
+    ]
+    assert remote_code == [{"model": "/data/models/LLaDA-8B-Instruct", "trust_remote_code": True}]
+    assert not [d for d in dlms if isinstance(d, str) and any(f in d for f in ("LLaDA", "Dream"))]
+    # And its workers get the GPUs the actors ask for: 8 per pod, up to 8 pods.
+    (group,) = heavy[("RayJob", FULLNAME)]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert _synthesize_args(chart, GPU_HEAVY).gpus_per_actor == 1.0
 
 
 def test_chart_configmaps_hold_the_spec_schemas_and_suites(chart: helm.Chart) -> None:
@@ -417,6 +501,8 @@ def test_chart_rejects_an_inline_agent_key(chart: helm.Chart, values: dict[str, 
         ({"job": {"output": "/data/out; rm -rf /"}}, "at '/job/output'"),
         ({"storage": {"type": "existingClaim"}}, "at '/storage/existingClaim': minLength: got 0, want 1"),
         ({"storage": {"type": "s3"}}, "at '/storage/type'"),
+        ({"job": {"gpusPerActor": -1}}, "at '/job/gpusPerActor': minimum: got -1, want 0"),
+        ({"job": {"minActors": 0}}, "at '/job/minActors': minimum: got 0, want 1"),
     ],
     ids=[
         "negative-replicas",
@@ -430,6 +516,8 @@ def test_chart_rejects_an_inline_agent_key(chart: helm.Chart, values: dict[str, 
         "shell-in-output",
         "claim-without-name",
         "unknown-storage",
+        "negative-gpus-per-actor",
+        "no-actors",
     ],
 )
 def test_chart_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], message: str) -> None:

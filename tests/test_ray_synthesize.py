@@ -1,8 +1,10 @@
-"""Synthesis parts without a Ray cluster: checks before Ray starts, pool sizing, and the two
+"""Synthesis parts without a Ray cluster: checks before Ray starts, pool sizing, the GPU check,
+the command's pool flags, reading a run's stream a partition at a time, and the two
 ``map_batches`` stages called directly on Arrow batches."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import threading
@@ -18,9 +20,12 @@ from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, ModelError, SpecError
 from aod_ops.ray import adapter
-from aod_ops.ray.generator import CANDIDATES, DLMGenerator
-from aod_ops.ray.judging import VERDICTS, CandidateJudge
-from aod_ops.ray.synthesize import SynthesisOptions, _pool, synthesize
+from aod_ops.ray import synthesize as synthesis
+from aod_ops.ray.command import add_synthesize_parser
+from aod_ops.ray.generator import CANDIDATES, DLMGenerator, PartitionPrompt
+from aod_ops.ray.jobs import SynthesisJob
+from aod_ops.ray.judging import VERDICTS, CandidateJudge, PartitionJudging
+from aod_ops.ray.synthesize import SynthesisOptions, _pool, _Rows, _with_gpus, synthesize
 from aod_ops.schema import load_schema
 
 SCHEMA: dict[str, Any] = {
@@ -89,16 +94,43 @@ def test_a_property_in_the_provenance_namespace_fails_before_ray_starts(
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("name", ["rows", "actors", "batch_size", "max_candidates"])
+@pytest.mark.parametrize(
+    "name", ["rows", "actors", "min_actors", "max_actors", "batch_size", "max_candidates"]
+)
 def test_options_below_one_are_refused(name: str) -> None:
     with pytest.raises(AodError, match=rf"{name.replace('_', '-')} must be at least 1, got 0"):
         SynthesisOptions(**{name: 0})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"actors": 2, "max_actors": 4},
+            "actors sets a fixed pool: give it or min-actors/max-actors, not both",
+        ),
+        ({"min_actors": 3, "max_actors": 2}, r"min-actors \(3\) must not exceed max-actors \(2\)"),
+        ({"gpus_per_actor": -1.0}, "gpus-per-actor must not be negative"),
+        ({"gpu_wait_s": -1.0}, "gpu-wait must not be negative"),
+    ],
+)
+def test_inconsistent_pool_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(AodError, match=message):
+        SynthesisOptions(**options)
+
+
 def test_pool_on_cpus_gives_each_actor_its_threads() -> None:
     two_cpus = adapter.Cluster(cpus=2, gpus=0)
     default = _pool(two_cpus, SynthesisOptions())
-    assert (default.actors, default.threads, default.cpus, default.gpus, default.device) == (
+    assert (
+        default.actors,
+        default.max_actors,
+        default.threads,
+        default.cpus,
+        default.gpus,
+        default.device,
+    ) == (
+        2,
         2,
         1,
         1.0,
@@ -106,16 +138,118 @@ def test_pool_on_cpus_gives_each_actor_its_threads() -> None:
         "cpu",
     )
     one = _pool(two_cpus, SynthesisOptions(actors=1))
-    assert (one.actors, one.threads, one.cpus) == (1, 2, 2.0)  # the actor gets both cores
+    assert (one.actors, one.max_actors, one.threads, one.cpus) == (1, 1, 2, 2.0)  # the actor gets both cores
     with pytest.raises(AodError, match=r"3 actors x 1 threads need 3 CPUs; the Ray cluster has 2"):
         _pool(two_cpus, SynthesisOptions(actors=3))
 
 
 def test_pool_on_gpus_gives_each_actor_one_gpu() -> None:
     pool = _pool(adapter.Cluster(cpus=16, gpus=2), SynthesisOptions())
-    assert (pool.actors, pool.gpus, pool.cpus, pool.device) == (2, 1.0, 1.0, "cuda")
+    assert (pool.actors, pool.max_actors, pool.gpus, pool.cpus, pool.device) == (2, 2, 1.0, 1.0, "cuda")
     with pytest.raises(AodError, match=r"3 actors with 1 GPU each need more GPUs than the cluster's 2"):
         _pool(adapter.Cluster(cpus=16, gpus=2), SynthesisOptions(actors=3))
+
+
+def test_an_autoscaling_pool_spans_min_to_max_actors() -> None:
+    gpus = adapter.Cluster(cpus=16, gpus=2)
+    pool = _pool(gpus, SynthesisOptions(min_actors=1, max_actors=16))
+    assert (pool.actors, pool.max_actors, pool.gpus) == (1, 16, 1.0)
+    assert _pool(gpus, SynthesisOptions(max_actors=1)).actors == 1  # the default minimum, capped
+    growing = adapter.Cluster(cpus=2, gpus=1, may_grow=True)
+    assert _pool(growing, SynthesisOptions(min_actors=4)).max_actors == 4  # at least the minimum
+    # An autoscaler adds the GPUs a cluster that may grow is short of: the pool waits for them.
+    pool = _pool(growing, SynthesisOptions(gpus_per_actor=1, min_actors=16, max_actors=64))
+    assert (pool.actors, pool.max_actors, pool.gpus) == (16, 64, 1.0)
+    with pytest.raises(AodError, match=r"16 actors with 1 GPU each need more GPUs than the cluster's 1"):
+        _pool(adapter.Cluster(cpus=2, gpus=1), SynthesisOptions(gpus_per_actor=1, min_actors=16))
+    cpus = _pool(
+        adapter.Cluster(cpus=8, gpus=0), SynthesisOptions(min_actors=2, max_actors=6, threads_per_actor=1)
+    )
+    assert (cpus.actors, cpus.max_actors, cpus.threads, cpus.gpus) == (2, 6, 1, 0.0)
+
+
+def test_asking_for_gpus_where_there_are_none_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu_only = adapter.Cluster(cpus=2, gpus=0)
+    assert _with_gpus(cpu_only, SynthesisOptions()) is cpu_only  # GPUs only when there are some
+    assert _with_gpus(cpu_only, SynthesisOptions(gpus_per_actor=0)) is cpu_only
+    with pytest.raises(
+        AodError, match=r"^gpus-per-actor 1 asks for GPUs, but the Ray cluster has 0 GPUs and no autoscaler"
+    ) as caught:
+        _with_gpus(cpu_only, SynthesisOptions(gpus_per_actor=1))
+    assert "\n" not in str(caught.value) and "gpus-per-actor 0 to run on CPUs" in str(caught.value)
+    # A joined cluster may have an autoscaler: it gets gpu-wait seconds to add a GPU node.
+    asked: list[tuple[float, float]] = []
+    arrived = adapter.Cluster(cpus=2, gpus=8, may_grow=True)
+
+    def wait_for_gpus(gpus: float, seconds: float) -> adapter.Cluster:
+        asked.append((gpus, seconds))
+        return arrived if seconds > 5 else adapter.Cluster(cpus=2, gpus=0, may_grow=True)
+
+    monkeypatch.setattr(adapter, "wait_for_gpus", wait_for_gpus)
+    joined = adapter.Cluster(cpus=2, gpus=0, may_grow=True)
+    assert _with_gpus(joined, SynthesisOptions(gpus_per_actor=1)) is arrived
+    with pytest.raises(
+        AodError, match=r"^gpus-per-actor 0.5 asks for GPUs, .* none joined within 2 s \(gpu-wait\)"
+    ):
+        _with_gpus(joined, SynthesisOptions(gpus_per_actor=0.5, gpu_wait_s=2))
+    assert asked == [(1.0, 600.0), (0.5, 2.0)]
+
+
+def test_the_pool_flags_reach_the_options_and_a_ray_jobs_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parser = argparse.ArgumentParser(prog="aod")
+    add_synthesize_parser(parser.add_subparsers(dest="command"))
+    flags = ["--min-actors", "16", "--max-actors", "64", "--gpus-per-actor", "1", "--gpu-wait", "900"]
+    args = parser.parse_args(["synthesize", "--spec", "s.yaml", "--out", "o", *flags])
+    seen: list[SynthesisOptions] = []
+
+    def fake(spec: str, out: str, *, options: SynthesisOptions, **kwargs: Any) -> list[Any]:
+        seen.append(options)
+        return []
+
+    monkeypatch.setattr(synthesis, "synthesize", fake)
+    assert args.handler(args) == 0
+    (options,) = seen
+    assert (options.min_actors, options.max_actors, options.gpus_per_actor, options.gpu_wait_s) == (
+        16,
+        64,
+        1.0,
+        900.0,
+    )
+    default = parser.parse_args(["synthesize", "--spec", "s.yaml", "--out", "o"])
+    assert (default.min_actors, default.max_actors, default.gpus_per_actor, default.gpu_wait) == (None,) * 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["synthesize", "--spec", "s.yaml", "--out", "o", "--gpus-per-actor", "-1"])
+    job = SynthesisJob("s3://b/spec.yaml", "s3://b/out", min_actors=16, max_actors=64, gpus_per_actor=1.0)
+    assert job.entrypoint() == (
+        "aod synthesize --spec s3://b/spec.yaml --out s3://b/out"
+        " --min-actors 16 --max-actors 64 --gpus-per-actor 1"
+    )
+
+
+def test_a_runs_stream_is_read_one_partition_at_a_time() -> None:
+    def batch(*rows: tuple[str, int]) -> pa.Table:
+        return pa.Table.from_pylist([{"partition": p, "seed": s} for p, s in rows])
+
+    stream = iter(
+        [
+            batch(("a", 0), ("a", 1)),
+            batch(("a", 2), ("b", 0)),
+            batch(("b", 1)),
+            batch(("c", 0)),
+            batch(("c", 1)),
+        ]
+    )
+    rows = _Rows(stream, ["a", "b", "c"])
+    a = rows.of("a")
+    assert [[r["seed"] for r in rows] for rows in [next(a)]] == [[0, 1]]  # a has its rows: it stops reading
+    # The rest of a is dropped; a batch holding the end of one partition and the start of the next is split.
+    assert [[r["seed"] for r in got] for got in rows.of("b")] == [[0], [1]]
+    assert [[r["seed"] for r in got] for got in rows.of("c")] == [[0], [1]]
+    assert list(rows.of("c")) == []  # the stream's end
 
 
 def _seeds(indices: list[int]) -> pa.Table:
@@ -134,6 +268,7 @@ def test_generator_turns_seeds_into_candidates_that_depend_only_on_the_seed() ->
     batch = generator(_seeds([0, 1, 2]))
     assert batch.schema == CANDIDATES
     rows = batch.to_pylist()
+    assert [r["partition"] for r in rows] == [""] * 3  # a batch without partitions: the generator's own
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert [r["seed"] for r in rows] == [record_seed(5, i) for i in range(3)]
     for row in rows:
@@ -142,6 +277,65 @@ def test_generator_turns_seeds_into_candidates_that_depend_only_on_the_seed() ->
     # The same seed in another batch, at another position: the same candidate.
     again = generator(_seeds([7, 2])).to_pylist()[1]
     assert (again["text"], again["record"]) == (rows[2]["text"], rows[2]["record"])
+
+
+class _Board:
+    """A run's board as the actors see it: the partitions the driver has finished with."""
+
+    def __init__(self, *closed: str) -> None:
+        self.finished = frozenset(closed)
+        self.loads = 0
+
+    def closed(self) -> frozenset[str]:
+        return self.finished
+
+    def count_load(self) -> None:
+        self.loads += 1
+
+
+def test_one_generator_writes_each_partitions_seeds_with_its_prompt_and_skips_finished_ones() -> None:
+    other = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 3}},
+        "required": ["n"],
+    }
+    board = _Board("done")
+    settings = DecodingSettings(steps=4)
+    generator = DLMGenerator(
+        load_schema(SCHEMA),
+        "tiny-random",
+        False,
+        "Write a shirt.\nRecord:\n",
+        settings,
+        threads=1,
+        partition="shirts",
+        partitions={
+            "counts": PartitionPrompt(load_schema(other), "A count.\nRecord:\n", settings),
+            "done": PartitionPrompt(load_schema(other), "A count.\nRecord:\n", settings),
+        },
+        board=board,  # type: ignore[arg-type]
+    )
+    assert board.loads == 1  # the model, loaded once for every partition of the pool
+    batch = pa.table(
+        {
+            "partition": ["shirts", "shirts", "done", "counts", "counts"],
+            "index": [6, 7, 0, 0, 1],
+            "seed": [record_seed(5, i) for i in (6, 7, 0, 0, 1)],
+        }
+    )
+    rows = generator(batch).to_pylist()
+    assert [(r["partition"], r["index"]) for r in rows] == [
+        ("shirts", 6),
+        ("shirts", 7),
+        ("counts", 0),
+        ("counts", 1),
+    ]
+    assert all(r["valid"] for r in rows)
+    assert [sorted(json.loads(r["record"])) for r in rows] == [["color", "size"]] * 2 + [["n"]] * 2
+    # Each partition's candidates are those it gets alone: a seed's record depends on its prompt only.
+    alone = generator(pa.table({"partition": ["counts"], "index": [1], "seed": [record_seed(5, 1)]}))
+    assert alone.to_pylist()[0]["record"] == rows[3]["record"]
+    assert generator(pa.table({"partition": ["done"], "index": [3], "seed": [9]})).num_rows == 0
 
 
 def test_judge_stage_flags_copies_parse_errors_and_schema_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,6 +352,7 @@ def test_judge_stage_flags_copies_parse_errors_and_schema_errors(monkeypatch: py
     errors = [[], [], ["parse error: the output is not a JSON document"], ["/color: 'pink' is not one of"]]
     batch = pa.Table.from_pydict(
         {
+            "partition": [""] * 4,
             "index": [0, 1, 2, 3],
             "seed": [10, 11, 12, 13],
             "text": texts,
@@ -177,6 +372,44 @@ def test_judge_stage_flags_copies_parse_errors_and_schema_errors(monkeypatch: py
     assert [r["kinds"] for r in rows][1:] == [["exact_copy"], ["parse"], ["schema"]]
     assert "exact copy of a reference record" in rows[1]["reasons"][0]
     assert "'enum'" in rows[3]["reasons"][0] and "/color" in rows[3]["reasons"][0]
+
+
+def test_judge_stage_judges_each_candidate_by_its_partition_and_drops_finished_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(adapter, "get", lambda reference: reference)
+    other = load_schema({"type": "object", "properties": {"n": {"type": "integer"}}})
+    judge = CandidateJudge(
+        load_schema(SCHEMA),
+        REFERENCE,
+        partition="shirts",
+        partitions={"counts": PartitionJudging(other, [{"n": 1}]), "done": PartitionJudging(other, [])},
+        board=_Board("done"),  # type: ignore[arg-type]
+    )
+    shirt, count = '{"color": "red", "size": 1}', '{"n": 1}'
+    texts = [shirt, count, count, count]
+    batch = pa.Table.from_pydict(
+        {
+            "partition": ["shirts", "counts", "done", "done"],
+            "index": [0, 0, 0, 1],
+            "seed": [1, 2, 3, 4],
+            "text": texts,
+            "record": texts,
+            "errors": [[]] * 4,
+            "valid": [True] * 4,
+            "forwards": [1.0] * 4,
+            "slots": [0] * 4,
+            "repaired": [0] * 4,
+        },
+        schema=CANDIDATES,
+    )
+    rows = judge(batch).to_pylist()
+    # Each is an exact copy of its own partition's reference; the finished partition's are gone.
+    assert [(r["partition"], r["kinds"]) for r in rows] == [
+        ("shirts", ["exact_copy"]),
+        ("counts", ["exact_copy"]),
+    ]
+    assert judge(batch.slice(2)).num_rows == 0
 
 
 def test_the_native_noise_filter_drops_only_rays_known_noise_and_passes_the_rest_at_once() -> None:

@@ -1,11 +1,16 @@
 """Every call into Ray lives here, so that a change in Ray's API is fixed in one place.
 
 Ray Data pieces used: ``ray.data.from_items`` for the seeds, ``Dataset.map_batches`` with
-``compute=ActorPoolStrategy(size=n)`` (not the deprecated ``concurrency=``) and named resources
-(``num_cpus``, ``num_gpus``; the free-form ``**ray_remote_args`` are deprecated), and a streamed
+``compute=ActorPoolStrategy(size=n)`` or ``ActorPoolStrategy(min_size=m, max_size=n)`` (an
+autoscaling pool; not the deprecated ``concurrency=``) and named resources (``num_cpus``,
+``num_gpus``; the free-form ``**ray_remote_args`` are deprecated), and a streamed
 ``iter_batches`` whose order follows the input (``preserve_order``). Ray Data's actor pools
 restart a dead actor and retry its tasks (``max_restarts=-1``, ``max_task_retries=-1`` by
-default), which is how a killed worker is recovered.
+default), which is how a killed worker is recovered. An actor that asks for a GPU (``num_gpus``)
+and cannot be placed is a pending resource demand, which Ray's autoscaler answers with a GPU
+node; before a pool starts, ``wait_for_gpus`` asks the autoscaler for the first one
+(``request_resources``). A ``Board`` (a small actor) tells a pool's actors which partitions the
+driver has finished with, and counts their model loads.
 
 An embedded cluster keeps its sessions, logs and sockets in a folder of its own, named after the
 driver's process id (``embedded_dir``). Its processes are stopped with it, also when the driver
@@ -23,6 +28,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -45,6 +51,10 @@ _RAY_OWN_DEPRECATIONS = re.compile(r"`(use_push_based_shuffle|use_polars|use_arr
 _START_ATTEMPTS = 2
 # Seconds a leftover Ray process gets to stop on SIGTERM before SIGKILL (its agents ignore it).
 _STOP_GRACE = 3.0
+# The threads of a Ray Data stream that call into Ray (its scheduling loop, the workers that
+# fetch and format its batches), and how long closing a stream waits for them to end.
+_STREAM_THREADS = ("StreamingExecutor-", "iter_threaded", "map_tp_")
+_STREAM_THREADS_GRACE = 10.0
 # Tasks queued on each actor: enough to keep it busy, few enough that little work is thrown away
 # when the target is reached and the stream is stopped.
 _TASKS_IN_FLIGHT = 2
@@ -67,7 +77,9 @@ class Stage:
     """One ``map_batches`` stage run by an actor pool.
 
     ``fn`` is a callable class taking and returning a ``pyarrow.Table`` batch; it is built once
-    per actor with ``kwargs``. ``batch_size`` None passes the incoming blocks as they are.
+    per actor with ``kwargs``. The pool holds ``actors`` actors, or, with ``max_actors`` above
+    it, autoscales between the two (``compute`` is its strategy). ``batch_size`` None passes the
+    incoming blocks as they are.
     """
 
     fn: type
@@ -76,14 +88,26 @@ class Stage:
     batch_size: int | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    max_actors: int | None = None
+
+    def compute(self) -> ActorPoolStrategy:
+        """The stage's actor pool: fixed, or autoscaling from ``actors`` to ``max_actors``."""
+        if self.max_actors is None or self.max_actors == self.actors:
+            return ActorPoolStrategy(size=self.actors, max_tasks_in_flight_per_actor=_TASKS_IN_FLIGHT)
+        return ActorPoolStrategy(
+            min_size=self.actors, max_size=self.max_actors, max_tasks_in_flight_per_actor=_TASKS_IN_FLIGHT
+        )
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """The Ray cluster the driver is connected to: its logical CPUs and GPUs."""
+    """The Ray cluster the driver is connected to: its logical CPUs and GPUs now, and whether
+    nodes may join it (``may_grow``: a cluster this process started has no autoscaler; one it
+    joined may have one, which cannot be told from here)."""
 
     cpus: float
     gpus: float
+    may_grow: bool = False
 
 
 @contextmanager
@@ -99,7 +123,7 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     # Ray Data logs every execution's start and end at INFO; the caller shows its own progress.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
-        yield _cluster()
+        yield _cluster(may_grow=not _started_here())
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     folder = None
@@ -116,7 +140,7 @@ def session(address: str | None = None) -> Iterator[Cluster]:
             # CLI's, an Airflow task's) decides instead. Either way the ``finally`` below runs.
             if sigterm not in (None, signal.SIG_DFL):
                 signal.signal(signal.SIGTERM, sigterm)
-            yield _cluster()
+            yield _cluster(may_grow=not _started_here())
         finally:
             ray.shutdown()
             if folder is not None:
@@ -290,9 +314,107 @@ def stop_cluster(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cluster() -> Cluster:
+def _cluster(may_grow: bool) -> Cluster:
     resources = ray.cluster_resources()
-    return Cluster(cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)))
+    return Cluster(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), may_grow)
+
+
+def _started_here() -> bool:
+    """Whether the open session's cluster was started by this process (``ray.init()`` without an
+    address), as opposed to joined."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    return bool(node is not None and getattr(node, "head", False))
+
+
+def wait_for_gpus(gpus: float, seconds: float, poll: float = 2.0) -> Cluster:
+    """Ask the autoscaler for one bundle of ``gpus`` GPUs and wait up to ``seconds`` until the
+    cluster holds it; returns the cluster as it then is (still short of GPUs if none came).
+
+    The request is withdrawn before returning: the pool's actors, placed at once, hold the
+    GPUs from then on, and a cluster left to itself scales down when the run ends.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    deadline = time.monotonic() + seconds
+    request_resources(bundles=[{"GPU": gpus}])
+    try:
+        while True:
+            cluster = _cluster(may_grow=True)
+            left = deadline - time.monotonic()
+            if cluster.gpus >= gpus or left <= 0:
+                return cluster
+            time.sleep(min(poll, left))
+    finally:
+        request_resources(bundles=[])
+
+
+class _BoardActor:
+    """The state behind a ``Board``."""
+
+    def __init__(self) -> None:
+        self.finished: set[str] = set()
+        self.loads = 0
+
+    def close(self, partition: str) -> None:
+        self.finished.add(partition)
+
+    def closed(self) -> frozenset[str]:
+        return frozenset(self.finished)
+
+    def loaded(self) -> int:
+        self.loads += 1
+        return self.loads
+
+    def count(self) -> int:
+        return self.loads
+
+
+@dataclass(frozen=True)
+class Board:
+    """What the driver and a pool's actors share during one run, through a small actor of no
+    CPU: the partitions the driver has finished with (their remaining seeds are skipped) and
+    how many actors have loaded their model.
+
+    An actor that cannot reach the board goes on as if nothing were finished: a lost board costs
+    the skipped work, never rows.
+    """
+
+    handle: Any
+
+    def close(self, partition: str) -> None:
+        """Mark ``partition`` finished (the driver, once it has its rows)."""
+        ray.get(self.handle.close.remote(partition))
+
+    def closed(self) -> frozenset[str]:
+        """The partitions finished so far (an actor, before each batch)."""
+        try:
+            return frozenset(ray.get(self.handle.closed.remote()))
+        except ray.exceptions.RayError:
+            return frozenset()
+
+    def count_load(self) -> None:
+        """Count one model load (an actor, once it has loaded its model)."""
+        with suppress(ray.exceptions.RayError):
+            ray.get(self.handle.loaded.remote())
+
+    def loads(self) -> int:
+        """Model loads counted so far."""
+        return int(ray.get(self.handle.count.remote()))
+
+
+@contextmanager
+def board() -> Iterator[Board | None]:
+    """A ``Board`` for the ``with`` block, stopped at its end; None outside a Ray session."""
+    if not ray.is_initialized():
+        yield None
+        return
+    handle: Any = ray.remote(num_cpus=0)(_BoardActor).remote()
+    try:
+        yield Board(handle)
+    finally:
+        ray.kill(handle)
 
 
 def put(value: Any) -> Any:
@@ -324,7 +446,7 @@ def stream(
             fn_constructor_kwargs=stage.kwargs,
             batch_size=stage.batch_size,
             batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=stage.actors, max_tasks_in_flight_per_actor=_TASKS_IN_FLIGHT),
+            compute=stage.compute(),
             num_cpus=stage.num_cpus,
             num_gpus=stage.num_gpus or None,
         )
@@ -333,6 +455,7 @@ def stream(
     options.execution_options.preserve_order = True
     options.enable_progress_bars = False  # the caller shows progress
     options.print_on_execution_start = False
+    before = set(threading.enumerate())
     batches = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     try:
         yield from batches
@@ -340,6 +463,21 @@ def stream(
         close = getattr(batches, "close", None)
         if close is not None:
             close()
+        _join_stream_threads(before)
+
+
+def _join_stream_threads(before: set[threading.Thread]) -> None:
+    """Wait (a bounded time) for the threads Ray Data started for a stream since ``before``.
+
+    Closing a stream leaves its threads winding down (its batch workers notice the close within
+    0.1 s, or when the call they are in returns; Ray Data's shutdown waits 2 s for its loop);
+    one that touches Ray after ``ray.shutdown`` makes Ray's core exit the whole process with
+    status 1 and no traceback, which a run that ends its session right after its stream hit.
+    """
+    deadline = time.monotonic() + _STREAM_THREADS_GRACE
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith(_STREAM_THREADS) and thread is not threading.current_thread():
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _default_data_context() -> DataContext:

@@ -7,6 +7,7 @@ when the command runs, so the other commands start fast.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,33 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--partition", help="only this partition")
     p.add_argument("--rows", type=positive_int, help="target rows per partition (default: the spec's rows)")
     p.add_argument(
-        "--actors", type=positive_int, help="DLM actors (default: one per GPU, else one per CPU, at most 8)"
+        "--actors",
+        type=positive_int,
+        help="a fixed pool of this many DLM actors (default: an autoscaling pool, see --min-actors)",
+    )
+    p.add_argument(
+        "--min-actors",
+        type=positive_int,
+        help="fewest DLM actors (default: one per GPU, else one per CPU, the cluster has now; at most 8)",
+    )
+    p.add_argument(
+        "--max-actors",
+        type=positive_int,
+        help="most DLM actors: the pool grows to it while the cluster or its autoscaler has room "
+        "(default: --min-actors)",
+    )
+    p.add_argument(
+        "--gpus-per-actor",
+        type=_non_negative_number,
+        help="GPUs per DLM actor; above 0 asks for GPUs: a cluster with none that cannot get any is "
+        "an error; 0 runs on CPUs (default: 1 when the cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--gpu-wait",
+        type=_non_negative_number,
+        metavar="SECONDS",
+        help="with --gpus-per-actor, how long a joined cluster without GPUs gets to add some "
+        "through its autoscaler (default 600)",
     )
     p.add_argument(
         "--batch-size", type=positive_int, default=16, help="candidates per model batch (default 16)"
@@ -66,6 +93,17 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _non_negative_number(text: str) -> float:
+    """An argparse type for a number of at least 0 (GPUs, seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
+    return value
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """``aod synthesize``: 0 when every partition was written, 1 when some failed (the others
     were written, and each failure is listed with its reason)."""
@@ -91,6 +129,10 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
             partition=args.partition,
             rows=args.rows,
             actors=args.actors,
+            min_actors=args.min_actors,
+            max_actors=args.max_actors,
+            gpus_per_actor=args.gpus_per_actor,
+            gpu_wait=args.gpu_wait,
             model=args.model,
             trust_remote_code=args.trust_remote_code,
             prompt_dir=args.prompt_dir,
@@ -99,14 +141,18 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         run_synthesis_job(RayJobs(args.ray_address, headers=headers), job, echo=Console(stderr=True).print)
         return []
+    from aod_ops.ray.synthesize import GPU_WAIT_S, SynthesisFailed, SynthesisOptions, synthesize
     from aod_ops.ray.synthesize import Progress as Step
-    from aod_ops.ray.synthesize import SynthesisFailed, SynthesisOptions, synthesize
 
     options = SynthesisOptions(
         rows=args.rows,
         actors=args.actors,
+        min_actors=args.min_actors,
+        max_actors=args.max_actors,
         batch_size=args.batch_size,
         threads_per_actor=args.threads_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        gpu_wait_s=GPU_WAIT_S if args.gpu_wait is None else args.gpu_wait,
         prompt_dir=args.prompt_dir,
         model=args.model,
         trust_remote_code=args.trust_remote_code,

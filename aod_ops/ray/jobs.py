@@ -120,7 +120,11 @@ class SynthesisJob:
         absolute, since the job runs in its own working directory).
     :param partition: one partition's name, or None for all of them.
     :param rows: rows per partition instead of the spec's.
-    :param actors: DLM actors instead of the synthesis default.
+    :param actors: a fixed pool of this many DLM actors instead of the synthesis default.
+    :param min_actors: the autoscaling pool's fewest DLM actors (``--min-actors``).
+    :param max_actors: its most DLM actors (``--max-actors``).
+    :param gpus_per_actor: GPUs per DLM actor (``--gpus-per-actor``; above 0 asks for GPUs).
+    :param gpu_wait: seconds the cluster gets to add its first GPU node (``--gpu-wait``).
     :param model: the DLM instead of the spec's.
     :param trust_remote_code: let ``model`` run its own code (``--trust-remote-code``).
     :param prompt_dir: a folder (or URI) of ``<partition>/prompt.json`` artifacts (the loop's
@@ -133,6 +137,10 @@ class SynthesisJob:
     partition: str | None = None
     rows: int | None = None
     actors: int | None = None
+    min_actors: int | None = None
+    max_actors: int | None = None
+    gpus_per_actor: float | None = None
+    gpu_wait: float | None = None
     model: str | None = None
     trust_remote_code: bool = False
     prompt_dir: str | Path | None = None
@@ -146,10 +154,14 @@ class SynthesisJob:
             ("--partition", self.partition),
             ("--rows", self.rows),
             ("--actors", self.actors),
+            ("--min-actors", self.min_actors),
+            ("--max-actors", self.max_actors),
+            ("--gpus-per-actor", self.gpus_per_actor),
+            ("--gpu-wait", self.gpu_wait),
             ("--model", self.model),
         ):
             if value is not None:
-                args += [flag, str(value)]
+                args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
         if self.model is not None and self.trust_remote_code:
             args.append("--trust-remote-code")
         if self.prompt_dir is not None:

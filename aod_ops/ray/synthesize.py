@@ -1,14 +1,22 @@
 """Synthesis at scale: seeds -> DLM actor pool -> judge -> exactly N valid rows as Parquet.
 
-For each partition of a spec, ``synthesize`` streams candidate seeds through a pool of
+For the partitions of a spec, ``synthesize`` streams candidate seeds through a pool of
 ``DLMGenerator`` actors and a ``CandidateJudge`` stage, and reads the judged candidates back in
 seed order. A candidate the judge accepts and that repeats no earlier row becomes a row; every
-other one goes to the quarantine dataset with its reasons. The stream stops as soon as the
-target count is reached, so the output holds exactly that many rows, and which rows they are
+other one goes to the quarantine dataset with its reasons. A partition is finished as soon as it
+has its target count, so the output holds exactly that many rows, and which rows they are
 depends only on the spec, the prompt and the model (not on the actor count or the timing). When
 the candidate budget is spent first, the partition fails with the counts, or keeps the rows it
 has when partial output was asked for. A failed partition does not stop the others: every
 partition is tried, and ``SynthesisFailed`` then names each failure beside what was written.
+
+Partitions that share a model share one pool, built once for the run, so each actor loads the
+model once: one stream holds their seeds, one partition after the other; the driver reads it a
+partition at a time, and marks a partition that has its rows finished on the run's
+``adapter.Board``, so that the actors skip the rest of its seeds. The pool is fixed or
+autoscaling (``min_actors`` to ``max_actors``), with one GPU per actor when the run asks for
+GPUs; a run that asks for GPUs on a cluster that has none and cannot get them fails at once
+with one line, instead of running on CPUs.
 
 Everything that can be checked is checked before Ray starts: the spec, schemas, reference
 samples, prompt artifacts, the model name, the output columns, and that the output (a folder or
@@ -24,12 +32,14 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
+
+import pyarrow as pa
 
 from aod_ops import storage
 from aod_ops.agents.prompt import Prompt, initial_prompt
@@ -49,8 +59,8 @@ from aod_ops.output import (
 )
 from aod_ops.privacy import privacy_report
 from aod_ops.ray import adapter
-from aod_ops.ray.generator import DLMGenerator
-from aod_ops.ray.judging import CandidateJudge
+from aod_ops.ray.generator import DLMGenerator, PartitionPrompt
+from aod_ops.ray.judging import CandidateJudge, PartitionJudging
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
 from aod_ops.spec import Partition, load_reference, load_spec
 from aod_ops.storage import Location
@@ -59,6 +69,9 @@ CANDIDATE_FACTOR = 10
 """The default candidate budget is this many candidates per target row."""
 MAX_DEFAULT_ACTORS = 8
 """Generator actors started by default at most (one per CPU, or one per GPU)."""
+GPU_WAIT_S = 600.0
+"""Seconds a run that asks for GPUs waits, on a cluster that has none, for the autoscaler to add
+some (a GPU node: provisioning, the image pull and Ray's start take minutes)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +79,21 @@ class SynthesisOptions:
     """How to run a synthesis; None means the spec's value or the default.
 
     :param rows: target rows per partition (default: the partition's ``rows``).
-    :param actors: generator actors (default: one per GPU, else one per CPU, at most 8).
+    :param actors: a fixed pool of this many generator actors (default: an autoscaling pool
+        between ``min_actors`` and ``max_actors``).
+    :param min_actors: the fewest generator actors (default: as many as the cluster holds now,
+        one per GPU or per ``threads_per_actor`` CPUs, at least 1 and at most 8).
+    :param max_actors: the most generator actors, which the pool grows to while work waits and
+        the cluster (or its autoscaler) has room (default: ``min_actors``'s default, or
+        ``min_actors``).
     :param batch_size: candidates per model batch (one ``map_batches`` batch).
     :param threads_per_actor: torch CPU threads per actor, and the CPUs it reserves (default:
         the cluster's CPUs shared among the actors when ``actors`` is given, else 1).
-    :param gpus_per_actor: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
+    :param gpus_per_actor: GPUs per actor: above 0 asks for GPUs, and a cluster without any
+        that cannot get them is an error; 0 runs on CPUs (default: 1 when the cluster has GPUs
+        now, else 0).
+    :param gpu_wait_s: seconds to wait for the autoscaler's first GPU node when
+        ``gpus_per_actor`` asks for GPUs and a cluster that may grow has none.
     :param prompt_dir: folder (or URI) holding ``<partition>/prompt.json`` from the AoD loop; a
         partition without one uses its initial prompt.
     :param model: the DLM for every partition (default: each partition's ``dlm``).
@@ -86,6 +109,9 @@ class SynthesisOptions:
     batch_size: int = 16
     threads_per_actor: int | None = None
     gpus_per_actor: float | None = None
+    min_actors: int | None = None
+    max_actors: int | None = None
+    gpu_wait_s: float = GPU_WAIT_S
     prompt_dir: str | Path | None = None
     model: str | None = None
     trust_remote_code: bool = False
@@ -94,12 +120,19 @@ class SynthesisOptions:
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rows", "actors", "batch_size", "threads_per_actor", "max_candidates"):
+        counts = ("rows", "actors", "min_actors", "max_actors", "batch_size", "threads_per_actor")
+        for name in (*counts, "max_candidates"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise AodError(f"{name.replace('_', '-')} must be at least 1, got {value}")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise AodError(f"gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+        if self.gpu_wait_s < 0:
+            raise AodError(f"gpu-wait must not be negative, got {self.gpu_wait_s:g}")
+        if self.actors is not None and (self.min_actors is not None or self.max_actors is not None):
+            raise AodError("actors sets a fixed pool: give it or min-actors/max-actors, not both")
+        if self.min_actors is not None and self.max_actors is not None and self.min_actors > self.max_actors:
+            raise AodError(f"min-actors ({self.min_actors}) must not exceed max-actors ({self.max_actors})")
 
 
 @dataclass(frozen=True)
@@ -201,9 +234,11 @@ class _Job:
 
 @dataclass(frozen=True)
 class _Pool:
-    """The generator pool's shape on the cluster at hand."""
+    """The generator pool's shape on the cluster at hand: ``actors`` to ``max_actors`` actors
+    (equal for a fixed pool), each with ``threads`` torch threads, ``cpus`` and ``gpus``."""
 
     actors: int
+    max_actors: int
     threads: int
     cpus: float
     gpus: float
@@ -229,7 +264,8 @@ def synthesize(
     :param options: run settings (``SynthesisOptions``).
     :param on_progress: told after every judged batch, and once when a partition starts.
     :raises AodError: for a bad spec, schema, reference, prompt, model or option (before any
-        actor starts).
+        actor starts), and when ``options.gpus_per_actor`` asks for GPUs that the cluster has
+        not and cannot get.
     :raises SynthesisFailed: after every partition was tried, when some failed (a candidate
         budget spent before its target); it holds the results of the others.
     """
@@ -251,12 +287,9 @@ def synthesize(
     failures: dict[str, PartitionFailure] = {}
     if pending:
         with adapter.session(options.ray_address) as cluster:
-            pool = _pool(cluster, options)
-            for job in pending:
-                try:
-                    results[job.name] = _run(job, out, pool, options, on_progress)
-                except AodError as exc:  # that partition's failure: the next ones are still tried
-                    failures[job.name] = PartitionFailure(job.name, str(exc))
+            pool = _pool(_with_gpus(cluster, options), options)
+            for group in _by_model(pending):
+                _run_group(group, out, pool, options, on_progress, results, failures)
     if failures:
         raise SynthesisFailed(
             [results[j.name] for j in jobs if j.name in results],
@@ -310,69 +343,175 @@ def _prompt(
     return initial_prompt(partition, schema.contents, reference), "initial"
 
 
+def _with_gpus(cluster: adapter.Cluster, options: SynthesisOptions) -> adapter.Cluster:
+    """``cluster``, once it has the GPUs of one actor when the run asks for GPUs.
+
+    :raises AodError: (one line naming the setting) when it has none and cannot get them: a
+        cluster this process started has no autoscaler; another gets ``gpu_wait_s`` seconds.
+    """
+    gpus = options.gpus_per_actor
+    if not gpus or cluster.gpus >= gpus:
+        return cluster
+    have = f"the Ray cluster has {cluster.gpus:g} GPUs"
+    cpus = "or set gpus-per-actor 0 to run on CPUs"
+    if not cluster.may_grow:
+        raise AodError(
+            f"gpus-per-actor {gpus:g} asks for GPUs, but {have} and no autoscaler to add any (this "
+            f"process started it); join a cluster with GPU workers (--ray-address) {cpus}"
+        )
+    cluster = adapter.wait_for_gpus(gpus, options.gpu_wait_s)
+    if cluster.gpus < gpus:
+        raise AodError(
+            f"gpus-per-actor {gpus:g} asks for GPUs, but {have} and none joined within "
+            f"{options.gpu_wait_s:g} s (gpu-wait); check its GPU worker group (nodes, quota, the "
+            f"autoscaler's maximum) {cpus}"
+        )
+    return cluster
+
+
 def _pool(cluster: adapter.Cluster, options: SynthesisOptions) -> _Pool:
     """The generator pool for ``cluster``: one GPU per actor when there are GPUs, else CPU threads."""
     gpus = options.gpus_per_actor if options.gpus_per_actor is not None else float(cluster.gpus >= 1)
     if gpus > 0:
-        actors = options.actors or max(1, min(MAX_DEFAULT_ACTORS, int(cluster.gpus // gpus)))
         threads = options.threads_per_actor or 1
-        if actors * gpus > cluster.gpus:
+        actors, most = _sizes(options, int(cluster.gpus // gpus))
+        # A cluster that may grow gets the missing GPUs from its autoscaler (the actors' demand).
+        if actors * gpus > cluster.gpus and not cluster.may_grow:
             raise AodError(
                 f"{actors} actors with {gpus:g} GPU each need more GPUs than the cluster's {cluster.gpus:g}"
             )
-        return _Pool(actors, threads, cpus=1.0, gpus=gpus)
+        return _Pool(actors, most, threads, cpus=1.0, gpus=gpus)
     if options.actors is not None:
-        actors = options.actors
+        actors = most = options.actors
         threads = options.threads_per_actor or max(1, int(cluster.cpus // actors))
     else:
         threads = options.threads_per_actor or 1
-        actors = max(1, min(MAX_DEFAULT_ACTORS, int(cluster.cpus // threads)))
+        actors, most = _sizes(options, int(cluster.cpus // threads))
     if actors * threads > cluster.cpus:
         raise AodError(
             f"{actors} actors x {threads} threads need {actors * threads} CPUs; the Ray cluster has "
             f"{cluster.cpus:g} (lower --actors)"
         )
-    return _Pool(actors, threads, cpus=float(threads), gpus=0.0)
+    return _Pool(actors, most, threads, cpus=float(threads), gpus=0.0)
 
 
-def _seeds(job: _Job) -> list[dict[str, int]]:
-    """The candidate budget: each candidate's index in the run and its seed."""
-    return [{"index": i, "seed": record_seed(job.partition.seed, i)} for i in range(job.budget)]
+def _sizes(options: SynthesisOptions, room: int) -> tuple[int, int]:
+    """The pool's fewest and most actors: ``actors`` for both, else ``min_actors`` and
+    ``max_actors``, each by default the ``room`` the cluster has now (at least 1, at most 8)."""
+    if options.actors is not None:
+        return options.actors, options.actors
+    fit = max(1, min(MAX_DEFAULT_ACTORS, room))
+    most = options.max_actors or max(fit, options.min_actors or 1)
+    return options.min_actors or min(fit, most), most
 
 
-def _stages(job: _Job, pool: _Pool, batch_size: int) -> list[adapter.Stage]:
-    p = job.partition
+def _by_model(jobs: Sequence[_Job]) -> list[list[_Job]]:
+    """The jobs grouped by the model they load (in order of first appearance): one pool each."""
+    groups: dict[tuple[str, bool], list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.model, job.trust_remote_code), []).append(job)
+    return list(groups.values())
+
+
+def _seeds(job: _Job) -> list[dict[str, Any]]:
+    """The candidate budget: each candidate's partition, its index in the run and its seed."""
+    return [
+        {"partition": job.name, "index": i, "seed": record_seed(job.partition.seed, i)}
+        for i in range(job.budget)
+    ]
+
+
+def _stages(
+    jobs: _Job | Sequence[_Job], pool: _Pool, batch_size: int, board: adapter.Board | None = None
+) -> list[adapter.Stage]:
+    """The generator pool and the judge for ``jobs`` (one job, or several sharing a model): the
+    first job's settings as the stages' own, the others' as their further partitions."""
+    first, *others = [jobs] if isinstance(jobs, _Job) else jobs
     generator = adapter.Stage(
         DLMGenerator,
         {
-            "schema": job.schema,
-            "model": job.model,
-            "trust_remote_code": job.trust_remote_code,
-            "prompt": job.prompt.render(job.schema.contents),
-            "decoding": job.prompt.decoding,
-            "guides": job.prompt.guides,
+            "schema": first.schema,
+            "model": first.model,
+            "trust_remote_code": first.trust_remote_code,
+            "prompt": first.prompt.render(first.schema.contents),
+            "decoding": first.prompt.decoding,
+            "guides": first.prompt.guides,
             "threads": pool.threads,
             "device": pool.device,
+            "partition": first.name,
+            "partitions": {
+                j.name: PartitionPrompt(
+                    j.schema, j.prompt.render(j.schema.contents), j.prompt.decoding, j.prompt.guides
+                )
+                for j in others
+            },
+            "board": board,
         },
         actors=pool.actors,
+        max_actors=pool.max_actors,
         batch_size=batch_size,
         num_cpus=pool.cpus,
         num_gpus=pool.gpus,
     )
+    # The reference goes to the object store once per partition, shared by the batches.
+    judging = {
+        j.name: PartitionJudging(
+            j.schema,
+            adapter.put(j.reference),
+            j.partition.sensitive,
+            j.partition.notes,
+            j.partition.agent if j.partition.critic else None,
+            j.partition.seed,
+        )
+        for j in (first, *others)
+    }
+    own = judging.pop(first.name)
     judge = adapter.Stage(
         CandidateJudge,
         {
-            "schema": job.schema,
-            "reference": adapter.put(job.reference),  # once per partition, shared by the batches
-            "sensitive": p.sensitive,
-            "notes": p.notes,
-            "critic": p.agent if p.critic else None,
-            "seed": p.seed,
+            "schema": own.schema,
+            "reference": own.reference,
+            "sensitive": own.sensitive,
+            "notes": own.notes,
+            "critic": own.critic,
+            "seed": own.seed,
+            "partition": first.name,
+            "partitions": judging,
+            "board": board,
         },
         # Light work, and on a small machine the generator pool holds every CPU: it reserves none.
         num_cpus=0.0,
     )
     return [generator, judge]
+
+
+class _Rows:
+    """The judged rows of one stream that holds several partitions' seeds, one partition after
+    the other, read a partition at a time (``of``)."""
+
+    def __init__(self, batches: Iterator[pa.Table], names: Sequence[str]) -> None:
+        self._batches = batches
+        self._order = {name: n for n, name in enumerate(names)}
+        self._pending: list[dict[str, Any]] = []
+
+    def of(self, name: str) -> Iterator[list[dict[str, Any]]]:
+        """``name``'s rows, a judged batch's worth at a time, in seed order. Rows of the
+        partitions before it (those past their target) are dropped; the first row of a later
+        one ends it, and is kept for that partition."""
+        mine = self._order[name]
+        while True:
+            if not self._pending:
+                batch = next(self._batches, None)
+                if batch is None:
+                    return
+                self._pending = batch.to_pylist()
+                continue
+            rows = [r for r in self._pending if self._order[r["partition"]] == mine]
+            self._pending = [r for r in self._pending if self._order[r["partition"]] > mine]
+            if rows:
+                yield rows
+            if self._pending:
+                return
 
 
 @dataclass
@@ -391,14 +530,42 @@ class _Tally:
     surplus: int = 0
 
 
+def _run_group(
+    jobs: Sequence[_Job],
+    out: Location,
+    pool: _Pool,
+    options: SynthesisOptions,
+    on_progress: Callable[[Progress], None] | None,
+    results: dict[str, PartitionResult],
+    failures: dict[str, PartitionFailure],
+) -> None:
+    """Synthesize partitions that share a model with one pool and one stream of their seeds;
+    each partition's result or failure goes to ``results`` or ``failures``."""
+    with adapter.board() as board:
+        stages = _stages(jobs, pool, options.batch_size, board)
+        seeds = [seed for job in jobs for seed in _seeds(job)]
+        with closing(adapter.stream(seeds, options.batch_size, stages)) as batches:
+            rows = _Rows(batches, [job.name for job in jobs])
+            for job in jobs:
+                try:
+                    results[job.name] = _run(job, out, pool, options, on_progress, rows.of(job.name), board)
+                except AodError as exc:  # that partition's failure: the next ones are still tried
+                    failures[job.name] = PartitionFailure(job.name, str(exc))
+                    if board is not None:
+                        board.close(job.name)
+
+
 def _run(
     job: _Job,
     out: Location,
     pool: _Pool,
     options: SynthesisOptions,
     on_progress: Callable[[Progress], None] | None,
+    batches: Iterable[list[dict[str, Any]]],
+    board: adapter.Board | None = None,
 ) -> PartitionResult:
-    """Synthesize one partition and commit it (or fail with the counts)."""
+    """Synthesize one partition from its judged ``batches`` and commit it (or fail with the
+    counts); once it has its rows, the ``board`` marks it finished."""
     started = time.perf_counter()
     writer = PartitionWriter(out, job.schema, Provenance(job.name, job.prompt.version, job.model))
     tally = _Tally()
@@ -419,19 +586,18 @@ def _run(
 
     try:
         report_progress()
-        stages = _stages(job, pool, options.batch_size)
-        with closing(adapter.stream(_seeds(job), options.batch_size, stages)) as batches:
-            for batch in batches:
-                first_batch = first_batch or time.perf_counter() - started
-                rows = batch.to_pylist()
-                for position, row in enumerate(rows):
-                    if len(writer.ids) == job.target:
-                        tally.surplus += len(rows) - position
-                        break
-                    _take(job, writer, tally, row)
-                report_progress()
+        for rows in batches:
+            first_batch = first_batch or time.perf_counter() - started
+            for position, row in enumerate(rows):
                 if len(writer.ids) == job.target:
+                    tally.surplus += len(rows) - position
                     break
+                _take(job, writer, tally, row)
+            report_progress()
+            if len(writer.ids) == job.target:
+                break
+        if board is not None:
+            board.close(job.name)  # the actors skip the rest of its seeds
         seconds = time.perf_counter() - started
         rows_made = len(writer.ids)
         if rows_made < job.target and not options.allow_partial:
@@ -441,7 +607,8 @@ def _run(
                 f"candidates (the budget); {tally.rejected} rejected ({problems or 'none'}). Raise "
                 "--max-candidates, optimize the prompt, or pass --allow-partial to keep the rows"
             )
-        report = _report(job, writer, tally, pool, options, seconds, first_batch)
+        loads = board.loads() if board is not None else None
+        report = _report(job, writer, tally, pool, options, seconds, first_batch, loads)
         path = writer.commit(report)
     except BaseException:
         writer.abort()
@@ -484,8 +651,12 @@ def _report(
     options: SynthesisOptions,
     seconds: float,
     startup: float,
+    model_loads: int | None = None,
 ) -> dict[str, Any]:
-    """``report.json``: counts, metrics (DESIGN names), privacy figures, timings and settings."""
+    """``report.json``: counts, metrics (DESIGN names), privacy figures, timings and settings.
+
+    ``model_loads`` counts the pool's model loads so far in the run (one per actor started or
+    restarted; the pool serves the run's partitions that share the model), None without Ray."""
     skip_leaf = cache(partial(is_choice_leaf, compile_schema(job.schema).root))
     p = job.partition
     metrics = compute_metrics(
@@ -538,6 +709,7 @@ def _report(
         "timings": {
             "seconds": round(seconds, 3),
             "startup_seconds": round(startup, 3),
+            "model_loads": model_loads,
             "records_per_s": round(len(tally.records) / seconds, 3) if seconds > 0 else None,
             "rows_per_s": round(rows / seconds, 3) if seconds > 0 else None,
         },
@@ -548,6 +720,7 @@ def _report(
             "seed": p.seed,
             "decoding": asdict(job.prompt.decoding),
             "actors": pool.actors,
+            "max_actors": pool.max_actors,
             "threads_per_actor": pool.threads,
             "gpus_per_actor": pool.gpus,
             "batch_size": options.batch_size,

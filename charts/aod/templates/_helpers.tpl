@@ -70,6 +70,14 @@ otherwise surface only after the cluster and its GPUs are up.
 {{- end -}}
 {{- $names = append $names .name -}}
 {{- end -}}
+{{- $j := .Values.job -}}
+{{- if and (not (kindIs "invalid" $j.actors)) (or (not (kindIs "invalid" $j.minActors)) (not (kindIs "invalid" $j.maxActors))) -}}
+{{- fail "job.actors sets a fixed pool: leave job.minActors and job.maxActors null, or job.actors null" -}}
+{{- end -}}
+{{- $pool := include "aod.pool" . | fromJson -}}
+{{- if and (hasKey $pool "min") (hasKey $pool "max") (gt (int $pool.min) (int $pool.max)) -}}
+{{- fail (printf "the DLM pool's fewest actors (%d) exceed its most (%d): check job.minActors and job.maxActors" (int $pool.min) (int $pool.max)) -}}
+{{- end -}}
 {{- if and .Values.job.partition (not (has .Values.job.partition $names)) -}}
 {{- fail (printf "job.partition %q is not a partition of partitionSpec.partitions (%s)" .Values.job.partition (join ", " $names)) -}}
 {{- end -}}
@@ -85,13 +93,53 @@ otherwise surface only after the cluster and its GPUs are up.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The DLM actor pool as JSON: {"actors": n} for a fixed pool, else {"min": m, "max": n} when
+they are set or follow from the GPU worker group (one actor per gpusPerActor GPUs of its
+fewest and most pods), and "gpus" (GPUs per actor) when the workers have GPUs or it is set.
+*/}}
+{{- define "aod.pool" -}}
+{{- $j := .Values.job -}}
+{{- $w := .Values.worker -}}
+{{- $pool := dict -}}
+{{- $per := 0.0 -}}
+{{- if not (kindIs "invalid" $j.gpusPerActor) -}}
+{{- $per = float64 $j.gpusPerActor -}}
+{{- $_ := set $pool "gpus" $per -}}
+{{- else if gt (int $w.gpus) 0 -}}
+{{- $per = 1.0 -}}
+{{- $_ := set $pool "gpus" $per -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $j.actors) -}}
+{{- $_ := set $pool "actors" (int64 $j.actors) -}}
+{{- else -}}
+{{- $most := ternary $w.maxReplicas $w.replicas .Values.autoscaling.enabled -}}
+{{- if not (kindIs "invalid" $j.minActors) -}}
+{{- $_ := set $pool "min" (int64 $j.minActors) -}}
+{{- else if and (gt $per 0.0) (gt (int $w.gpus) 0) -}}
+{{- $_ := set $pool "min" (max 1 (int64 (floor (divf (mul $w.minReplicas $w.gpus) $per)))) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $j.maxActors) -}}
+{{- $_ := set $pool "max" (int64 $j.maxActors) -}}
+{{- else if and (gt $per 0.0) (gt (int $w.gpus) 0) -}}
+{{- $_ := set $pool "max" (max 1 (int64 (floor (divf (mul $most $w.gpus) $per)))) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $pool -}}
+{{- end -}}
+
 {{/* The job's command: `aod synthesize` for the mounted partition spec. */}}
 {{- define "aod.entrypoint" -}}
 {{- $j := .Values.job -}}
+{{- $pool := include "aod.pool" . | fromJson -}}
 {{- $args := list "aod" "synthesize" "--spec" (printf "%s/partitions.yaml" (include "aod.specDir" .)) "--out" $j.output -}}
 {{- with $j.partition }}{{ $args = concat $args (list "--partition" .) }}{{ end -}}
 {{- if not (kindIs "invalid" $j.rows) }}{{ $args = concat $args (list "--rows" (toString (int64 $j.rows))) }}{{ end -}}
-{{- if not (kindIs "invalid" $j.actors) }}{{ $args = concat $args (list "--actors" (toString (int64 $j.actors))) }}{{ end -}}
+{{- if hasKey $pool "actors" }}{{ $args = concat $args (list "--actors" (toString (int64 $pool.actors))) }}{{ end -}}
+{{- if hasKey $pool "min" }}{{ $args = concat $args (list "--min-actors" (toString (int64 $pool.min))) }}{{ end -}}
+{{- if hasKey $pool "max" }}{{ $args = concat $args (list "--max-actors" (toString (int64 $pool.max))) }}{{ end -}}
+{{- if hasKey $pool "gpus" }}{{ $args = concat $args (list "--gpus-per-actor" (toString $pool.gpus)) }}{{ end -}}
+{{- if not (kindIs "invalid" $j.gpuWaitSeconds) }}{{ $args = concat $args (list "--gpu-wait" (toString (int64 $j.gpuWaitSeconds))) }}{{ end -}}
 {{- with $j.promptDir }}{{ $args = concat $args (list "--prompt-dir" .) }}{{ end -}}
 {{- join " " $args -}}
 {{- end -}}
