@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -36,6 +36,9 @@ from aod_ops.errors import AodError, ModelError
 from aod_ops.infer import add_init_parser
 from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.score import add_score_parser
+
+if TYPE_CHECKING:
+    from aod_ops.spec import DLMSetting
 
 console = Console(stderr=True, soft_wrap=True)  # a line is never wrapped: paths stay whole
 #: The modules that ``pip install 'aod-ops[engine]'`` brings (its packages and what they need):
@@ -147,17 +150,49 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
+def _dlm_setting(args: argparse.Namespace) -> DLMSetting:
+    """The ``DLMSetting`` of ``aod generate``'s options: a local model, or with ``--dlm-base-url``
+    a DLM server, which writes free mode only (``ModelError`` for options that do not fit)."""
+    from aod_ops.spec import DLMSetting
+
+    if args.dlm_base_url is None:
+        if args.dlm_api_key_env is not None:
+            raise ModelError("--dlm-api-key-env is the DLM server's key, and no --dlm-base-url was given")
+        return DLMSetting(model=args.model or DEFAULT_DLM, trust_remote_code=args.trust_remote_code)
+    if args.mode != "free":
+        raise ModelError(
+            "--dlm-base-url: a DLM server writes free mode only (a chat API cannot infill a skeleton): "
+            "add --mode free"
+        )
+    if args.model is None:
+        raise ModelError("--dlm-base-url needs --model: the name of the model the server serves")
+    try:
+        return DLMSetting(
+            model=args.model,
+            trust_remote_code=args.trust_remote_code,
+            base_url=args.dlm_base_url,
+            api_key_env=args.dlm_api_key_env,
+        )
+    except ValueError as exc:
+        raise ModelError(f"--dlm-base-url: {exc}") from exc
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """``aod generate``: N records for a schema as JSON Lines, then a summary."""
     from aod_ops.dlm.generate import Generator
     from aod_ops.dlm.models import load_denoiser
     from aod_ops.dlm.prompting import render_prompt
+    from aod_ops.dlm.server import DLMServer
     from aod_ops.metrics import diversity
     from aod_ops.schema import load_schema
 
+    dlm = _dlm_setting(args)
     schema = load_schema(args.schema)
     settings = _settings(args)
-    generator = Generator(load_denoiser(args.model, args.trust_remote_code), schema)
+    if dlm.base_url is not None:
+        generator = Generator(None, schema, server=DLMServer.from_setting(dlm))
+    else:
+        generator = Generator(load_denoiser(dlm.model, dlm.trust_remote_code), schema)
     assert generator.compiled is not None
     for u in generator.compiled.unsupported:
         console.print(
@@ -175,7 +210,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bar.update(task, advance=len(batch), status=f"valid {valid}/{len(candidates)}")
 
         generator.sample(prompt, args.n, settings, args.seed, args.batch_size, advance)
-    lines = [c.text for c in candidates]
+    # One JSON document a line: a free-mode reply spans lines, so its parsed record is written (the
+    # text of one that does not parse, as a JSON string).
+    lines = [json.dumps(c.text if c.record is None else c.record, ensure_ascii=False) for c in candidates]
     if out is not None:
         storage.write_text(out, "".join(line + "\n" for line in lines))
     else:
@@ -192,9 +229,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for c in candidates:
         for e in c.errors[:1]:
             console.print(f"[red]invalid[/] seed {c.seed}: {e}")
+    # A server's forward passes are its own: not counted here, so not shown as 0.
+    forwards = f"{summary['forwards_per_record']:.1f}" if generator.server is None else "n/a (DLM server)"
     console.print(
         "validity {validity:.3f}  diversity {diversity:.3f}  records/s {records_per_s:.2f}  "
-        "forward passes/record {forwards_per_record:.1f}".format(**summary)
+        "forward passes/record {forwards}".format(**summary, forwards=forwards)
         + (f"  -> {out}" if out else "")
     )
     return 0
@@ -409,6 +448,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aod_ops.ray.command import synthesize_partitions
 
     check_trusted_model(args)
+    if args.model is None:
+        check_no_dlm_server(args.spec, args.partition)
     out = storage.locate(args.out)
     prompts, tables = storage.join(out, "prompts"), storage.join(out, "tables")
     common = ["--spec", args.spec] + (["--partition", args.partition] if args.partition else [])
@@ -451,6 +492,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def check_no_dlm_server(spec: str, partition: str | None) -> None:
+    """Refuse, before any step runs, a partition whose DLM is a server: synthesis runs the DLM in
+    Ray actors, which load a local model (``aod optimize`` and ``aod generate`` use a server)."""
+    from aod_ops.spec import load_spec
+
+    for p in load_spec(spec).select(partition):
+        if p.dlm.base_url is not None:
+            raise ModelError(
+                f"partition {p.name!r}: its DLM is a server ({p.dlm.base_url}), and synthesis runs the "
+                "DLM in Ray actors, which load a local model: pass --model, or run 'aod optimize' alone "
+                "with the server"
+            )
+
+
 def _step(argv: list[str]) -> argparse.Namespace:
     """One step of ``aod run``: its heading, and its arguments parsed as its command parses them."""
     console.rule(f"aod {argv[0]}")
@@ -484,7 +539,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=16, help="records denoised together (default 16)"
     )
     _decoding_args(p)
-    p.set_defaults(handler=cmd_generate)
+    p.add_argument(
+        "--dlm-base-url",
+        help="an OpenAI-compatible DLM server (e.g. SGLang serving LLaDA2) instead of a local model, "
+        "with --model naming the model it serves; free mode only (--mode free). --temperature and the "
+        "seed are sent, the sampler's steps and blocks are the server's own",
+    )
+    p.add_argument(
+        "--dlm-api-key-env",
+        help="with --dlm-base-url: the environment variable holding the server's API key, sent as a "
+        "Bearer token (default: no key)",
+    )
+    # No default here: with --dlm-base-url, --model names the served model and must be given.
+    p.set_defaults(handler=cmd_generate, model=None)
 
     p = sub.add_parser("coverage", help="share of schemas for which a valid instance is produced")
     p.add_argument("--schemas", required=True, action="append", help="folder of *.json (repeatable)")

@@ -56,9 +56,10 @@ def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
     loop = partition.loop
     rounds = args.rounds or loop.rounds
     k, m = args.candidates or loop.candidates, args.proposals or loop.proposals
+    dlm = partition.dlm.model + (f" at {partition.dlm.base_url}" if partition.dlm.base_url else "")
     console.print(
         f"{partition.name}: up to {rounds} rounds of {m} proposals x {k} candidates, "
-        f"DLM {partition.dlm.model} -> {storage.join(storage.locate(args.out), partition.name)}",
+        f"DLM {dlm} -> {storage.join(storage.locate(args.out), partition.name)}",
         markup=False,
         highlight=False,
         soft_wrap=True,

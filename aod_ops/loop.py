@@ -35,7 +35,9 @@ A configured agent (or critic) that fails, after its client's bounded retries, f
 with a ``ModelError`` naming the endpoint and what happened: the loop never quietly goes on
 without the model it was told to use. With ``agent_fallback: editor`` in the spec it does go on
 (the deterministic editor writes the proposals, the deterministic judge's word stands), and the
-round says so in ``RoundRecord.fallbacks``.
+round says so in ``RoundRecord.fallbacks``. A DLM server (``dlm: {base_url}``, free mode only)
+that fails after its retries fails the round the same way, with no fallback: its ``ModelError``
+names the partition and the server's URL.
 """
 
 from __future__ import annotations
@@ -298,7 +300,8 @@ def run_settings(partition: Partition, settings: LoopSettings, agent_calls: int 
         "rules": [rule.text for rule in partition.rules],
         "notes": partition.notes,
         "sensitive": list(partition.sensitive),
-        "dlm": asdict(partition.dlm),
+        # What decides the records: not the server's timeout, retries or key.
+        "dlm": {k: getattr(partition.dlm, k) for k in ("model", "trust_remote_code", "base_url")},
         "agent": {"base_url": partition.agent.base_url, "model": partition.agent.model},
         "critic": partition.critic,
         "seed": partition.seed,
@@ -425,13 +428,9 @@ class _Parts:
 
     def __init__(self, partition: Partition, settings: LoopSettings, agent_calls: int | None) -> None:
         from aod_ops.dlm.models import load_denoiser
+        from aod_ops.dlm.server import DLMServer
         from aod_ops.schema import compile_schema, load_schema
 
-        if partition.dlm.base_url is not None:
-            raise ModelError(
-                f"partition {partition.name!r}: the loop runs a local DLM; a DLM server "
-                f"({partition.dlm.base_url}) is not supported here"
-            )
         self.partition = partition
         self.settings = settings
         self.schema = load_schema(partition.schema_path)
@@ -475,23 +474,28 @@ class _Parts:
             agent_calls=agent_calls,
             fallback=fallback,
         )
-        self.generator = Generator(
-            load_denoiser(partition.dlm.model, partition.dlm.trust_remote_code), self.schema
-        )
+        dlm = partition.dlm
+        if dlm.base_url is not None:  # free mode only: load_spec refuses a server in skeleton mode
+            self.generator = Generator(None, self.schema, server=DLMServer.from_setting(dlm))
+        else:
+            self.generator = Generator(load_denoiser(dlm.model, dlm.trust_remote_code), self.schema)
 
     def evaluate(
         self, prompt: Prompt, source: str, note: str, seed: int, on_batch: Callable[[int], None] | None
     ) -> tuple[Evaluation, Judgement]:
         """Sample K candidates with ``prompt`` on run seed ``seed`` and judge them."""
         started, forwards = time.perf_counter(), self.generator.stats.forwards
-        candidates = self.generator.sample(
-            prompt.render(self.schema.contents),
-            self.settings.candidates,
-            prompt.decoding,
-            seed=seed,
-            on_batch=None if on_batch is None else lambda batch: on_batch(len(batch)),
-            guides=prompt.guides,
-        )
+        try:
+            candidates = self.generator.sample(
+                prompt.render(self.schema.contents),
+                self.settings.candidates,
+                prompt.decoding,
+                seed=seed,
+                on_batch=None if on_batch is None else lambda batch: on_batch(len(batch)),
+                guides=prompt.guides,
+            )
+        except ModelError as exc:  # a DLM server down, a record outgrowing the model: which partition
+            raise ModelError(f"partition {self.partition.name!r}: {exc}") from exc
         sampling_s = time.perf_counter() - started
         spent = self.generator.stats.forwards - forwards
         judgement = self._judge(candidates, sampling_s, spent)
@@ -517,9 +521,11 @@ class _Parts:
         return self._judge(evaluation.candidates, evaluation.sampling_s, evaluation.forwards)
 
     def _judge(self, candidates: Sequence[Candidate], sampling_s: float, forwards: int) -> Judgement:
-        """The judge's judgement; a failed critic's ``ModelError`` says which partition it failed."""
+        """The judge's judgement; a failed critic's ``ModelError`` says which partition it failed.
+        A DLM server's forward passes are not counted: its cost figure is left unknown, not 0."""
+        counted = forwards if self.generator.server is None else None
         try:
-            return self.judge.judge(candidates, sampling_s, forwards)
+            return self.judge.judge(candidates, sampling_s, counted)
         except ModelError as exc:
             raise ModelError(
                 f"partition {self.partition.name!r}: the critic failed: {exc}; {_FALLBACK_HINT}"

@@ -87,13 +87,31 @@ class LoopSettings:
 @dataclass(frozen=True)
 class DLMSetting:
     """The frozen diffusion model: a registered name (``aod-smol-dlm``) or a local model folder;
-    ``trust_remote_code`` opts in to a model's own code (LLaDA, Dream); ``base_url`` selects a DLM
-    server instead of a local model.
+    ``trust_remote_code`` opts in to a model's own code (LLaDA, Dream).
+
+    With ``base_url`` the DLM is a server instead (an OpenAI-compatible endpoint, such as SGLang
+    serving LLaDA2) and ``model`` the name it serves; the API key is read from the environment
+    variable ``api_key_env`` (none sent when unset), with ``timeout`` seconds per request (time
+    queued at the server included) and ``retries``. A server writes free mode only
+    (``aod_ops.dlm.server``).
     """
 
     model: str = "aod-smol-dlm"
     trust_remote_code: bool = False
     base_url: str | None = None
+    api_key_env: str | None = None
+    timeout: float = 120.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.base_url is not None and self.trust_remote_code:
+            raise ValueError("'trust_remote_code' is for a local model; a DLM server runs its model itself")
+        if self.base_url is None and self.api_key_env:
+            raise ValueError("'api_key_env' needs 'base_url' (a local DLM takes no key)")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be at least 0, got {self.retries}")
 
 
 @dataclass(frozen=True)
@@ -249,6 +267,8 @@ def _settings(where: _Where, raw: dict[str, Any], base: dict[str, Any]) -> dict[
             continue
         value = raw[key]
         if key == "dlm":
+            if isinstance(value, dict) and value.get("base_url") is not None and "model" not in value:
+                where.fail(key, "a DLM server needs 'model' beside 'base_url' (the name it serves)")
             out[key] = _merge(where, key, DLMSetting(), {"model": value} if isinstance(value, str) else value)
         elif key == "agent":
             out[key] = AgentSetting() if value == "local" else _merge(where, key, AgentSetting(), value)
@@ -350,6 +370,14 @@ def _partition(where: _Where, raw: dict[str, Any], base: Location, settings: dic
         rules=rules,
         **_settings(where, raw, settings),
     )
+    dlm, mode = partition.dlm, partition.decoding.mode
+    if dlm.base_url is not None and mode != "free":
+        # A chat API returns text: it cannot give the scores a skeleton's slots are filled from.
+        where.fail(
+            "dlm",
+            f"a DLM server ({dlm.base_url}) writes free mode only, and decoding.mode is {mode!r}: "
+            "set decoding: {mode: free}",
+        )
     for key, path in (("reference", partition.reference_path), ("holdout", partition.holdout_path)):
         if path is None:
             continue

@@ -16,6 +16,7 @@ from pathlib import Path
 import airflow
 import jsonschema
 import pytest
+import yaml
 from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -23,6 +24,7 @@ from aod_ops.airflow import get_provider_info
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError
 from aod_ops.airflow.hooks import AGENT_KEY_ENV, AoDHook, RayHook, StorageHook, storage_environment
 from aod_ops.airflow.operators import load_partition
+from aod_ops.errors import SpecError
 from aod_ops.spec import AgentSetting, DLMSetting, load_spec
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
@@ -95,6 +97,11 @@ def test_aod_connection_builds_url_from_host_and_port() -> None:
         ({"password": "k"}, "need the agent base URL"),
         ({"extra": {"dlm": "tiny-random", "trust_remote_code": "yes"}}, "'trust_remote_code' must be"),
         ({"extra": {"modle": "x"}}, "unknown extra field(s) modle"),
+        ({"extra": {"dlm_base_url": "http://sglang:30000"}}, "'dlm_base_url' needs 'dlm'"),
+        (
+            {"extra": {"dlm": "m", "dlm_base_url": "http://sglang:30000", "trust_remote_code": True}},
+            "'trust_remote_code' is for a local model",
+        ),
     ],
 )
 def test_aod_connection_errors_name_the_field(fields: dict[str, object], problem: str) -> None:
@@ -120,6 +127,26 @@ def test_endpoints_replace_the_partitions_models_and_expose_the_key() -> None:
     with endpoints.environment():
         assert os.environ[AGENT_KEY_ENV] == "k-123"
     assert AGENT_KEY_ENV not in os.environ
+
+
+def test_aod_connection_names_a_dlm_server_which_needs_free_mode(tmp_path: Path) -> None:
+    extra = {"dlm": "inclusionAI/LLaDA2.0-mini-preview", "dlm_base_url": "http://sglang:30000"}
+    endpoints = AoDHook.endpoints_of(aod_conn(extra=extra))
+    server = DLMSetting(model="inclusionAI/LLaDA2.0-mini-preview", base_url="http://sglang:30000")
+    assert endpoints.dlm == server
+    # The example spec writes skeletons: a server cannot, and the partition says what to change.
+    refusal = r"partition 'cars': field 'dlm': a DLM server \(http://sglang:30000\) writes free mode only"
+    with pytest.raises(SpecError, match=refusal):
+        load_partition(EXAMPLE_SPEC, "cars", endpoints.overrides())
+    raw = yaml.safe_load(EXAMPLE_SPEC.read_text())
+    raw["defaults"]["decoding"] = {**raw["defaults"].get("decoding", {}), "mode": "free"}
+    for p in raw["partitions"]:  # the example's files, read from where the example keeps them
+        for key in ("schema", "reference", "holdout"):
+            if key in p:
+                p[key] = str(EXAMPLE_SPEC.parent / p[key])
+    free = tmp_path / "free.yaml"
+    free.write_text(yaml.safe_dump(raw))
+    assert load_partition(free, "cars", endpoints.overrides()).dlm == server
 
 
 class _Models(BaseHTTPRequestHandler):

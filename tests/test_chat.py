@@ -99,6 +99,15 @@ def test_good_answer_sends_model_messages_and_key(server: _Server, monkeypatch: 
     }
 
 
+def test_a_seed_is_sent_when_given_and_errors_name_the_endpoints_kind(server: _Server) -> None:
+    chat = OpenAIChat(server.url + "/good", "dlm", kind="DLM server")
+    assert chat.complete(MESSAGES, max_tokens=4, temperature=0.5, seed=7) == "hello from dlm"
+    assert server.requests[0]["body"]["seed"] == 7
+    denied = OpenAIChat(server.url + "/denied", "dlm", retries=0, kind="DLM server")
+    with pytest.raises(ModelError, match=rf"^DLM server {server.url}/denied/v1/chat/completions: HTTP 401"):
+        denied.complete(MESSAGES, max_tokens=4, temperature=0.0)
+
+
 def test_base_url_ending_in_v1_is_not_doubled(server: _Server) -> None:
     chat = OpenAIChat(server.url + "/good/v1/", "m")
     chat.complete(MESSAGES, max_tokens=4, temperature=0.0)

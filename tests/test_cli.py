@@ -55,6 +55,32 @@ def test_bad_schemas_exit_2_with_one_line_naming_the_file(
     assert "\n" not in err and "Traceback" not in err
 
 
+SERVER_KEY = ["--dlm-api-key-env", "AOD_TEST_UNSET"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--dlm-api-key-env", "KEY"], "--dlm-api-key-env is the DLM server's key, and no --dlm-base-url"),
+        (["--mode", "free", "--dlm-base-url", "http://127.0.0.1:9"], "--dlm-base-url needs --model"),
+        (
+            ["--mode", "free", "--dlm-base-url", "http://127.0.0.1:9", "--model", "m", "--trust-remote-code"],
+            "'trust_remote_code' is for a local model",
+        ),
+        (
+            ["--mode", "free", "--dlm-base-url", "http://127.0.0.1:9", "--model", "m", *SERVER_KEY],
+            "DLM server http://127.0.0.1:9/v1/chat/completions: environment variable AOD_TEST_UNSET is not",
+        ),
+    ],
+)
+def test_dlm_server_options_that_do_not_fit_exit_2_before_any_request(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, options: list[str], expected: str
+) -> None:
+    monkeypatch.delenv("AOD_TEST_UNSET", raising=False)
+    assert main(["generate", "--schema", str(EXAMPLES / "schemas" / "cars.json"), *options]) == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_unknown_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--schema", str(EXAMPLES / "schemas" / "cars.json"), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err

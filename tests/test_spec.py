@@ -20,6 +20,7 @@ from aod_ops.spec import (
     MAX_SPEC_DEPTH,
     MAX_SPEC_VALUES,
     AgentSetting,
+    DLMSetting,
     load_reference,
     load_spec,
     read_records,
@@ -92,6 +93,24 @@ def _spec(tmp_path: Path, partition: dict[str, Any], defaults: dict[str, Any] | 
         ({"decoding": {"cache": "no"}}, "decoding.cache", "must be bool, got 'no'"),
         ({"agent": {"base_url": "http://localhost:8000"}}, "agent", "needs 'model'"),
         ({"agent": {"model": "x"}}, "agent", "need 'base_url'"),
+        ({"dlm": {"base_url": "http://sglang:30000"}}, "dlm", "needs 'model' beside 'base_url'"),
+        ({"dlm": {"model": "x", "api_key_env": "KEY"}}, "dlm", "'api_key_env' needs 'base_url'"),
+        (
+            {"dlm": {"base_url": "http://s:30000", "model": "x", "trust_remote_code": True}},
+            "dlm",
+            "'trust_remote_code' is for a local model",
+        ),
+        (
+            {"dlm": {"base_url": "http://s:30000", "model": "x", "timeout": 0}, "decoding": {"mode": "free"}},
+            "dlm",
+            "timeout must be positive",
+        ),
+        (
+            {"dlm": {"base_url": "http://s:30000", "model": "x"}},
+            "dlm",
+            "a DLM server (http://s:30000) writes free mode only, and decoding.mode is 'skeleton': "
+            "set decoding: {mode: free}",
+        ),
         ({"name": "bad name!"}, "name", "must be letters, digits"),
         ({"max_field_overlap": 1.5}, "max_field_overlap", "must be a number between 0 and 1, got 1.5"),
         ({"max_field_overlap": "high"}, "max_field_overlap", "must be a number between 0 and 1"),
@@ -187,6 +206,17 @@ def test_endpoint_agent_and_dlm_mapping(tmp_path: Path) -> None:
     )
     assert partition.dlm.model == "llada" and partition.dlm.trust_remote_code
     assert partition.agent_fallback == "error" and partition.invalid_rows == "error"  # the defaults
+
+
+def test_a_dlm_server_in_free_mode_is_a_dlm_setting(tmp_path: Path) -> None:
+    server = {"base_url": "http://sglang:30000", "model": "LLaDA2.0-mini", "api_key_env": "KEY", "retries": 1}
+    # The defaults may name the server before a partition chooses free mode: the partition is checked.
+    path = _spec(tmp_path, {"decoding": {"mode": "free"}}, defaults={"dlm": server})
+    (partition,) = load_spec(path).partitions
+    assert partition.dlm == DLMSetting(
+        model="LLaDA2.0-mini", base_url="http://sglang:30000", api_key_env="KEY", retries=1
+    )
+    assert partition.dlm.timeout == 120.0
 
 
 def test_agent_fallback_and_invalid_rows_are_settings_a_partition_overrides(tmp_path: Path) -> None:

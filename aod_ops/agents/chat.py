@@ -2,7 +2,8 @@
 
 ``TransformersChat`` runs SmolLM2-135M-Instruct (or any causal LM with a chat template) in
 process; ``OpenAIChat`` talks to any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM,
-Ollama, OpenAI). Both return plain text: callers parse it strictly, since model output is untrusted.
+Ollama, OpenAI, SGLang), for the agents and for a DLM server (``aod_ops.dlm.server``). Both return
+plain text: callers parse it strictly, since model output is untrusted.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class OpenAIChat:
     ``base_url`` is the server's root or its ``/v1`` URL; the API key is read from the environment
     variable ``api_key_env`` (no key is sent when it is ``None``). Connection failures, timeouts,
     HTTP 429 and 5xx are retried ``retries`` times with exponential backoff (``backoff`` seconds,
-    doubled each time); other HTTP errors and unusable answers raise ``ModelError`` at once.
+    doubled each time); other HTTP errors and unusable answers raise ``ModelError`` at once. Every
+    error names the endpoint as ``kind`` and its URL ("agent endpoint ...", "DLM server ...").
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class OpenAIChat:
         timeout: float = 60.0,
         retries: int = 3,
         backoff: float = 0.5,
+        kind: str = "agent endpoint",
     ) -> None:
         root = base_url.rstrip("/")
         self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
@@ -104,21 +107,27 @@ class OpenAIChat:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.kind = kind
         self.headers = {"Content-Type": "application/json"}
         if api_key_env is not None:
             key = os.environ.get(api_key_env)
             if not key:
-                raise ModelError(f"agent endpoint {self.url}: environment variable {api_key_env} is not set")
+                raise ModelError(f"{kind} {self.url}: environment variable {api_key_env} is not set")
             self.headers["Authorization"] = f"Bearer {key}"
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
-        """The endpoint's reply (``choices[0].message.content``)."""
-        body = {
+    def complete(
+        self, messages: list[dict[str, str]], max_tokens: int, temperature: float, seed: int | None = None
+    ) -> str:
+        """The endpoint's reply (``choices[0].message.content``); ``seed``, when given, asks the
+        server to sample reproducibly (OpenAI's ``seed``; a server may ignore it)."""
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if seed is not None:
+            body["seed"] = seed
         problem = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -136,10 +145,10 @@ class OpenAIChat:
                 continue
             if response.status_code >= 400:
                 raise ModelError(
-                    f"agent endpoint {self.url}: HTTP {response.status_code}: {_one_line(response.text)}"
+                    f"{self.kind} {self.url}: HTTP {response.status_code}: {_one_line(response.text)}"
                 )
             return self._content(response)
-        raise ModelError(f"agent endpoint {self.url}: {problem} (after {self.retries + 1} attempts)")
+        raise ModelError(f"{self.kind} {self.url}: {problem} (after {self.retries + 1} attempts)")
 
     def _content(self, response: httpx.Response) -> str:
         try:
@@ -154,7 +163,7 @@ class OpenAIChat:
             content = None
         if not isinstance(content, str):
             raise ModelError(
-                f"agent endpoint {self.url}: not an OpenAI chat completion (expected "
+                f"{self.kind} {self.url}: not an OpenAI chat completion (expected "
                 f"choices[0].message.content): {_one_line(response.text)!r}"
             )
         return content

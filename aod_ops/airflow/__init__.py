@@ -32,13 +32,15 @@ AOD_EXTRA_FIELDS: dict[str, Any] = {
     },
     "dlm": {
         "label": "DLM",
-        "description": "A built-in DLM (aod-smol-dlm, tiny-random) or a local model folder; "
-        "empty keeps the spec's.",
+        "description": "A built-in DLM (aod-smol-dlm, tiny-random) or a local model folder; with a DLM "
+        "server URL, the model the server serves. Empty keeps the spec's.",
         "schema": {"type": ["string", "null"]},
     },
     "dlm_base_url": {
         "label": "DLM server URL",
-        "description": "A DLM server (e.g. SGLang serving LLaDA) instead of a local model.",
+        "description": "An OpenAI-compatible DLM server (e.g. SGLang serving LLaDA2) instead of a local "
+        "model, with DLM naming the model it serves. Free mode only (the spec's decoding mode must be "
+        "free); the optimize task uses it, synthesis refuses it (its Ray actors run a local model).",
         "schema": {"type": ["string", "null"], "format": "url"},
     },
     "trust_remote_code": {

@@ -100,8 +100,10 @@ class AoDHook(BaseHook):
 
     Host (and port): the agent's OpenAI-compatible base URL, empty for the local SmolLM2 agent;
     password: its API key; extra: ``agent_model`` (needed with a base URL), ``dlm`` (a built-in
-    DLM or a local folder), ``dlm_base_url`` (a DLM server), ``trust_remote_code`` (lets that
-    ``dlm`` run its own code; it applies to no other model, the spec's included).
+    DLM or a local folder; with ``dlm_base_url``, the model the server serves), ``dlm_base_url``
+    (an OpenAI-compatible DLM server, free mode only: the partition's ``decoding.mode`` must be
+    ``free``; the optimize task uses it, synthesis refuses it), ``trust_remote_code`` (lets that
+    local ``dlm`` run its own code; it applies to no other model, the spec's included).
 
     :param aod_conn_id: the ``aod`` connection's id.
     """
@@ -153,12 +155,14 @@ class AoDHook(BaseHook):
         if trust and not extra.get("dlm"):
             # It would otherwise look as if it trusted the spec's model, which it never does.
             raise AoDConnectionError(f"{where}: 'trust_remote_code' trusts the connection's 'dlm'; set it")
-        if extra.get("dlm") or extra.get("dlm_base_url"):
-            dlm = DLMSetting(
-                model=str(extra.get("dlm") or DLMSetting().model),
-                trust_remote_code=trust,
-                base_url=extra.get("dlm_base_url") or None,
-            )
+        server = extra.get("dlm_base_url") or None
+        if server is not None and not extra.get("dlm"):
+            raise AoDConnectionError(f"{where}: 'dlm_base_url' needs 'dlm' in the extra: the model it serves")
+        if extra.get("dlm"):
+            try:
+                dlm = DLMSetting(model=str(extra["dlm"]), trust_remote_code=trust, base_url=server)
+            except ValueError as exc:
+                raise AoDConnectionError(f"{where}: {exc}") from exc
         return ModelEndpoints(dlm=dlm, agent=agent, api_key=conn.password or None)
 
     def test_connection(self) -> tuple[bool, str]:

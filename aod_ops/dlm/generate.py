@@ -5,7 +5,9 @@ seed (the record's random draws come from its own streams, its value guides' dra
 Every candidate counts its value slots and how many of them the compiler had to repair (the
 repair rate). Every candidate is parsed and
 validated against the schema; model output is untrusted, so a record that does not parse or
-does not validate comes back as a candidate with its errors, never as an exception.
+does not validate comes back as a candidate with its errors, never as an exception. In free mode
+the text may come from a DLM server instead of a local denoiser (``aod_ops.dlm.server``); it is
+parsed and validated the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise
+from aod_ops.dlm.server import DLMServer
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.dlm.skeleton import ANY, Slot, Vocab, fill, infill, plan_ids, plan_records
 from aod_ops.schema import CompiledSchema, LoadedSchema, compile_schema
@@ -81,17 +84,22 @@ def parse_free_text(text: str) -> Any | None:
 
 @dataclass
 class Generator:
-    """Writes candidate records for one schema with one denoiser."""
+    """Writes candidate records for one schema with one denoiser, or, in free mode only, with a
+    DLM server (``server``, and no denoiser: the server's forward passes are not counted)."""
 
-    denoiser: Denoiser
+    denoiser: Denoiser | None
     schema: LoadedSchema
     compiled: CompiledSchema | None = None
     stats: GenerationStats = field(default_factory=GenerationStats)
+    server: DLMServer | None = None
 
     def __post_init__(self) -> None:
+        if (self.denoiser is None) == (self.server is None):
+            raise ValueError("a Generator writes with a denoiser or a DLM server: give exactly one")
         if self.compiled is None:
             self.compiled = compile_schema(self.schema)
-        self.vocab = Vocab(self.denoiser)
+        if self.denoiser is not None:
+            self.vocab = Vocab(self.denoiser)
         self._last_prompt: tuple[str, PromptState] | None = None
 
     def generate(
@@ -99,6 +107,9 @@ class Generator:
     ) -> list[Candidate]:
         """One candidate per seed, generated as one batch; ``guides`` (skeleton mode) steers each
         record's values toward its own draw from the reference's distribution."""
+        if self.server is not None:
+            return self._served(prompt, seeds, settings)
+        assert self.denoiser is not None  # __post_init__: a denoiser when there is no server
         started, forwards = time.perf_counter(), self.denoiser.forwards
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         state = self._prompt_state(prompt)
@@ -154,10 +165,21 @@ class Generator:
                 on_batch(batch)
         return out
 
+    def _served(self, prompt: str, seeds: Sequence[int], settings: DecodingSettings) -> list[Candidate]:
+        """Free-mode candidates from the DLM server: its replies, parsed and validated."""
+        assert self.server is not None
+        started = time.perf_counter()
+        texts = self.server.texts(prompt, seeds, settings)
+        candidates = [self._check(t, parse_free_text(t), s) for t, s in zip(texts, seeds, strict=True)]
+        self.stats.records += len(candidates)
+        self.stats.seconds += time.perf_counter() - started
+        return candidates
+
     def _free(
         self, prompt: PromptState, settings: DecodingSettings, generators: list[torch.Generator]
     ) -> list[str]:
         den = self.denoiser
+        assert den is not None
         row = [den.mask_id] * settings.max_new_tokens
         ids = torch.tensor([row] * len(generators), device=den.device)
         attention = torch.ones_like(ids, dtype=torch.bool)
@@ -174,8 +196,10 @@ class Generator:
 
     def _prompt_state(self, prompt: str) -> PromptState:
         """The encoded prompt; a loop samples one prompt in many batches, so the last is kept."""
+        den = self.denoiser
+        assert den is not None
         if self._last_prompt is None or self._last_prompt[0] != prompt:
-            self._last_prompt = (prompt, self.denoiser.encode_prompt(self.denoiser.encode(prompt)))
+            self._last_prompt = (prompt, den.encode_prompt(den.encode(prompt)))
         return self._last_prompt[1]
 
     def _check(
