@@ -1,7 +1,8 @@
 """Fidelity and privacy of a synthetic table beside held-out real rows, and the reward built on them.
 
-``DESIGN.md`` ("Metrics") defines the figures; this module computes them for one table at a time
-and for real rows of the same table, so that every figure has a ceiling to be read against.
+``docs/architecture.md`` ("Metrics contract") defines the figures; this module computes them for
+one table at a time and for real rows of the same table, so that every figure has a ceiling to be
+read against.
 
 A ``Yardstick`` prepares a partition's real data once. The held-out rows (the reference's, when
 the partition has none) are split in two halves with a fixed seed: the *yardstick rows*, which
@@ -136,7 +137,7 @@ class ColumnScore:
 
 @dataclass(frozen=True)
 class Scorecard:
-    """The DESIGN.md figures of one table (see the module docstring for how each is measured).
+    """The docs/architecture.md figures of one table (see the module docstring for how each is measured).
 
     ``broken_rules`` holds one sentence per cross-field rule that some valid record breaks.
     """
@@ -800,7 +801,7 @@ def _ratio(value: float, ceiling: float) -> float:
 
 
 def table_reward(card: Scorecard, baseline: Scorecard) -> float:
-    """The reward of a table in [0, 1], ranking tables the way the DESIGN.md figures do.
+    """The reward of a table in [0, 1], ranking tables the way the docs/architecture.md figures do.
 
     Fidelity first, read against the held-out rows' own figures::
 

@@ -77,7 +77,7 @@ FIGURES = (
     Figure("field_overlap", "field overlap", "privacy", "<= real"),
     Figure("diversity", "diversity", "diversity", "real"),
 )
-"""The scorecard's figures in the order reports list them (DESIGN.md's names)."""
+"""The scorecard's figures in the order reports list them (docs/architecture.md's names)."""
 
 # The privacy panel: figure name and label.
 _PRIVACY = (

@@ -1,4 +1,4 @@
-"""The metrics of ``DESIGN.md``, computed the same way everywhere (loop, judge, CLI, benchmarks).
+"""The metrics of ``docs/architecture.md``, computed the same way everywhere (loop, judge, CLI, benchmarks).
 
 Inputs are plain JSON values: ``records`` are the parsed candidates (anything for a candidate that
 did not parse; its ``valid_flags`` entry is False), ``reference`` is the partition's real sample.
@@ -328,7 +328,7 @@ def coverage(valid_per_schema: Sequence[bool]) -> float:
 
 @dataclass(frozen=True)
 class Metrics:
-    """All metrics of one batch of candidates, named as in ``DESIGN.md``."""
+    """All metrics of one batch of candidates, named as in ``docs/architecture.md``."""
 
     candidates: int
     valid: int

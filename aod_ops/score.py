@@ -1,4 +1,4 @@
-"""``aod score``: any table's DESIGN.md figures beside the same figures of held-out real rows.
+"""``aod score``: any table's metrics-contract figures beside the same figures of held-out real rows.
 
 The table is read from a JSON Lines, CSV or Parquet file, or a folder of Parquet files (as
 ``aod synthesize`` writes one), by path or URI (see ``aod_ops.storage``). A Parquet table with a
@@ -57,7 +57,7 @@ class TableScore:
     yardstick_rows: list[Any]
 
     def as_dict(self) -> dict[str, Any]:
-        """The figures under their DESIGN.md names, each side with its reward, and the yardstick."""
+        """The figures under their metrics-contract names, each side with its reward, and the yardstick."""
         return {
             "partition": self.partition,
             "data": str(self.data_path),
@@ -274,8 +274,8 @@ def add_score_parser(sub: Any) -> None:
         "score",
         help="score any table against a partition's held-out real rows",
         description="Score a table (JSON Lines, CSV, Parquet, or a folder of Parquet files) with the "
-        "DESIGN.md figures, each beside the held-out real rows' own figure, with both rewards and "
-        "the columns where the table differs most.",
+        "figures of the metrics contract (docs/architecture.md), each beside the held-out real rows' "
+        "own figure, with both rewards and the columns where the table differs most.",
     )
     p.add_argument("--spec", required=True, help="partition spec (YAML)")
     p.add_argument(

@@ -27,7 +27,7 @@ and consts categorical, ``format: date`` strings datetimes (``%Y-%m-%d``), numbe
 any other string categorical, as SDV models it by default: SDV then samples free text (names,
 addresses) from the reference's own values, which is what its privacy figures show.
 
-Each row is a scorecard (the DESIGN.md figures) plus ``reward`` (``table_reward`` against the
+Each row is a scorecard (the docs/architecture.md figures) plus ``reward`` (``table_reward`` against the
 held-out baseline rows of the same size), ``wall_s`` (training and optimization included) and
 ``records_per_s`` (writing the evaluated rows only). Beside each partition: the held-out
 baseline rows scored as a table, and their reward: the ceiling every system is read against.

@@ -1,7 +1,7 @@
 """Fidelity, privacy and reward (``aod_ops.fidelity``) on the example partitions' real rows.
 
 Nothing is mocked: every table is scored against real held-out rows, and the calibration tests
-check the contract of DESIGN.md: held-out real rows score best, copies of the reference fail the
+check the contract of docs/architecture.md: held-out real rows score best, copies of the reference fail the
 privacy gate, and uniform random values in the schema's ranges score low.
 """
 

@@ -1,4 +1,4 @@
-"""The metrics of DESIGN.md on small cases whose numbers were worked out by hand (see comments)."""
+"""The metrics of docs/architecture.md on small cases whose numbers were worked out by hand (see comments)."""
 
 import random
 import time
