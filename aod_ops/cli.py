@@ -448,8 +448,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aod_ops.ray.command import synthesize_partitions
 
     check_trusted_model(args)
-    if args.model is None:
-        check_no_dlm_server(args.spec, args.partition)
     out = storage.locate(args.out)
     prompts, tables = storage.join(out, "prompts"), storage.join(out, "tables")
     common = ["--spec", args.spec] + (["--partition", args.partition] if args.partition else [])
@@ -490,20 +488,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     return code
-
-
-def check_no_dlm_server(spec: str, partition: str | None) -> None:
-    """Refuse, before any step runs, a partition whose DLM is a server: synthesis runs the DLM in
-    Ray actors, which load a local model (``aod optimize`` and ``aod generate`` use a server)."""
-    from aod_ops.spec import load_spec
-
-    for p in load_spec(spec).select(partition):
-        if p.dlm.base_url is not None:
-            raise ModelError(
-                f"partition {p.name!r}: its DLM is a server ({p.dlm.base_url}), and synthesis runs the "
-                "DLM in Ray actors, which load a local model: pass --model, or run 'aod optimize' alone "
-                "with the server"
-            )
 
 
 def _step(argv: list[str]) -> argparse.Namespace:

@@ -1,11 +1,12 @@
 """A DLM behind a server, against a real OpenAI-compatible server on loopback that runs a real
 model (SmolLM2-135M-Instruct through transformers, as SGLang would run LLaDA2): free-mode records
-parsed and validated like a local model's, the loop, ``aod generate``, the Airflow connection, and
-the refusals (skeleton mode, synthesis, a server that fails)."""
+parsed and validated like a local model's, the loop, ``aod generate``, synthesis through Ray
+(``aod synthesize`` and the Airflow tasks), and the refusals (skeleton mode, a server that fails)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pyarrow.parquet as pq
 import pytest
+import ray
 import yaml
 
 from aod_ops.agents.chat import TransformersChat
 from aod_ops.agents.judge import Judge
+from aod_ops.agents.prompt import Prompt
 from aod_ops.cli import main
 from aod_ops.dlm.generate import Generator
 from aod_ops.dlm.prompting import render_prompt
@@ -44,12 +48,16 @@ SCHEMA = {
 REFERENCE = [{"name": "Ada Lovelace", "age": 36}, {"name": "Alan Turing", "age": 41}]
 GREEDY = DecodingSettings(mode="free", temperature=0.0, max_new_tokens=CAP)
 PARSE_ERROR = ("parse error: the output is not a JSON document",)
+JUNK = "Sorry, I cannot write that record."
 
 
 class _Server:
     """An OpenAI-compatible chat server on loopback running SmolLM2: ``POST
     [/<mode>]/v1/chat/completions`` answers with the model's reply, sampled with the request's
-    seed; the mode ``down`` answers 503, ``slow`` answers after a second."""
+    seed; the mode ``down`` answers 503, ``slow`` answers after a second, ``junk`` answers an
+    even seed with ``JUNK`` (no record). Each request is kept with its ``Authorization`` header.
+    A reply is generated once per request, the seed aside when greedy (temperature 0): a greedy
+    reply does not depend on it. Closing the server waits for the replies in progress."""
 
     def __init__(self) -> None:
         from aod_ops.hf import load_smollm2
@@ -57,6 +65,7 @@ class _Server:
         model, tokenizer = load_smollm2()
         self.requests: list[dict[str, Any]] = []
         lock = threading.Lock()  # one generation at a time: the model is shared by the threads
+        replies: dict[str, str] = {}  # a reply per request, the seed left out of a greedy one's
         state = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,15 +74,23 @@ class _Server:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                state.requests.append({"path": self.path, "body": body})
+                auth = self.headers.get("Authorization")
+                state.requests.append({"path": self.path, "body": body, "auth": auth})
                 mode = self.path.split("/")[1]
                 if mode == "down":
                     return self._send(503, b"no model loaded")
                 if mode == "slow":
                     time.sleep(1.0)
-                with lock:
-                    chat = TransformersChat(model, tokenizer, seed=body.get("seed", 0))
-                    text = chat.complete(body["messages"], min(body["max_tokens"], CAP), body["temperature"])
+                if mode == "junk" and body.get("seed", 0) % 2 == 0:
+                    text = JUNK
+                else:
+                    asked = (body["messages"], min(body["max_tokens"], CAP), body["temperature"])
+                    seed = body.get("seed", 0)
+                    key = json.dumps([*asked, seed if body["temperature"] else None])
+                    with lock:
+                        if key not in replies:
+                            replies[key] = TransformersChat(model, tokenizer, seed=seed).complete(*asked)
+                        text = replies[key]
                 answer = {
                     "object": "chat.completion",
                     "model": body["model"],
@@ -92,7 +109,6 @@ class _Server:
                     pass  # the client gave up waiting (the timeout test)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def bodies(self, since: int = 0) -> list[dict[str, Any]]:
@@ -257,21 +273,71 @@ def test_a_server_down_fails_the_loop_naming_the_partition_and_url(server: _Serv
         optimize_partition(partition, tmp_path / "out")
 
 
-def test_aod_run_refuses_a_server_dlm_before_any_step(
-    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def record_prompt(folder: Path) -> Path:
+    """A prompt folder for ``people`` whose prompt gets a record the judge accepts: it asks for a
+    given new record (SmolLM2-135M, asked for any record, echoes the schema, whose "string" the
+    judge rejects as a placeholder)."""
+    prompt = Prompt('Answer with this JSON: {"name":"Maria Lopez","age":29}', decoding=GREEDY)
+    (folder / "people").mkdir(parents=True)
+    (folder / "people" / "prompt.json").write_text(prompt.to_json())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """Ray started before a test sets a variable: its workers see only what a run passes them."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+def test_aod_synthesize_writes_the_servers_records_and_quarantines_its_junk(
+    server: _Server,
+    ray_session: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spec = person_spec(tmp_path, {"base_url": server.url, "model": SERVED})
+    key = "sk-test-0123456789"
+    dlm = {"base_url": server.url + "/junk", "model": SERVED, "api_key_env": "AOD_TEST_DLM_KEY"}
+    spec = person_spec(tmp_path, dlm)
+    # Set after Ray started: the actors get it only through the run's runtime_env.
+    monkeypatch.setenv("AOD_TEST_DLM_KEY", key)
     before = len(server.requests)
-    assert main(["run", "--spec", str(spec), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert f"partition 'people': its DLM is a server ({server.url}), and synthesis runs the DLM" in err
-    assert len(server.requests) == before and not (tmp_path / "out").exists()
+    out = tmp_path / "tables"
+    args = ["synthesize", "--spec", str(spec), "--out", str(out), "--rows", "1", "--actors", "1"]
+    args += [
+        "--batch-size",
+        "2",
+        "--max-candidates",
+        "2",
+        "--prompt-dir",
+        str(record_prompt(tmp_path / "prompts")),
+    ]
+    # GPUs are for a local model: on this cluster without any, a server's run asks for none.
+    assert main([*args, "--gpus-per-actor", "1"]) == 0
+    # Seed 0 got junk, seed 1 the model's greedy reply: one row, one quarantined candidate.
+    requests = server.requests[before:]
+    assert sorted(r["body"]["seed"] for r in requests) == [0, 1]
+    assert {r["auth"] for r in requests} == {f"Bearer {key}"}
+    (row,) = pq.read_table(out / "people" / "data").to_pylist()
+    jsonschema.validate(json.loads(row["_aod_record"]), SCHEMA)
+    assert (row["_aod_seed"], row["_aod_model"]) == (1, SERVED)
+    (rejected,) = pq.read_table(out / "people" / "quarantine").to_pylist()
+    assert (rejected["seed"], rejected["text"], rejected["record"]) == (0, JUNK, None)
+    assert rejected["kinds"] == ["parse"]
+    report = json.loads((out / "people" / "report.json").read_text())
+    assert report["settings"]["dlm_base_url"] == server.url + "/junk"
+    assert (report["settings"]["gpus_per_actor"], report["timings"]["model_loads"]) == (0.0, 0)
+    assert report["metrics"]["forwards_per_valid_record"] is None  # the server's passes are its own
+    # The key reaches the server, and nothing that is written or shown.
+    assert key not in (out / "people" / "report.json").read_text()
+    assert key not in "".join(capsys.readouterr())
 
 
-def test_the_aod_connections_dlm_server_runs_the_optimize_task_and_synthesis_refuses_it(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_aod_connections_dlm_server_runs_the_optimize_and_synthesize_tasks(
+    server: _Server, ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aod_ops.airflow.exceptions import AoDInputError
     from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator
 
     spec = person_spec(tmp_path, "tiny-random")  # the connection's DLM replaces the spec's
@@ -286,9 +352,16 @@ def test_the_aod_connections_dlm_server_runs_the_optimize_task_and_synthesis_ref
     assert result["prompt_uri"].endswith("/run/prompts/people/prompt.json")
     assert (tmp_path / "run" / "prompts" / "people" / "prompt.json").is_file()
     assert [b["model"] for b in server.bodies(before)] == [SERVED]
-    synthesize = AoDSynthesizeOperator(task_id="s", aod_conn_id="aod_dlm", **common)
-    with pytest.raises(AoDInputError, match=rf"its DLM is a server \({server.url}\), and synthesis runs"):
-        synthesize.execute({"ti": ti})  # type: ignore[arg-type]
+    before = len(server.requests)
+    prompts = str(record_prompt(tmp_path / "prompts"))
+    synthesize = AoDSynthesizeOperator(
+        task_id="s", aod_conn_id="aod_dlm", rows=1, actors=1, prompt_dir=prompts, **common
+    )
+    summary = synthesize.execute({"ti": ti})  # type: ignore[arg-type]
+    assert (summary["partition"], summary["rows"]) == ("people", 1)
+    (row,) = pq.read_table(tmp_path / "run" / "tables" / "people" / "data").to_pylist()
+    jsonschema.validate(json.loads(row["_aod_record"]), SCHEMA)
+    assert row["_aod_model"] == SERVED and server.bodies(before)[0]["model"] == SERVED
 
 
 class _TaskInstance:

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,18 @@ from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator, PartitionPrompt
 from aod_ops.ray.jobs import SynthesisJob
 from aod_ops.ray.judging import VERDICTS, CandidateJudge, PartitionJudging
-from aod_ops.ray.synthesize import SynthesisOptions, _pool, _Rows, _with_gpus, synthesize
+from aod_ops.ray.synthesize import (
+    SynthesisOptions,
+    _by_model,
+    _plan,
+    _pool,
+    _Rows,
+    _stages,
+    _with_gpus,
+    synthesize,
+)
 from aod_ops.schema import load_schema
+from aod_ops.spec import load_spec
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -81,6 +92,62 @@ def test_an_unknown_model_fails_before_ray_starts(tmp_path: Path, no_ray_yet: No
     with pytest.raises(ModelError, match=r"unknown model 'no-such-model'"):
         synthesize(_spec(tmp_path), tmp_path / "out", options=SynthesisOptions(model="no-such-model"))
     assert not ray.is_initialized()
+
+
+SERVER = {"base_url": "http://sglang:30000", "model": "inclusionAI/LLaDA2.0-mini-preview"}
+
+
+def test_a_server_dlm_loads_no_model_and_its_generators_get_its_key_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AOD_TEST_DLM_KEY", "sk-secret")
+    dlm = {**SERVER, "api_key_env": "AOD_TEST_DLM_KEY"}
+    (partition,) = load_spec(_spec(tmp_path, dlm=dlm, decoding={"mode": "free"})).partitions
+    job = _plan(partition, SynthesisOptions())  # the served model is no local one: nothing checked
+    assert job.dlm == partition.dlm
+    monkeypatch.setattr(adapter, "put", lambda reference: reference)  # the object store: not here
+    generator, judge = _stages(job, _pool(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions()), 4)
+    assert generator.kwargs["server"] == partition.dlm and generator.kwargs["model"] == SERVER["model"]
+    assert generator.env_vars == {"AOD_TEST_DLM_KEY": "sk-secret"} and judge.env_vars == {}
+    assert "sk-secret" not in repr(generator)
+    # One pool per server: the same model behind two servers is two pools.
+    other = replace(job, dlm=replace(job.dlm, base_url="http://sglang-2:30000"))
+    assert [[j.dlm.base_url for j in group] for group in _by_model([job, other, job])] == [
+        [SERVER["base_url"]] * 2,
+        ["http://sglang-2:30000"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "error"),
+    [
+        (  # a server for the run, over a spec that writes skeletons
+            {},
+            {"model": "m", "dlm_base_url": "http://sglang:30000"},
+            r"partition 'shirts': a DLM server \(http://sglang:30000\) writes free mode only, and the "
+            r"prompt's mode is 'skeleton': use decoding: \{mode: free\}",
+        ),
+        (
+            {"dlm": {**SERVER, "api_key_env": "AOD_TEST_UNSET"}, "decoding": {"mode": "free"}},
+            {},
+            r"partition 'shirts': DLM server http://sglang:30000/v1/chat/completions: environment "
+            "variable AOD_TEST_UNSET is not set",
+        ),
+        (
+            {"decoding": {"mode": "free"}},
+            {"model": "m", "dlm_base_url": "http://sglang:30000", "trust_remote_code": True},
+            r"model m: 'trust_remote_code' is for a local model",
+        ),
+    ],
+)
+def test_a_server_that_cannot_write_the_partition_fails_before_ray_starts(
+    tmp_path: Path, no_ray_yet: None, spec: dict[str, Any], options: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ModelError, match=f"^{error}"):
+        synthesize(_spec(tmp_path, **spec), tmp_path / "out", options=SynthesisOptions(**options))
+    assert not ray.is_initialized()
+    with pytest.raises(AodError, match="dlm-base-url and dlm-api-key-env need model"):
+        SynthesisOptions(dlm_base_url="http://sglang:30000")
 
 
 def test_a_property_in_the_provenance_namespace_fails_before_ray_starts(
@@ -228,6 +295,30 @@ def test_the_pool_flags_reach_the_options_and_a_ray_jobs_command_line(
         "aod synthesize --spec s3://b/spec.yaml --out s3://b/out"
         " --min-actors 16 --max-actors 64 --gpus-per-actor 1"
     )
+
+
+def test_the_dlm_server_flags_reach_the_options_and_a_ray_jobs_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parser = argparse.ArgumentParser(prog="aod")
+    add_synthesize_parser(parser.add_subparsers(dest="command"))
+    server = ["--model", "m", "--dlm-base-url", "http://sglang:30000", "--dlm-api-key-env", "KEY"]
+    args = parser.parse_args(["synthesize", "--spec", "s.yaml", "--out", "o", *server])
+    seen: list[SynthesisOptions] = []
+
+    def fake(spec: str, out: str, *, options: SynthesisOptions, **kwargs: Any) -> list[Any]:
+        seen.append(options)
+        return []
+
+    monkeypatch.setattr(synthesis, "synthesize", fake)
+    assert args.handler(args) == 0
+    assert (seen[0].model, seen[0].dlm_base_url, seen[0].dlm_api_key_env) == (
+        "m",
+        "http://sglang:30000",
+        "KEY",
+    )
+    job = SynthesisJob("s3://b/spec.yaml", "s3://b/out", model="m", dlm_base_url="http://sglang:30000")
+    assert job.entrypoint().endswith("--model m --dlm-base-url http://sglang:30000")
 
 
 def test_a_runs_stream_is_read_one_partition_at_a_time() -> None:

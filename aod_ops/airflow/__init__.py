@@ -40,7 +40,7 @@ AOD_EXTRA_FIELDS: dict[str, Any] = {
         "label": "DLM server URL",
         "description": "An OpenAI-compatible DLM server (e.g. SGLang serving LLaDA2) instead of a local "
         "model, with DLM naming the model it serves. Free mode only (the spec's decoding mode must be "
-        "free); the optimize task uses it, synthesis refuses it (its Ray actors run a local model).",
+        "free); the optimize and synthesize tasks both use it (synthesis actors call the server).",
         "schema": {"type": ["string", "null"], "format": "url"},
     },
     "trust_remote_code": {

@@ -102,7 +102,7 @@ class AoDHook(BaseHook):
     password: its API key; extra: ``agent_model`` (needed with a base URL), ``dlm`` (a built-in
     DLM or a local folder; with ``dlm_base_url``, the model the server serves), ``dlm_base_url``
     (an OpenAI-compatible DLM server, free mode only: the partition's ``decoding.mode`` must be
-    ``free``; the optimize task uses it, synthesis refuses it), ``trust_remote_code`` (lets that
+    ``free``; the optimize and synthesize tasks both use it), ``trust_remote_code`` (lets that
     local ``dlm`` run its own code; it applies to no other model, the spec's included).
 
     :param aod_conn_id: the ``aod`` connection's id.

@@ -433,8 +433,8 @@ class AoDSynthesizeOperator(_ModelOperator):
     The job writes to ``out_dir`` as the cluster sees it, which must be storage the worker also
     sees (the validation reads it): an object-store URI, which the job writes with the cluster's
     own credentials, or a shared volume. Returns ``{"partition", "table_uri", "report_uri", "rows",
-    "rejected", "ray_job_id"}``. A partition whose DLM is a server (``dlm_base_url``) is refused
-    in either mode: the Ray actors run a local model.
+    "rejected", "ray_job_id"}``. A partition whose DLM is a server (``dlm_base_url``, free mode
+    only) is synthesized by actors that send its prompts to the server.
 
     :param prompt_dir: a folder of ``<partition>/prompt.json`` artifacts (default:
         ``<out_dir>/prompts``, where ``AoDOptimizeOperator`` writes); None-like values use it.
@@ -498,12 +498,6 @@ class AoDSynthesizeOperator(_ModelOperator):
                 mode = self.execution_mode
                 raise AoDInputError(f"execution_mode must be 'local' or 'ray_job', got {mode!r}")
             partition = self.load()
-            if partition.dlm.base_url is not None:
-                raise AoDInputError(
-                    f"partition {partition.name!r}: its DLM is a server ({partition.dlm.base_url}), and "
-                    "synthesis runs the DLM in Ray actors, which load a local model: give the operator a "
-                    "model, or a connection without dlm_base_url"
-                )
             rows = _optional_int(self.rows, "rows")
             actors = _optional_int(self.actors, "actors")
             if self.execution_mode == "local":
@@ -587,6 +581,8 @@ class AoDSynthesizeOperator(_ModelOperator):
             actors=actors,
             model=partition.dlm.model,
             trust_remote_code=partition.dlm.trust_remote_code,
+            dlm_base_url=partition.dlm.base_url,
+            dlm_api_key_env=partition.dlm.api_key_env,
             prompt_dir=self.prompts(),
         )
         ti = context["ti"]

@@ -2,15 +2,16 @@
 
 Ray Data pieces used: ``ray.data.from_items`` for the seeds, ``Dataset.map_batches`` with
 ``compute=ActorPoolStrategy(size=n)`` or ``ActorPoolStrategy(min_size=m, max_size=n)`` (an
-autoscaling pool; not the deprecated ``concurrency=``) and named resources (``num_cpus``,
-``num_gpus``; the free-form ``**ray_remote_args`` are deprecated), and a streamed
-``iter_batches`` whose order follows the input (``preserve_order``). Ray Data's actor pools
-restart a dead actor and retry its tasks (``max_restarts=-1``, ``max_task_retries=-1`` by
-default), which is how a killed worker is recovered. An actor that asks for a GPU (``num_gpus``)
-and cannot be placed is a pending resource demand, which Ray's autoscaler answers with a GPU
-node; before a pool starts, ``wait_for_gpus`` asks the autoscaler for the first one
-(``request_resources``). A ``Board`` (a small actor) tells a pool's actors which partitions the
-driver has finished with, and counts their model loads.
+autoscaling pool; not the deprecated ``concurrency=``), named resources (``num_cpus``,
+``num_gpus``; the free-form ``**ray_remote_args`` are deprecated), a ``runtime_env`` holding a
+stage's environment variables, and a streamed ``iter_batches`` whose order follows the input
+(``preserve_order``). Ray Data's actor pools restart a dead actor and retry its tasks
+(``max_restarts=-1``, ``max_task_retries=-1`` by default), which is how a killed worker is
+recovered. An actor that asks for a GPU (``num_gpus``) and cannot be placed is a pending
+resource demand, which Ray's autoscaler answers with a GPU node; before a pool starts,
+``wait_for_gpus`` asks the autoscaler for the first one (``request_resources``). A ``Board`` (a
+small actor) tells a pool's actors which partitions the driver has finished with, and counts
+their model loads.
 
 An embedded cluster keeps its sessions, logs and sockets in a folder of its own, named after the
 driver's process id (``embedded_dir``). Its processes are stopped with it, also when the driver
@@ -79,7 +80,8 @@ class Stage:
     ``fn`` is a callable class taking and returning a ``pyarrow.Table`` batch; it is built once
     per actor with ``kwargs``. The pool holds ``actors`` actors, or, with ``max_actors`` above
     it, autoscales between the two (``compute`` is its strategy). ``batch_size`` None passes the
-    incoming blocks as they are.
+    incoming blocks as they are. ``env_vars`` are set in its actors' environment (an API key:
+    left out of the stage's repr).
     """
 
     fn: type
@@ -89,6 +91,7 @@ class Stage:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_actors: int | None = None
+    env_vars: dict[str, str] = field(default_factory=dict, repr=False)
 
     def compute(self) -> ActorPoolStrategy:
         """The stage's actor pool: fixed, or autoscaling from ``actors`` to ``max_actors``."""
@@ -449,6 +452,7 @@ def stream(
             compute=stage.compute(),
             num_cpus=stage.num_cpus,
             num_gpus=stage.num_gpus or None,
+            runtime_env={"env_vars": stage.env_vars} if stage.env_vars else None,
         )
     # The dataset's own copy of the context: nothing global changes.
     options = dataset.context

@@ -81,6 +81,15 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
         help="with --model: allow its own code (LLaDA/Dream); a spec's trust never applies to --model",
     )
     p.add_argument(
+        "--dlm-base-url",
+        help="with --model: an OpenAI-compatible server (e.g. SGLang) that serves it, free mode only",
+    )
+    p.add_argument(
+        "--dlm-api-key-env",
+        metavar="NAME",
+        help="with --dlm-base-url: the environment variable holding the server's API key",
+    )
+    p.add_argument(
         "--max-candidates", type=positive_int, help="candidate budget per partition (default: 10 per row)"
     )
     p.add_argument("--allow-partial", action="store_true", help="keep the rows made when the budget runs out")
@@ -135,6 +144,8 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
             gpu_wait=args.gpu_wait,
             model=args.model,
             trust_remote_code=args.trust_remote_code,
+            dlm_base_url=args.dlm_base_url,
+            dlm_api_key_env=args.dlm_api_key_env,
             prompt_dir=args.prompt_dir,
         )
         token = os.environ.get("RAY_AUTH_TOKEN")  # a cluster with token authentication
@@ -156,6 +167,8 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
         prompt_dir=args.prompt_dir,
         model=args.model,
         trust_remote_code=args.trust_remote_code,
+        dlm_base_url=args.dlm_base_url,
+        dlm_api_key_env=args.dlm_api_key_env,
         max_candidates=args.max_candidates,
         allow_partial=args.allow_partial,
         ray_address=args.ray_address,

@@ -3,7 +3,8 @@
 Each actor loads the denoiser once, in ``__init__``, and turns each batch of seeds into candidate
 records with the prompt of the partition each seed belongs to: one pool serves every partition
 of a run that shares the model. A record depends only on its seed, the prompt and the model,
-not on the actor or the batch it landed in, so a retried batch gives the same candidates.
+not on the actor or the batch it landed in, so a retried batch gives the same candidates. With a
+DLM server the actor loads nothing: it sends each batch's prompts to the server (free mode).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import torch
 from aod_ops.dlm.generate import Generator
 from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.models import load_denoiser
+from aod_ops.dlm.server import DLMServer
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.hf import fast_dtype
 from aod_ops.ray.adapter import Board
 from aod_ops.schema import LoadedSchema
+from aod_ops.spec import DLMSetting
 
 CANDIDATES = pa.schema(
     [
@@ -78,6 +81,9 @@ class DLMGenerator:
     :param partitions: further partitions by name, written with the same model.
     :param board: the run's ``Board`` (finished partitions; this actor counts its model load
         there), or None.
+    :param server: the ``dlm`` setting of a server that serves ``model`` (free mode only): the
+        actor writes with it and loads no model (its API key variable must be in the actor's
+        environment); None loads ``model``.
     """
 
     def __init__(
@@ -94,18 +100,25 @@ class DLMGenerator:
         partition: str = "",
         partitions: Mapping[str, PartitionPrompt] | None = None,
         board: Board | None = None,
+        server: DLMSetting | None = None,
     ) -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        self.denoiser = load_denoiser(model, trust_remote_code)
-        if device != "cpu":
-            self.denoiser.model.to(device=device, dtype=fast_dtype(device))
         self.partition = partition
         self.prompts = {partition: PartitionPrompt(schema, prompt, decoding, guides), **(partitions or {})}
-        self.generators = {name: Generator(self.denoiser, p.schema) for name, p in self.prompts.items()}
         self.board = board
-        if board is not None:
-            board.count_load()
+        if server is not None:  # the server runs the model: nothing to load here
+            served = DLMServer.from_setting(server)
+            self.generators = {
+                name: Generator(None, p.schema, server=served) for name, p in self.prompts.items()
+            }
+        else:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            denoiser = load_denoiser(model, trust_remote_code)
+            if device != "cpu":
+                denoiser.model.to(device=device, dtype=fast_dtype(device))
+            self.generators = {name: Generator(denoiser, p.schema) for name, p in self.prompts.items()}
+            if board is not None:
+                board.count_load()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Candidates for the batch's ``seed`` column (other input columns: ``index``, and

@@ -127,6 +127,9 @@ class SynthesisJob:
     :param gpu_wait: seconds the cluster gets to add its first GPU node (``--gpu-wait``).
     :param model: the DLM instead of the spec's.
     :param trust_remote_code: let ``model`` run its own code (``--trust-remote-code``).
+    :param dlm_base_url: a server that serves ``model`` (``--dlm-base-url``, free mode only).
+    :param dlm_api_key_env: the variable holding its API key (``--dlm-api-key-env``), in the
+        cluster's environment: the key itself never travels with the job.
     :param prompt_dir: a folder (or URI) of ``<partition>/prompt.json`` artifacts (the loop's
         output); from a local folder, the selected partitions' prompts travel with the job.
     :param env_vars: environment variables for the job (never secrets: Ray shows them).
@@ -143,6 +146,8 @@ class SynthesisJob:
     gpu_wait: float | None = None
     model: str | None = None
     trust_remote_code: bool = False
+    dlm_base_url: str | None = None
+    dlm_api_key_env: str | None = None
     prompt_dir: str | Path | None = None
     env_vars: Mapping[str, str] = field(default_factory=dict)
 
@@ -159,6 +164,8 @@ class SynthesisJob:
             ("--gpus-per-actor", self.gpus_per_actor),
             ("--gpu-wait", self.gpu_wait),
             ("--model", self.model),
+            ("--dlm-base-url", self.dlm_base_url),
+            ("--dlm-api-key-env", self.dlm_api_key_env),
         ):
             if value is not None:
                 args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]

@@ -16,13 +16,17 @@ partition at a time, and marks a partition that has its rows finished on the run
 ``adapter.Board``, so that the actors skip the rest of its seeds. The pool is fixed or
 autoscaling (``min_actors`` to ``max_actors``), with one GPU per actor when the run asks for
 GPUs; a run that asks for GPUs on a cluster that has none and cannot get them fails at once
-with one line, instead of running on CPUs.
+with one line, instead of running on CPUs. A partition whose DLM is a server
+(``aod_ops.dlm.server``, free mode only) gets a pool per server: its actors load no model and
+ask for no GPU, they send the prompts to the server (with its API key variable, the one
+variable put in their environment), and its replies are judged like a local model's.
 
 Everything that can be checked is checked before Ray starts: the spec, schemas, reference
-samples, prompt artifacts, the model name, the output columns, and that the output (a folder or
-an object-store URI, see ``aod_ops.storage``) can be written. Each partition is committed
-atomically (``aod_ops.output``); a rerun skips a partition whose committed output was made with
-the same settings, and a run that died is cleaned up and redone.
+samples, prompt artifacts, the model name (or a server's free mode and key variable), the output
+columns, and that the output (a folder or an object-store URI, see ``aod_ops.storage``) can be
+written. Each partition is committed atomically (``aod_ops.output``); a rerun skips a partition
+whose committed output was made with the same settings, and a run that died is cleaned up and
+redone.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +50,7 @@ from aod_ops import storage
 from aod_ops.agents.prompt import Prompt, initial_prompt
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.models import check_model
+from aod_ops.dlm.server import DLMServer
 from aod_ops.errors import AodError, DataError, ModelError
 from aod_ops.fidelity import Yardstick, table_reward
 from aod_ops.loop import PROMPT_FILE
@@ -62,7 +68,7 @@ from aod_ops.ray import adapter
 from aod_ops.ray.generator import DLMGenerator, PartitionPrompt
 from aod_ops.ray.judging import CandidateJudge, PartitionJudging
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf, load_schema
-from aod_ops.spec import Partition, load_reference, load_spec
+from aod_ops.spec import DLMSetting, Partition, load_reference, load_spec
 from aod_ops.storage import Location
 
 CANDIDATE_FACTOR = 10
@@ -89,9 +95,9 @@ class SynthesisOptions:
     :param batch_size: candidates per model batch (one ``map_batches`` batch).
     :param threads_per_actor: torch CPU threads per actor, and the CPUs it reserves (default:
         the cluster's CPUs shared among the actors when ``actors`` is given, else 1).
-    :param gpus_per_actor: GPUs per actor: above 0 asks for GPUs, and a cluster without any
-        that cannot get them is an error; 0 runs on CPUs (default: 1 when the cluster has GPUs
-        now, else 0).
+    :param gpus_per_actor: GPUs per actor of a local model (a DLM server's actors ask for
+        none): above 0 asks for GPUs, and a cluster without any that cannot get them is an
+        error; 0 runs on CPUs (default: 1 when the cluster has GPUs now, else 0).
     :param gpu_wait_s: seconds to wait for the autoscaler's first GPU node when
         ``gpus_per_actor`` asks for GPUs and a cluster that may grow has none.
     :param prompt_dir: folder (or URI) holding ``<partition>/prompt.json`` from the AoD loop; a
@@ -99,6 +105,10 @@ class SynthesisOptions:
     :param model: the DLM for every partition (default: each partition's ``dlm``).
     :param trust_remote_code: let ``model`` run its own code (LLaDA, Dream). It belongs to
         ``model`` alone: a spec's ``trust_remote_code`` never carries over to it.
+    :param dlm_base_url: an OpenAI-compatible server that serves ``model`` (free mode only),
+        instead of loading it in the actors.
+    :param dlm_api_key_env: the environment variable holding that server's API key; it reaches
+        the actors in their ``runtime_env``, and no other variable does.
     :param max_candidates: candidate budget per partition (default: 10 per target row).
     :param allow_partial: keep the rows made when the budget runs out instead of failing.
     :param ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else embedded Ray).
@@ -115,6 +125,8 @@ class SynthesisOptions:
     prompt_dir: str | Path | None = None
     model: str | None = None
     trust_remote_code: bool = False
+    dlm_base_url: str | None = None
+    dlm_api_key_env: str | None = None
     max_candidates: int | None = None
     allow_partial: bool = False
     ray_address: str | None = None
@@ -133,6 +145,8 @@ class SynthesisOptions:
             raise AodError("actors sets a fixed pool: give it or min-actors/max-actors, not both")
         if self.min_actors is not None and self.max_actors is not None and self.min_actors > self.max_actors:
             raise AodError(f"min-actors ({self.min_actors}) must not exceed max-actors ({self.max_actors})")
+        if self.model is None and (self.dlm_base_url is not None or self.dlm_api_key_env is not None):
+            raise AodError("dlm-base-url and dlm-api-key-env need model: the model the server serves")
 
 
 @dataclass(frozen=True)
@@ -195,7 +209,8 @@ class SynthesisFailed(AodError):
 
 @dataclass(frozen=True)
 class _Job:
-    """One partition with everything loaded and checked before Ray starts."""
+    """One partition with everything loaded and checked before Ray starts; ``dlm`` is its DLM
+    (the run's ``model`` or the partition's own): a local model, or a server."""
 
     partition: Partition
     schema: LoadedSchema
@@ -203,8 +218,7 @@ class _Job:
     holdout: list[Any] | None
     prompt: Prompt
     prompt_source: str
-    model: str
-    trust_remote_code: bool
+    dlm: DLMSetting
     target: int
     budget: int
 
@@ -222,13 +236,15 @@ class _Job:
             "target": self.target,
             "budget": self.budget,
             "allow_partial": allow_partial,
-            "model": self.model,
-            "trust_remote_code": self.trust_remote_code,
+            "model": self.dlm.model,
+            "trust_remote_code": self.dlm.trust_remote_code,
             "prompt": self.prompt.to_json(),
             "seed": p.seed,
             "sensitive": list(p.sensitive),
             "critic": p.critic and asdict(p.agent),
         }
+        if self.dlm.base_url is not None:  # absent for a local model: its fingerprints stay as they were
+            settings["dlm_base_url"] = self.dlm.base_url
         return hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest()
 
 
@@ -287,9 +303,12 @@ def synthesize(
     failures: dict[str, PartitionFailure] = {}
     if pending:
         with adapter.session(options.ray_address) as cluster:
-            pool = _pool(_with_gpus(cluster, options), options)
+            if any(job.dlm.base_url is None for job in pending):
+                cluster = _with_gpus(cluster, options)
             for group in _by_model(pending):
-                _run_group(group, out, pool, options, on_progress, results, failures)
+                # A DLM server's actors run no model: they ask for no GPU.
+                sizing = replace(options, gpus_per_actor=0.0) if group[0].dlm.base_url else options
+                _run_group(group, out, _pool(cluster, sizing), options, on_progress, results, failures)
     if failures:
         raise SynthesisFailed(
             [results[j.name] for j in jobs if j.name in results],
@@ -303,17 +322,19 @@ def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
     schema = load_schema(partition.schema_path)
     reference = load_reference(partition)
     prompt, source = _prompt(partition, schema, reference, options.prompt_dir)
+    dlm = partition.dlm
     if options.model is not None:
         # A model given for the run is trusted only by the run's own flag, never by the spec's.
-        model, trust = options.model, options.trust_remote_code
-    elif partition.dlm.base_url is not None:
-        raise ModelError(
-            f"partition {partition.name!r}: synthesize runs the DLM in its actors; a DLM server "
-            f"({partition.dlm.base_url}) is not supported here (pass --model)"
-        )
+        try:
+            dlm = DLMSetting(
+                options.model, options.trust_remote_code, options.dlm_base_url, options.dlm_api_key_env
+            )
+        except ValueError as exc:
+            raise ModelError(f"model {options.model}: {exc}") from exc
+    if dlm.base_url is None:
+        check_model(dlm.model, dlm.trust_remote_code)  # now, not in every actor
     else:
-        model, trust = partition.dlm.model, partition.dlm.trust_remote_code
-    check_model(model, trust)  # now, not in every actor
+        _check_server(partition.name, dlm, prompt)
     target = options.rows or partition.rows
     return _Job(
         partition=partition,
@@ -322,11 +343,27 @@ def _plan(partition: Partition, options: SynthesisOptions) -> _Job:
         holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
         prompt=prompt,
         prompt_source=source,
-        model=model,
-        trust_remote_code=trust,
+        dlm=dlm,
         target=target,
         budget=options.max_candidates or CANDIDATE_FACTOR * target,
     )
+
+
+def _check_server(name: str, dlm: DLMSetting, prompt: Prompt) -> None:
+    """Check, before Ray starts, that a DLM server can write the partition: the prompt asks for
+    free mode, and the server's API key variable (if any) is set here, to go to the actors.
+
+    :raises ModelError: naming the partition and the server.
+    """
+    if prompt.decoding.mode != "free":
+        raise ModelError(
+            f"partition {name!r}: a DLM server ({dlm.base_url}) writes free mode only, and the prompt's "
+            f"mode is {prompt.decoding.mode!r}: use decoding: {{mode: free}}"
+        )
+    try:
+        DLMServer.from_setting(dlm)
+    except ModelError as exc:
+        raise ModelError(f"partition {name!r}: {exc}") from exc
 
 
 def _prompt(
@@ -406,10 +443,11 @@ def _sizes(options: SynthesisOptions, room: int) -> tuple[int, int]:
 
 
 def _by_model(jobs: Sequence[_Job]) -> list[list[_Job]]:
-    """The jobs grouped by the model they load (in order of first appearance): one pool each."""
-    groups: dict[tuple[str, bool], list[_Job]] = {}
+    """The jobs grouped by their DLM setting (a model and its trust, or a server: its URL and
+    model), in order of first appearance: one pool each, so two servers never share one."""
+    groups: dict[DLMSetting, list[_Job]] = {}
     for job in jobs:
-        groups.setdefault((job.model, job.trust_remote_code), []).append(job)
+        groups.setdefault(job.dlm, []).append(job)
     return list(groups.values())
 
 
@@ -425,14 +463,18 @@ def _stages(
     jobs: _Job | Sequence[_Job], pool: _Pool, batch_size: int, board: adapter.Board | None = None
 ) -> list[adapter.Stage]:
     """The generator pool and the judge for ``jobs`` (one job, or several sharing a model): the
-    first job's settings as the stages' own, the others' as their further partitions."""
+    first job's settings as the stages' own, the others' as their further partitions.
+
+    The generators of a DLM server get its API key variable, and only that one, in their
+    environment."""
     first, *others = [jobs] if isinstance(jobs, _Job) else jobs
+    key = first.dlm.api_key_env
     generator = adapter.Stage(
         DLMGenerator,
         {
             "schema": first.schema,
-            "model": first.model,
-            "trust_remote_code": first.trust_remote_code,
+            "model": first.dlm.model,
+            "trust_remote_code": first.dlm.trust_remote_code,
             "prompt": first.prompt.render(first.schema.contents),
             "decoding": first.prompt.decoding,
             "guides": first.prompt.guides,
@@ -446,12 +488,14 @@ def _stages(
                 for j in others
             },
             "board": board,
+            "server": first.dlm if first.dlm.base_url is not None else None,
         },
         actors=pool.actors,
         max_actors=pool.max_actors,
         batch_size=batch_size,
         num_cpus=pool.cpus,
         num_gpus=pool.gpus,
+        env_vars={key: os.environ[key]} if key is not None else {},
     )
     # The reference goes to the object store once per partition, shared by the batches.
     judging = {
@@ -567,7 +611,7 @@ def _run(
     """Synthesize one partition from its judged ``batches`` and commit it (or fail with the
     counts); once it has its rows, the ``board`` marks it finished."""
     started = time.perf_counter()
-    writer = PartitionWriter(out, job.schema, Provenance(job.name, job.prompt.version, job.model))
+    writer = PartitionWriter(out, job.schema, Provenance(job.name, job.prompt.version, job.dlm.model))
     tally = _Tally()
     first_batch = 0.0  # seconds until the first judged batch: starting the actors, loading the model
 
@@ -653,10 +697,11 @@ def _report(
     startup: float,
     model_loads: int | None = None,
 ) -> dict[str, Any]:
-    """``report.json``: counts, metrics (DESIGN names), privacy figures, timings and settings.
+    """``report.json``: counts, metrics (the metrics contract's names), privacy figures, timings and settings.
 
     ``model_loads`` counts the pool's model loads so far in the run (one per actor started or
-    restarted; the pool serves the run's partitions that share the model), None without Ray."""
+    restarted; the pool serves the run's partitions that share the model; none for a DLM
+    server, whose actors load no model), None without Ray."""
     skip_leaf = cache(partial(is_choice_leaf, compile_schema(job.schema).root))
     p = job.partition
     metrics = compute_metrics(
@@ -665,7 +710,7 @@ def _report(
         job.reference,
         skip_leaf=skip_leaf,
         critic_passed=tally.critic_passed if p.critic else None,
-        forwards=round(tally.forwards),
+        forwards=round(tally.forwards) if job.dlm.base_url is None else None,  # a server's are its own
         seconds=seconds,
     )
     privacy = privacy_report(
@@ -698,7 +743,7 @@ def _report(
         "rejections": dict(tally.rejections.most_common()),
         "metrics": metrics.as_dict(),
         "privacy": privacy.as_dict(),
-        # The table's fidelity and privacy figures beside the held-out real rows' (DESIGN.md).
+        # The table's fidelity and privacy figures beside the held-out real rows' (docs/architecture.md).
         "fidelity": {
             "yardstick": yardstick.source,
             "reward": table_reward(card, baseline),
@@ -715,8 +760,9 @@ def _report(
         },
         "prompt": {"version": job.prompt.version, "source": job.prompt_source},
         "settings": {
-            "model": job.model,
-            "trust_remote_code": job.trust_remote_code,
+            "model": job.dlm.model,
+            "trust_remote_code": job.dlm.trust_remote_code,
+            "dlm_base_url": job.dlm.base_url,
             "seed": p.seed,
             "decoding": asdict(job.prompt.decoding),
             "actors": pool.actors,
