@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 from dataclasses import replace
@@ -23,17 +24,21 @@ from aod_ops.dlm.guides import (
     NumberGuide,
     NumberRange,
     SeasonGuide,
+    TextGuide,
     derive_guides,
     grid_bounds,
     number_complete_ok,
     number_prefix_ok,
+    text_shape,
 )
+from aod_ops.dlm.legal import WordPrior
 from aod_ops.dlm.models import Denoiser, load_denoiser, tiny_random_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.errors import DataError
 from aod_ops.rules import parse_rules
 from aod_ops.schema import compile_schema, load_schema
 from aod_ops.schema.nodes import NumberNode
+from aod_ops.schema.patterns import full_match, partial_match
 from aod_ops.spec import load_reference, load_spec
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -127,7 +132,12 @@ def test_cars_guides_hold_quantiles_categories_and_a_positive_definite_copula() 
     assert (
         abs(sum(cylinders.frequencies) - 1) < 1e-9 and max(cylinders.frequencies) == cylinders.frequencies[1]
     )
-    assert guides.field("/Name") is None  # a free string with as many values as rows
+    name = guides.field("/Name")  # a free string with as many values as rows: free text
+    real = _partition("cars")[2][0]["Name"]
+    assert isinstance(name, TextGuide) and real not in name.shapes  # shapes, not values
+    assert text_shape(real, name.slack) in name.shapes and abs(sum(name.frequencies) - 1) < 1e-9
+    first = {w: n for w, n, _ in name.words}
+    assert max(first, key=first.__getitem__) == "ford"  # the commonest make, a first word
     names = [f.pointer for f in guides.fields]
     corr = {(a, b): guides.correlation[i][j] for i, a in enumerate(names) for j, b in enumerate(names)}
     assert corr[("/Weight_in_lbs", "/Horsepower")] > 0.7
@@ -161,8 +171,40 @@ def test_low_cardinality_strings_are_categories_unless_sensitive() -> None:
     assert (
         isinstance(state, CategoryGuide) and not state.choice and set(state.categories) == {"WA", "OR", "CA"}
     )
-    assert guides.field("/city") is None
-    assert derive_guides(root, rows, sensitive=["state"]).field("/state") is None
+    city = guides.field("/city")  # 60 distinct values: free text, with its words
+    assert isinstance(city, TextGuide) and ("town", 60, 0) in city.words
+    hidden = derive_guides(root, rows, sensitive=["state", "city"])
+    assert hidden.field("/state") is None  # never a category (and its pattern says its shape)
+    city = hidden.field("/city")
+    assert isinstance(city, TextGuide) and not city.words  # its shapes only: its words stay unseen
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from("abcXYZ019 -.()'&é"), min_size=1, max_size=30), st.sampled_from([1, 6])
+)
+def test_a_value_has_the_shape_it_gives(value: str, slack: int) -> None:
+    assert full_match(text_shape(value, slack), value)
+
+
+def test_a_shape_keeps_kinds_and_short_runs_and_frees_long_words() -> None:
+    assert text_shape("fiat 124 tc") == "[a-z]{3,5} [0-9]{2,4} [a-z]{2}"
+    assert text_shape("dodge colt (sw)", 6) == r"[a-z]{2,11} [a-z]{2,10} \([a-z]{2}\)"
+    assert full_match(text_shape("Cesar A."), "Abcde B.") and not full_match(
+        text_shape("Cesar A."), "abcde B."
+    )
+
+
+def test_the_word_prior_leads_to_unused_reference_words_by_position() -> None:
+    by_text = {t: [i] for i, t in enumerate(["f", "fo", "ford", " f", " ford", " pinto", "p", " p", "pinto"])}
+    ids = {t: i for i, t in enumerate(["f", "fo", "ford", " f", " ford", " pinto", "p", " p", "pinto"])}
+    prior = WordPrior([("ford", 3, 1), ("pinto", 1, 3)], by_text)
+    start = prior.scores("")
+    assert start[ids["ford"]] == pytest.approx(math.log(3 / 4))  # first words: ford 3 of 4
+    assert start[ids["pinto"]] == pytest.approx(math.log(1 / 4)) and ids[" ford"] not in start
+    after = prior.scores("ford")  # ford may end (3 of its 3 first uses); then a later word, not ford again
+    assert after[ids[" pinto"]] == pytest.approx(0.0) and ids[" ford"] not in after
+    assert prior.scores("zeta") == {}  # no reference word starts so: every token is novel
 
 
 def test_guides_round_trip_through_json() -> None:
@@ -178,11 +220,18 @@ def test_guides_round_trip_through_json() -> None:
     [
         (lambda d: d.update(format=9), "format must be 1"),
         (lambda d: d.update(extra=1), "unknown keys"),
-        (lambda d: d["fields"][0].update(kind="text"), "kind must be number, date, season or category"),
-        (lambda d: d["fields"][0].update(quantiles=[3, 2]), "non-decreasing"),
-        (lambda d: d["fields"][0].update(decimals=9), "decimals must be an integer"),
-        (lambda d: d["fields"][0].pop("integer"), "expected the keys"),
-        (lambda d: d["fields"][1].update(frequencies=[0.5] * 5), "sum to 1"),
+        (lambda d: d["fields"][1].update(kind="word"), "kind must be one of number, date, season, category"),
+        (lambda d: d["fields"][1].update(quantiles=[3, 2]), "non-decreasing"),
+        (lambda d: d["fields"][1].update(decimals=9), "decimals must be an integer"),
+        (lambda d: d["fields"][1].pop("integer"), "expected the keys"),
+        (lambda d: d["fields"][2].update(frequencies=[0.5] * 5), "sum to 1"),
+        (
+            lambda d: d["fields"][0]["shapes"].__setitem__(0, "[a-"),
+            "every shape must be a regular expression",
+        ),
+        (lambda d: d["fields"][0].update(words=[["ford", 1]]), "words must be"),
+        (lambda d: d["fields"][0].update(chars='" '), "chars must be printable"),
+        (lambda d: d["fields"][0].update(frequencies=[1.0]), "one per frequency"),
         (lambda d: d.update(correlation=d["correlation"][:-1]), "correlation must be"),
         (lambda d: d["correlation"][0].__setitem__(1, 0.3), "symmetric"),
         (lambda d: d["bounds"][0].update(op="=="), "one of"),
@@ -290,6 +339,15 @@ def test_guided_cars_fall_in_their_windows_and_spread_like_the_reference(den: De
             ).values()
         )
         assert c.record["Displacement"] >= 15 * c.record["Cylinders"]
+    # The free-text Name is written in its field's characters as a prefix of the shape drawn for
+    # it, and mostly the whole shape (a random model writing a letter a token may run out of
+    # tokens first).
+    name = guides.field("/Name")
+    assert isinstance(name, TextGuide)
+    names = [c.record["Name"] for c in candidates if isinstance(c.record, dict)]
+    shapes = [guides.draw(random.Random(c.seed)).categories["/Name"] for c in candidates]
+    assert all(set(n) <= set(name.chars) and partial_match(p, n) for n, p in zip(names, shapes, strict=True))
+    assert sum(full_match(p, n) for n, p in zip(names, shapes, strict=True)) >= len(names) / 2
     weights = [c.record["Weight_in_lbs"] for c in candidates if isinstance(c.record, dict)]
     q25, _, q75 = statistics.quantiles([r["Weight_in_lbs"] for r in reference], n=4)
     assert q25 <= statistics.median(weights) <= q75
@@ -343,8 +401,6 @@ def test_a_prompt_with_guides_round_trips_and_an_old_artifact_loads() -> None:
     prompt = Prompt("Write a day.", ("{}",), DecodingSettings(order="left_to_right"), guides=guides)
     again = Prompt.from_json(prompt.to_json())
     assert again == prompt and again.guides == guides
-    child = prompt.revise(2, instruction="Write a day of weather.")
-    assert child.guides == guides and child.parent == 1
     old = {
         "instruction": "Write a car.",
         "exemplars": [],

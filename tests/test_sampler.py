@@ -10,6 +10,7 @@ from typing import Literal
 import pytest
 import torch
 
+from aod_ops.dlm.legal import fit_number, fit_string
 from aod_ops.dlm.models import Denoiser, PromptState, RecordCache, tiny_random_denoiser
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings
@@ -17,8 +18,6 @@ from aod_ops.dlm.skeleton import (
     Slot,
     Vocab,
     fill,
-    fit_number,
-    fit_string,
     infill,
     layout_record,
     plan_ids,

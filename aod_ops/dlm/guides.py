@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -47,7 +48,7 @@ from aod_ops.errors import DataError
 from aod_ops.metrics import canonical_json, is_number
 from aod_ops.rules import Bound, Rule
 from aod_ops.schema.nodes import ChoiceNode, Node, NumberNode, ObjectNode, StringNode, UnionNode
-from aod_ops.schema.patterns import full_match
+from aod_ops.schema.patterns import compiles, full_match
 
 FORMAT = 1  # the version of the ``to_dict`` form
 PRIOR = 0.9  # prior mass of a record's guided category; the others share the rest
@@ -280,7 +281,92 @@ class CategoryGuide:
         return {k: prior if k == chosen_key else (1 - prior) * w / rest for k, w in weights.items()}
 
 
-FieldGuide: TypeAlias = NumberGuide | DateGuide | SeasonGuide | CategoryGuide
+@dataclass(frozen=True)
+class TextGuide:
+    """A free-text string field (too many distinct values to be a category): the *shapes* of its
+    reference values (``text_shape``: "fiat 124 tc" is three words of some 4, 2 to 4 and
+    exactly 2 characters of those kinds), shortest first, with their shares, as a categorical
+    copula dimension, so that a record draws a shape (and its length) as it draws a category;
+    the characters the values are written in (``chars``: every ASCII letter of a case they use,
+    every digit if they use one, and the other characters as seen); the longest value; and,
+    unless the field is sensitive, the values' words, each with how often it is a value's first
+    word and how often a later one, which the sampler turns into a prior over the model's
+    tokens (``legal.WordPrior``). The model still writes every character."""
+
+    pointer: str
+    shapes: tuple[str, ...]
+    frequencies: tuple[float, ...]
+    chars: str
+    longest: int
+    words: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def slack(self) -> int:
+        """How much longer or shorter a run of letters of a shape may be than the reference's:
+        ``WORD_SLACK`` where the reference's words guide the words, else 1."""
+        return WORD_SLACK if self.words else 1
+
+
+WORD_SLACK = 6  # a run of letters may be this much longer than the reference's, words guiding
+_SPECIAL = frozenset(".^$*+?{}[]\\|()")  # characters a pattern writes escaped
+_RUNS = re.compile(r"[a-z]+|[A-Z]+|[0-9]+|.", re.DOTALL)
+_RUN_CLASSES = (
+    ("[a-z]", string.ascii_lowercase),
+    ("[A-Z]", string.ascii_uppercase),
+    ("[0-9]", string.digits),
+)
+
+
+def text_shape(value: str, slack: int = 1) -> str:
+    """The pattern of the strings shaped like ``value``: each run of ASCII lowercase, uppercase
+    or digits a run of its kind, as long for runs under three characters, and from three up one
+    digit, or ``slack`` letters, shorter or longer (two at the least); every other character
+    itself."""
+    out = []
+    for run in _RUNS.finditer(value):
+        text = run.group()
+        kind = next((k for k, alphabet in _RUN_CLASSES if text[0] in alphabet), None)
+        if kind is None:
+            out.append("\\" + text if text in _SPECIAL else text)
+        else:
+            n = len(text)
+            if n < 3:
+                out.append(kind + ("" if n == 1 else f"{{{n}}}"))
+            else:
+                k = 1 if kind == "[0-9]" else slack
+                out.append(f"{kind}{{{max(2, n - k)},{n + k}}}")
+    return "".join(out)
+
+
+def _text_guide(pointer: str, strings: list[str], sensitive: bool) -> TextGuide | None:
+    seen = set("".join(strings))
+    chars = {c for c in seen if not (c.isascii() and c.isalnum()) and c.isprintable() and c not in '"\\'}
+    for _, alphabet in _RUN_CLASSES:
+        if seen & set(alphabet):
+            chars |= set(alphabet)
+    if not chars - {" "}:  # nothing but blanks: nothing to guide by
+        return None
+    words: dict[str, list[int]] = {}
+    if not sensitive:
+        for s in strings:
+            for i, w in enumerate(s.split()):
+                words.setdefault(w, [0, 0])[i > 0] += 1
+    slack = WORD_SLACK if words else 1
+    by_shape: dict[str, list[int]] = {}
+    for s in strings:
+        by_shape.setdefault(text_shape(s, slack), []).append(len(s))
+    shapes = sorted(by_shape, key=lambda k: (float(np.mean(by_shape[k])), k))
+    return TextGuide(
+        pointer,
+        tuple(shapes),
+        tuple(len(by_shape[k]) / len(strings) for k in shapes),
+        "".join(sorted(chars)),
+        max(len(s) for s in strings),
+        tuple((w, first, later) for w, (first, later) in sorted(words.items())),
+    )
+
+
+FieldGuide: TypeAlias = NumberGuide | DateGuide | SeasonGuide | CategoryGuide | TextGuide
 SEASON_PHASES = 24  # phases tried for a season: every half month
 
 
@@ -358,10 +444,11 @@ class Guides:
                 lo, hi = (_quantile(guide.quantiles, p) for p in (max(0.0, u - half), min(1.0, u + half)))
                 seasons[guide.pointer] = (guide.phase, lo, hi)
                 continue
-            if isinstance(guide, CategoryGuide):
+            if isinstance(guide, CategoryGuide | TextGuide):
+                options = guide.categories if isinstance(guide, CategoryGuide) else guide.shapes
                 cumulative = np.cumsum(guide.frequencies)
-                index = min(int(np.searchsorted(cumulative, u, side="right")), len(guide.categories) - 1)
-                categories[guide.pointer] = guide.categories[index]
+                index = min(int(np.searchsorted(cumulative, u, side="right")), len(options) - 1)
+                categories[guide.pointer] = options[index]
                 continue
             lo, hi = (_quantile(guide.quantiles, p) for p in (max(0.0, u - half), min(1.0, u + half)))
             mid = _quantile(guide.quantiles, u)
@@ -395,6 +482,18 @@ class Guides:
                 )
             elif isinstance(f, DateGuide):
                 fields.append({"kind": "date", "pointer": f.pointer, "quantiles": list(f.quantiles)})
+            elif isinstance(f, TextGuide):
+                fields.append(
+                    {
+                        "kind": "text",
+                        "pointer": f.pointer,
+                        "shapes": list(f.shapes),
+                        "frequencies": list(f.frequencies),
+                        "chars": f.chars,
+                        "longest": f.longest,
+                        "words": [list(w) for w in f.words],
+                    }
+                )
             elif isinstance(f, SeasonGuide):
                 fields.append(
                     {
@@ -673,7 +772,7 @@ def derive_guides(
         for f, c in zip(fields, columns, strict=True)
     ]
     correlation = _correlation(fields, columns, np.random.default_rng(seed))
-    guided = {f.pointer for f in fields}
+    guided = {f.pointer for f in fields if not isinstance(f, TextGuide)}
     bounds = []
     for rule in rules:
         b = rule.bound
@@ -764,11 +863,12 @@ def _guide(pointer: str, node: Node, values: list[Any], rows: int, sensitive: bo
     counts: dict[str, int] = {}
     for s in strings:
         counts[s] = counts.get(s, 0) + 1
-    # A category column: few distinct values that repeat (US state codes of 200 airports: 45).
+    # A category column: few distinct values that repeat (US state codes of 200 airports: 45);
+    # any other string with no pattern of its own is free text.
     if sensitive or len(counts) > max(10, rows // 4) or 2 * len(counts) > len(strings):
-        return None
+        return _text_guide(pointer, strings, sensitive) if node.pattern is None else None
     # A category must fit the slot and be writable inside the skeleton's quotes.
-    kept = {s: n for s, n in counts.items() if _writable(s) and _fits(node, s)}
+    kept = {s: n for s, n in counts.items() if _writable(s) and fits_string(node, s)}
     if not kept:
         return None
     total = sum(kept.values())
@@ -784,7 +884,8 @@ def _writable(text: str) -> bool:
     return bool(text) and text == text.strip() and '"' not in text and "\\" not in text and text.isprintable()
 
 
-def _fits(node: StringNode, text: str) -> bool:
+def fits_string(node: StringNode, text: str) -> bool:
+    """Whether ``text`` is a legal value of the string ``node`` (its lengths and pattern)."""
     if len(text) < node.min_length or (node.max_length is not None and len(text) > node.max_length):
         return False
     return node.pattern is None or full_match(node.pattern, text)
@@ -911,13 +1012,19 @@ def _ordered(guide: CategoryGuide, column: list[Any], numbers: list[list[Any]]) 
 
 def _uniforms(guide: FieldGuide, column: list[Any], rng: np.random.Generator) -> list[float | None]:
     """Each row's value as a uniform: its mid-rank (ties broken at random) for numbers and dates,
-    a uniform draw inside its category's cumulative frequency interval for categories."""
+    a uniform draw inside its category's (a text's shape's) cumulative frequency interval for
+    categories (texts)."""
     out: list[float | None] = [None] * len(column)
-    if isinstance(guide, CategoryGuide):
-        index = {k: i for i, k in enumerate(guide.keys)}
+    if isinstance(guide, CategoryGuide | TextGuide):
+        index = {k: i for i, k in enumerate(guide.shapes if isinstance(guide, TextGuide) else guide.keys)}
         starts = np.concatenate([[0.0], np.cumsum(guide.frequencies)[:-1]])
         for i, v in enumerate(column):
-            k = index.get(canonical_json(v)) if v is not _ABSENT else None
+            if v is _ABSENT:
+                continue
+            if isinstance(guide, TextGuide):
+                k = index.get(text_shape(v, guide.slack)) if isinstance(v, str) else None
+            else:
+                k = index.get(canonical_json(v))
             if k is not None:
                 out[i] = float(starts[k] + rng.random() * guide.frequencies[k])
         return out
@@ -971,11 +1078,14 @@ def _field_from(i: int, data: Any) -> FieldGuide:
         "date": {"kind", "pointer", "quantiles"},
         "season": {"kind", "pointer", "phase", "quantiles"},
         "category": {"kind", "pointer", "categories", "frequencies", "choice"},
+        "text": {"kind", "pointer", "shapes", "frequencies", "chars", "longest", "words"},
     }
     if kind not in expected:
-        raise DataError(f"guides: {where}: kind must be number, date, season or category, got {kind!r}")
+        raise DataError(f"guides: {where}: kind must be one of {', '.join(expected)}, got {kind!r}")
     if set(data) != expected[kind]:
         raise DataError(f"guides: {where}: expected the keys {sorted(expected[kind])}, got {sorted(data)}")
+    if kind == "text":
+        return _text_from(where, data)
     if kind == "category":
         categories, choice = data["categories"], data["choice"]
         frequencies = _numbers(data["frequencies"], f"{where}.frequencies")
@@ -1014,6 +1124,33 @@ def _field_from(i: int, data: Any) -> FieldGuide:
     if lo is not None and hi is not None and lo > hi:
         raise DataError(f"guides: {where}: minimum {lo} exceeds maximum {hi}")
     return NumberGuide(pointer, tuple(quantiles), integer, 0 if integer else decimals, lo, hi)
+
+
+def _text_from(where: str, data: dict[str, Any]) -> TextGuide:
+    shapes, chars, longest, words = data["shapes"], data["chars"], data["longest"], data["words"]
+    frequencies = _numbers(data["frequencies"], f"{where}.frequencies")
+    if not isinstance(shapes, list) or not shapes or len(shapes) != len(frequencies):
+        raise DataError(f"guides: {where}: shapes must be a non-empty list, one per frequency")
+    if not all(isinstance(p, str) and p and compiles(p) for p in shapes):
+        raise DataError(f"guides: {where}: every shape must be a regular expression")
+    if any(f < 0 for f in frequencies) or abs(sum(frequencies) - 1.0) > 1e-6:
+        raise DataError(f"guides: {where}: frequencies must be non-negative and sum to 1")
+    if not isinstance(chars, str) or not chars.isprintable() or not set(chars) - set(' "\\'):
+        raise DataError(f"guides: {where}.chars must be printable characters, not only spaces and quotes")
+    if not isinstance(longest, int) or isinstance(longest, bool) or longest < 1:
+        raise DataError(f"guides: {where}.longest must be a positive integer")
+    if not isinstance(words, list) or not all(
+        isinstance(w, list)
+        and len(w) == 3
+        and isinstance(w[0], str)
+        and w[0]
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in w[1:])
+        and w[1] + w[2] > 0
+        for w in words
+    ):
+        raise DataError(f"guides: {where}.words must be [word, first, later] lists: a word and two counts")
+    kept = tuple((w, first, later) for w, first, later in words)
+    return TextGuide(data["pointer"], tuple(shapes), tuple(frequencies), chars, longest, kept)
 
 
 def _bound_from(i: int, data: Any) -> Bound:

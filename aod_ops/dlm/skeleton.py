@@ -8,10 +8,12 @@ skeleton so far, and one is drawn from those scores, so a choice is always legal
 slots are infilled by the masked-diffusion sampler, under per-slot vocabulary limits.
 
 A slot with a known set of legal values is decoded left to right, its text kept a prefix of a
-legal value (``Legal``): a pattern or format; a number with both bounds, or with a value guide's
-window (``guides.py``); a guided date (the ISO dates of its window) or low-cardinality string
-(the reference's categories). At each position the highest-ranked token the model offers (after
-temperature) that keeps the prefix legal is committed. The text of every slot is then checked,
+legal value (``Legal``, in ``legal.py``): a pattern or format; a number with both bounds, or with
+a value guide's window (``guides.py``); a guided date (the ISO dates of its window) or
+low-cardinality string (the reference's categories); a guided free-text string (its drawn shape,
+with the guide's prior over tokens added to the model's). At each
+position the highest-ranked token the model offers (after temperature) that keeps the prefix
+legal is committed. The text of every slot is then checked,
 and where the compiler has to change it (cut, pad, complete, fold into range, or invent a value
 the model did not write) the slot is marked ``repaired``: validity earned that way is the
 compiler's, and the repair rate reports it.
@@ -22,13 +24,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
-import string
-from bisect import bisect_left
 from collections.abc import Generator as PyGenerator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from functools import cached_property
 from typing import Any
 
@@ -39,13 +37,25 @@ from aod_ops.dlm.guides import (
     DateGuide,
     FieldGuide,
     Guides,
-    NumberGuide,
-    NumberRange,
     RecordGuide,
-    grid_bounds,
+    TextGuide,
+    fits_string,
+)
+from aod_ops.dlm.legal import (
+    DATE_LENGTH,
+    WORD_NOVEL,
+    Legal,
+    NumberLegal,
+    TextLegal,
+    WordPrior,
+    fit_number,
+    fit_string,
+    number_legal,
+    slot_legal,
+    usable_guide,
 )
 from aod_ops.dlm.models import Denoiser, PromptState
-from aod_ops.dlm.sampler import TOP_K, denoise, sample
+from aod_ops.dlm.sampler import denoise, sample
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.schema.nodes import (
     ArrayNode,
@@ -56,18 +66,13 @@ from aod_ops.schema.nodes import (
     StringNode,
     UnionNode,
 )
-from aod_ops.schema.patterns import FORMAT_PATTERNS, complete, full_match, partial_match
 
 STRING_TOKENS = 8  # slot length of a string with no length limits
 PATTERN_TOKENS = 24  # the longest a pattern slot is decoded by the model before completion
 NUMBER_TOKENS = 8  # slot length of a number decoded freely (not both bounds, no guide)
-UNGUIDED_DECIMALS = 3  # fraction digits of a bounded, unguided, non-integral number
-MAX_MULTIPLES = 4096  # a multipleOf slot lists its legal values up to this many
-DATE_LENGTH = 10  # YYYY-MM-DD
+TEXT_TOKENS = 48  # the longest slot of a guided free-text string
 ARRAY_EXTRA_ITEMS = 3  # items past minItems when maxItems is unbounded
 ANY, STRING_BODY, NUMBER_BODY = 0, 1, 2
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?")
 
 
 @dataclass(eq=False)
@@ -115,7 +120,10 @@ def slot_length(node: StringNode | NumberNode, guide: FieldGuide | None = None) 
     if isinstance(guide, DateGuide):
         return DATE_LENGTH + 1
     if isinstance(guide, CategoryGuide):
-        return max(len(c) for c in guide.categories if _fits(node, c)) + 1
+        return max(len(c) for c in guide.categories if fits_string(node, c)) + 1
+    if isinstance(guide, TextGuide):  # most tokens write two characters or more
+        most = guide.longest if node.max_length is None else min(node.max_length, guide.longest)
+        return min(TEXT_TOKENS, math.ceil(most / 2) + 2)
     if node.pattern is not None:  # a token writes at least one character (ASCII patterns)
         return PATTERN_TOKENS if node.max_length is None else min(PATTERN_TOKENS, node.max_length + 1)
     n = STRING_TOKENS
@@ -308,320 +316,6 @@ def fill(value: Any) -> Any:
     return value
 
 
-def fit_string(text: str, node: StringNode, rng: random.Random) -> tuple[str, bool]:
-    """The model's text made to fit the slot (cleaned, within its lengths, matching its pattern),
-    and whether that took a repair: a cut, padding, or a completion to the pattern."""
-    text = "".join(ch for ch in text if ch.isprintable()).strip()
-    if node.pattern is not None:
-        if full_match(node.pattern, text) and len(text) >= node.min_length:
-            return text, False
-        while text and not partial_match(node.pattern, text):
-            text = text[:-1]
-        for prefix in (text, ""):
-            done = complete(node.pattern, prefix, rng, node.min_length, node.max_length)
-            if done is not None:
-                return done, True
-        return text, True
-    out = text
-    if node.max_length is not None and len(out) > node.max_length:
-        out = out[: node.max_length].rstrip()
-    while len(out) < node.min_length:
-        out += rng.choice(string.ascii_lowercase)
-    return out, out != text
-
-
-def _bounds(node: NumberNode) -> tuple[float | None, float | None]:
-    lo, hi = node.minimum, node.maximum
-    step = 1 if node.integer else 1e-6
-    if lo is not None and node.exclusive_minimum:
-        lo += step
-    if hi is not None and node.exclusive_maximum:
-        hi -= step
-    if node.integer:
-        lo = None if lo is None else float(-(-lo // 1))
-        hi = None if hi is None else float(hi // 1)
-    return lo, hi
-
-
-def fit_number(text: str, node: NumberNode, rng: random.Random) -> tuple[str, bool]:
-    """The model's digits made into a legal number (within bounds, a multiple, integral), and
-    whether that took a repair: a value folded into range, rounded, or invented because the model
-    wrote no digits. A legal value is never changed."""
-    lo, hi = _bounds(node)
-    raw = text.strip()
-    found = _NUMBER.search(text)
-    if found is not None:
-        v = float(found.group())
-    elif node.hints:
-        v = float(node.hints[0])
-    else:
-        v = rng.uniform(lo if lo is not None else 0.0, hi if hi is not None else (lo or 0.0) + 100.0)
-    # Fold a value outside the bounds back inside rather than clamping it, so out-of-range
-    # guesses do not pile up on the boundary; a value inside stays as it is.
-    if lo is not None and hi is not None:
-        if hi <= lo:
-            v = lo
-        elif not lo <= v <= hi:
-            v = lo + (v - lo) % (hi - lo)
-    elif lo is not None and v < lo:
-        v = 2 * lo - v
-    elif hi is not None and v > hi:
-        v = 2 * hi - v
-    if node.integer:
-        v = float(round(v))
-    out = str(int(v)) if node.integer else json.dumps(round(v, 6))
-    if node.multiple_of:
-        # jsonschema checks a float multipleOf as int(v / m) == v / m in floating point, so the
-        # candidate multiples are checked the same way and written without rounding.
-        m = node.multiple_of
-        base = round(v / m)
-        for k in sorted(range(base - 50, base + 51), key=lambda k: abs(k - base)):
-            cand = k * m
-            if (lo is None or cand >= lo) and (hi is None or cand <= hi) and int(cand / m) == cand / m:
-                out = str(int(cand)) if node.integer else json.dumps(cand)
-                break
-    if _JSON_NUMBER.fullmatch(raw) and float(raw) == float(out) and not (node.integer and "." in raw):
-        return raw, False
-    return out, True
-
-
-# -- legal values of a slot decoded left to right ---------------------------------------------
-
-
-class Legal:
-    """The values a slot decoded left to right may take.
-
-    ``limit``: how many of the model's ranked tokens are tried at a position before the slot
-    falls back (None: every token its vocabulary class allows); ``numeric``: the values are
-    written with digits, ``-`` and ``.`` only (the number vocabulary).
-    """
-
-    limit: int | None = None
-    numeric: bool = False
-
-    def allows(self, text: str) -> bool:
-        """Whether some legal value starts with ``text``."""
-        raise NotImplementedError
-
-    def done(self, text: str) -> bool:
-        """Whether ``text`` is a legal value."""
-        raise NotImplementedError
-
-    def nearest(self, text: str, rng: random.Random) -> str:
-        """A legal value close to ``text`` (its repair)."""
-        raise NotImplementedError
-
-    def continuations(self, text: str) -> Sequence[str] | None:
-        """Every legal value that starts with ``text``, when the values are listed; else None."""
-        return None
-
-    def weight(self, text: str, exact: bool = False) -> float:
-        """The log prior mass of the legal values starting with ``text`` (``exact``: of ``text``
-        itself); 0 when the values have no prior."""
-        return 0.0
-
-
-@dataclass(frozen=True)
-class PatternLegal(Legal):
-    """A string slot with a pattern (or a format's pattern) and length limits."""
-
-    node: StringNode
-    limit = TOP_K
-
-    def allows(self, text: str) -> bool:
-        """Within the length limit and a prefix of a match."""
-        assert self.node.pattern is not None
-        return (self.node.max_length is None or len(text) <= self.node.max_length) and partial_match(
-            self.node.pattern, text
-        )
-
-    def done(self, text: str) -> bool:
-        """A full match, long enough."""
-        assert self.node.pattern is not None
-        return full_match(self.node.pattern, text) and len(text) >= self.node.min_length
-
-    def nearest(self, text: str, rng: random.Random) -> str:
-        """The pattern's completion of the longest legal prefix."""
-        return fit_string(text, self.node, rng)[0]
-
-
-@dataclass(frozen=True)
-class NumberLegal(Legal):
-    """A number slot: the JSON numbers of a ``NumberRange``."""
-
-    range: NumberRange
-    numeric = True
-
-    def allows(self, text: str) -> bool:
-        """A prefix of a legal number."""
-        return self.range.allows(text)
-
-    def done(self, text: str) -> bool:
-        """A legal number."""
-        return self.range.units(text) is not None
-
-    def nearest(self, text: str, rng: random.Random) -> str:
-        """The shortest legal completion of the text's longest legal prefix."""
-        while text and not self.range.allows(text):
-            text = text[:-1]
-        return self.range.complete(text)
-
-
-@dataclass(frozen=True)
-class SetLegal(Legal):
-    """A slot whose legal values are listed (sorted): the dates of a window, the multiples of a
-    ``multipleOf`` number, a string's reference categories. ``prior`` weighs each value."""
-
-    values: tuple[str, ...]
-    prior: Mapping[str, float] | None = None
-    numeric: bool = False
-
-    def continuations(self, text: str) -> Sequence[str]:
-        """The listed values that start with ``text``."""
-        i = j = bisect_left(self.values, text)
-        while j < len(self.values) and self.values[j].startswith(text):
-            j += 1
-        return self.values[i:j]
-
-    def allows(self, text: str) -> bool:
-        """Some value starts with ``text``."""
-        i = bisect_left(self.values, text)
-        return i < len(self.values) and self.values[i].startswith(text)
-
-    def done(self, text: str) -> bool:
-        """``text`` is listed."""
-        i = bisect_left(self.values, text)
-        return i < len(self.values) and self.values[i] == text
-
-    def weight(self, text: str, exact: bool = False) -> float:
-        """The log prior mass of the values starting with ``text`` (``exact``: of ``text``)."""
-        if self.prior is None:
-            return 0.0
-        mass = sum(self.prior.get(v, 0.0) for v in ([text] if exact else self.continuations(text)))
-        return math.log(mass) if mass > 0 else -math.inf
-
-    def nearest(self, text: str, rng: random.Random) -> str:
-        """A value sharing the longest prefix with ``text`` (drawn from ``rng`` among ties)."""
-        for n in range(len(text), -1, -1):
-            found = self.continuations(text[:n])
-            if found:
-                return rng.choice(list(found))
-        return rng.choice(list(self.values))
-
-
-def _fits(node: StringNode, text: str) -> bool:
-    if len(text) < node.min_length or (node.max_length is not None and len(text) > node.max_length):
-        return False
-    return node.pattern is None or full_match(node.pattern, text)
-
-
-def usable_guide(node: StringNode | NumberNode, guide: FieldGuide | None) -> FieldGuide | None:
-    """``guide`` when it fits the slot's kind (a number, a date string, a categorical string
-    with some category the slot allows), else None: a guide of another schema is ignored."""
-    if isinstance(node, NumberNode):
-        return guide if isinstance(guide, NumberGuide) else None
-    if isinstance(guide, DateGuide):
-        fits = node.min_length <= DATE_LENGTH <= (node.max_length or DATE_LENGTH)
-        return guide if fits else None
-    if isinstance(guide, CategoryGuide) and not guide.choice:
-        return guide if any(_fits(node, c) for c in guide.categories) else None
-    return None
-
-
-def _grid(node: NumberNode, guide: NumberGuide | None) -> tuple[NumberRange, bool] | None:
-    """The legal numbers of a slot before any window, and whether the guide set them: the guide's
-    span (on its grid) inside the schema's bounds, or without a guide the bounds themselves (with
-    ``UNGUIDED_DECIMALS``); None for a number with a bound missing."""
-    if guide is not None:
-        integer = node.integer or guide.integer
-        lo, hi = grid_bounds(node, integer, guide.decimals)
-        span = guide.span
-        low = span[0] if lo is None else max(lo, span[0])
-        high = span[1] if hi is None else min(hi, span[1])
-        grid = NumberRange.of(low, high, integer, guide.decimals)
-        if not grid.empty:
-            return grid, True
-    lo, hi = grid_bounds(node, node.integer, UNGUIDED_DECIMALS)
-    if lo is None or hi is None:
-        return None
-    grid = NumberRange.of(lo, hi, node.integer, UNGUIDED_DECIMALS)
-    return None if grid.empty else (grid, False)
-
-
-def _multiples(node: NumberNode, lo: float, hi: float) -> list[str]:
-    """The multiples of ``node.multiple_of`` in ``[lo, hi]`` as JSON text, as jsonschema checks
-    them (``int(v / m) == v / m`` in floating point); empty when there are too many to list."""
-    m = node.multiple_of
-    assert m is not None
-    first, last = math.ceil(lo / m - 1e-9), math.floor(hi / m + 1e-9)
-    if last - first >= MAX_MULTIPLES:
-        return []
-    out = []
-    for k in range(first, last + 1):
-        for value in (k * m, round(k * m, 12)):
-            if (
-                lo <= value <= hi
-                and int(value / m) == value / m
-                and (not node.integer or value == int(value))
-            ):
-                out.append(str(int(value)) if node.integer or value == int(value) else json.dumps(value))
-                break
-    return out
-
-
-def number_legal(
-    node: NumberNode, guide: FieldGuide | None, window: tuple[float, float] | None = None
-) -> NumberLegal | SetLegal | None:
-    """The legal values of a number slot decoded left to right: its guide's span or its bounds,
-    cut to the record's ``window`` (a window outside them is ignored); the listed multiples of a
-    ``multipleOf``. None when the slot is decoded freely (a bound missing and no guide, or too
-    many multiples to list) and ``fit_number`` repairs it."""
-    grid = _grid(node, guide if isinstance(guide, NumberGuide) else None)
-    if grid is None:
-        return None
-    values, guided = grid
-    if node.multiple_of:
-        listed = _multiples(node, values.value(values.low), values.value(values.high))
-        if window is not None and guided and listed:
-            kept = [t for t in listed if window[0] <= float(t) <= window[1]]
-            middle = (window[0] + window[1]) / 2
-            listed = kept or [min(listed, key=lambda t: abs(float(t) - middle))]
-        return SetLegal(tuple(sorted(listed)), numeric=True) if listed else None
-    if window is not None and guided:
-        cut = NumberRange.of(window[0], window[1], values.decimals == 0, values.decimals)
-        inside = NumberRange(max(cut.low, values.low), min(cut.high, values.high), values.decimals)
-        values = values if inside.empty else inside
-    return NumberLegal(values)
-
-
-def slot_legal(
-    slot: Slot, record: RecordGuide | None, windows: Mapping[str, tuple[float, float]]
-) -> Legal | None:
-    """What ``slot`` may hold when decoded left to right for one record (its guide's window or
-    category, its bounds, its pattern), or None when the slot is decoded freely."""
-    node = slot.node
-    guide = usable_guide(node, record.guides.field(slot.pointer) if record is not None else None)
-    window = windows.get(slot.pointer)
-    if isinstance(node, NumberNode):
-        return number_legal(node, guide, window)
-    if isinstance(guide, DateGuide) and window is not None:
-        custom = node.pattern not in (None, FORMAT_PATTERNS["date"])
-        days = range(max(1, int(window[0])), min(int(window[1]), date.max.toordinal()) + 1)
-        # The season drawn for the record narrows the window to its time of year, unless no day of
-        # the window is in season (the window and the season were drawn apart by the rules).
-        in_season = [d for d in days if record is not None and record.in_season(slot.pointer, d)]
-        dates = [date.fromordinal(d).isoformat() for d in in_season or days]
-        dates = [d for d in dates if not custom or _fits(node, d)]
-        if dates:
-            return SetLegal(tuple(dates), numeric=True)
-    if isinstance(guide, CategoryGuide) and record is not None:
-        prior = record.string_prior(slot.pointer) or {}
-        kept = {c: p for c, p in prior.items() if _fits(node, c)}
-        if kept:
-            return SetLegal(tuple(sorted(kept)), kept)
-    return PatternLegal(node) if node.pattern is not None else None
-
-
 @dataclass
 class Vocab:
     """Per-class vocabulary masks of one denoiser: which tokens may stand in which slot."""
@@ -652,6 +346,55 @@ class Vocab:
             if t and i not in skip:
                 out.setdefault(t, []).append(i)
         return out
+
+    def text_bias(self, guide: TextGuide) -> torch.Tensor:
+        """``[V]``, added to the model's scores in a slot the text guide steers: minus infinity
+        for a token that writes a character the field does not use, ``WORD_NOVEL`` for the others
+        when the guide has words (``text_scores`` lifts those that write toward one), and 0 for
+        end-of-text, where the shape and the model decide the value ends."""
+        cache = self.__dict__.setdefault("_text_bias", {})
+        if guide not in cache:
+            den = self.denoiser
+            chars = set(guide.chars)
+            usable = torch.tensor([bool(t) and set(t) <= chars for t in den.token_texts], device=den.device)
+            bias = torch.full((len(usable),), WORD_NOVEL if guide.words else 0.0, device=den.device)
+            bias[den.eos_id] = 0.0
+            usable[den.eos_id] = True
+            cache[guide] = bias.masked_fill(~usable, float("-inf"))
+        return cache[guide]
+
+    @cached_property
+    def by_first_char(self) -> dict[str, torch.Tensor]:
+        """Ordinary tokens by the first character they write."""
+        out: dict[str, list[int]] = {}
+        for text, tokens in self.by_text.items():
+            out.setdefault(text[0], []).extend(tokens)
+        return {c: torch.tensor(t, device=self.denoiser.device) for c, t in out.items()}
+
+    def text_scores(self, legal: TextLegal, row: torch.Tensor, text: str) -> torch.Tensor:
+        """The model's scores ``row`` at the next position of a guided text slot that holds
+        ``text``: the guide's characters and words applied (``text_bias``, ``WordPrior``), and
+        every token whose first character the slot's shape cannot take next set to minus
+        infinity, so that the ranked tokens the sampler tries are nearly all legal."""
+        guide = legal.guide
+        row = row + self.text_bias(guide)
+        starts = self.by_first_char
+        follow = [starts[c] for c in guide.chars if c in starts and legal.allows(text + c)]
+        keep = torch.zeros_like(row, dtype=torch.bool)
+        keep[self.denoiser.eos_id] = True
+        if follow:
+            keep[torch.cat(follow)] = True
+        row = row.masked_fill(~keep, float("-inf"))
+        if guide.words:
+            priors = self.__dict__.setdefault("_word_priors", {})
+            if guide not in priors:
+                priors[guide] = WordPrior(guide.words, self.by_text)
+            scores = priors[guide].scores(text)
+            if scores:
+                tokens = torch.tensor(list(scores), device=row.device)
+                lift = torch.tensor(list(scores.values()), device=row.device, dtype=row.dtype) - WORD_NOVEL
+                row[tokens] += lift
+        return row
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a piece of skeleton text (memoised: skeletons repeat their keys)."""
@@ -892,7 +635,7 @@ def infill(
         record = guides[b] if guides is not None else None
         windows = record.settle(_decided(plans[b])) if record is not None else {}
         for slot, start in at:
-            legal = slot_legal(slot, record, windows)
+            legal = slot_legal(slot.node, slot.pointer, record, windows)
             numeric = isinstance(slot.node, NumberNode) or (legal is not None and legal.numeric)
             vocab_class[b, start : start + slot.length] = NUMBER_BODY if numeric else STRING_BODY
             if legal is not None:
@@ -922,9 +665,8 @@ def infill(
             text = den.decode(tokens)
             legal = legals.get(id(slot))
             if legal is not None:
-                slot.text, slot.repaired = (
-                    (text, False) if legal.done(text) else (legal.nearest(text, rngs[b]), True)
-                )
+                fixed = text if legal.done(text) else legal.nearest(text, rngs[b])
+                slot.text, slot.repaired = fixed, fixed != text
             elif isinstance(slot.node, NumberNode):
                 slot.text, slot.repaired = fit_number(text, slot.node, rngs[b])
             else:
@@ -979,6 +721,8 @@ class _LegalHook:
             )
             noise = -torch.log(-torch.log(u))
         done = den.decode(prefix)
+        if isinstance(legal, TextLegal):
+            row = self.vocab.text_scores(legal, row, done)
         listed = legal.continuations(done)
         if listed is None:
             scores = row / hot + noise

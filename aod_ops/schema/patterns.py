@@ -104,6 +104,11 @@ def _match(pattern: str, text: str, partial: bool) -> bool:
         return False
 
 
+def compiles(pattern: str) -> bool:
+    """Whether ``pattern`` is a regular expression this module can match with."""
+    return _compiled(pattern) is not None
+
+
 def partial_match(pattern: str, text: str) -> bool:
     """Whether ``text`` is a prefix of some full match of ``pattern`` (or a full match itself).
 
