@@ -82,13 +82,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from aod_ops.jsonvalues import canonical_json, is_number, pointer_tokens
 from aod_ops.metrics import (
     ReferenceIndex,
-    canonical_json,
     diversity,
     exact_match_rate,
     field_overlap,
-    is_number,
     leaves,
     percentile,
     task_success_rate,
@@ -188,12 +187,13 @@ class Yardstick:
     two halves with a fixed seed: ``baseline_rows`` (scored as if they were a synthetic table: the
     held-out figure) and ``yardstick_rows`` (what every table, and the baseline rows, are compared
     with). ``source`` is ``"holdout"``, or ``"reference"`` when there is no holdout and the
-    reference was split instead."""
+    reference was split instead. The reference may come indexed (a ``ReferenceIndex``, as the
+    judge's): it is then not indexed again."""
 
     def __init__(
         self,
         schema: LoadedSchema,
-        reference: Sequence[Any],
+        reference: Sequence[Any] | ReferenceIndex,
         holdout: Sequence[Any] | None,
         rules: Sequence[Rule] = (),
         sensitive: Sequence[str] = (),
@@ -202,10 +202,10 @@ class Yardstick:
         """Prepare the yardstick of a schema, its reference sample and held-out rows (None: no holdout)."""
         self.schema = schema
         self.root: Node = compile_schema(schema).root
-        self.reference = list(reference)
-        self.reference_index = ReferenceIndex.of(self.reference)
         self.rules = tuple(rules)
         self.sensitive = tuple(sensitive)
+        self.reference_index = ReferenceIndex.of(reference, self.sensitive)
+        self.reference = list(self.reference_index.rows)
         self.seed = seed
         self.source = "holdout" if holdout else "reference"
         real = list(holdout) if holdout else list(self.reference)
@@ -217,7 +217,6 @@ class Yardstick:
         self._yard_leaves = [leaves(row) for row in self.yardstick_rows]
         self._kinds: dict[str, str] = {}
         self._baselines: dict[int, Scorecard] = {}
-        self._copies = _SensitiveIndex(self.reference, self.sensitive)
         self._choice: dict[str, bool] = {}
 
     @classmethod
@@ -243,7 +242,7 @@ class Yardstick:
         """Score a table: ``records`` as parsed (invalid ones count against validity only),
         ``repair_rate`` as the generator counted it (None for an outside table), and the critic's
         verdict per record when one is configured."""
-        return self._score(records, repair_rate, critic_passed, self.reference_index, self._copies)
+        return self._score(records, repair_rate, critic_passed, self.reference_index)
 
     def baseline(self, n: int | None = None) -> Scorecard:
         """The baseline rows scored exactly like a table; with ``n`` below their number, a
@@ -255,13 +254,11 @@ class Yardstick:
             if size < len(rows):
                 rows = random.Random(self.seed).sample(rows, size)
             if self.source == "holdout":
-                card = self._score(rows, None, None, self.reference_index, self._copies)
+                card = self._score(rows, None, None, self.reference_index)
             else:
                 # The baseline rows are reference rows: measure their privacy against the other half.
-                own = ReferenceIndex.of(self.yardstick_rows)
-                card = self._score(
-                    rows, None, None, own, _SensitiveIndex(self.yardstick_rows, self.sensitive)
-                )
+                own = ReferenceIndex.of(self.yardstick_rows, self.sensitive)
+                card = self._score(rows, None, None, own)
             self._baselines[size] = card
         return self._baselines[size]
 
@@ -271,7 +268,6 @@ class Yardstick:
         repair_rate: float | None,
         critic_passed: Sequence[bool] | None,
         reference: ReferenceIndex,
-        copies: _SensitiveIndex,
     ) -> Scorecard:
         flags = [not self.schema.errors(record) for record in records]
         valid = [record for record, ok in zip(records, flags, strict=True) if ok]
@@ -294,7 +290,7 @@ class Yardstick:
             detection_auc_other=fidelity.auc_other,
             rule_violations=violations(valid, self.rules),
             exact_match_rate=exact_match_rate(valid, reference),
-            sensitive_copies=copies.share(valid),
+            sensitive_copies=self._sensitive_copies(valid, reference),
             dcr_p5=percentile(distances, 5),
             dcr_median=percentile(distances, 50),
             dcr_protection=protection,
@@ -391,6 +387,16 @@ class Yardstick:
 
     # -- privacy ----------------------------------------------------------------------------
 
+    def _sensitive_copies(self, valid: list[Any], reference: ReferenceIndex) -> float:
+        """Share of ``valid`` with some sensitive column's value near a reference value."""
+        if not valid or not self.sensitive:
+            return 0.0
+        copied = (
+            any(reference.copies_sensitive(record, column, near=True) for column in self.sensitive)
+            for record in valid
+        )
+        return sum(copied) / len(valid)
+
     def _dcr_protection(self, valid: list[Any], reference: ReferenceIndex) -> float:
         if not valid or not self.yardstick_rows or not reference.rows:
             return 1.0
@@ -421,49 +427,6 @@ class _Fidelity:
     columns: tuple[ColumnScore, ...]
 
 
-class _SensitiveIndex:
-    """The reference values of the sensitive top-level columns, ready for copy lookups."""
-
-    def __init__(self, reference: Sequence[Any], columns: Sequence[str]) -> None:
-        self.columns = tuple(columns)
-        self.numbers: dict[str, tuple[np.ndarray, float]] = {}
-        self.texts: dict[str, set[str]] = {}
-        for column in self.columns:
-            values = [row.get(column) for row in reference if isinstance(row, dict)]
-            numbers = np.sort([float(v) for v in values if is_number(v)])
-            spread = float(numbers[-1] - numbers[0]) if len(numbers) else 0.0
-            self.numbers[column] = (numbers, 1e-6 * spread)
-            self.texts[column] = {key for v in values if (key := _text_key(v)) is not None}
-
-    def share(self, records: Sequence[Any]) -> float:
-        """Share of ``records`` with some sensitive column's value found in the reference."""
-        if not records or not self.columns:
-            return 0.0
-        return sum(any(self._copied(record, column) for column in self.columns) for record in records) / len(
-            records
-        )
-
-    def _copied(self, record: Any, column: str) -> bool:
-        value = record.get(column) if isinstance(record, dict) else None
-        if is_number(value):
-            numbers, tolerance = self.numbers[column]
-            at = int(np.searchsorted(numbers, value))
-            near = numbers[max(0, at - 1) : at + 1]
-            return bool(len(near)) and bool(np.any(np.abs(near - value) <= tolerance))
-        key = _text_key(value)
-        return key is not None and key in self.texts[column]
-
-
-def _text_key(value: Any) -> str | None:
-    """The key a non-number value is compared under: folded text, canonical JSON, or None."""
-    if value is None or is_number(value):
-        return None
-    if isinstance(value, str):
-        folded = " ".join(value.casefold().split())
-        return folded or None
-    return canonical_json(value)
-
-
 def _kind_of(values: list[Any], strings: bool) -> str:
     """The kind of a column the schema does not settle, from its values in some rows."""
     seen = [v for v in values if v is not _ABSENT and v is not None]
@@ -477,9 +440,8 @@ def _kind_of(values: list[Any], strings: bool) -> str:
 
 def _nodes_at(root: Node, pointer: str) -> list[Node]:
     """The value nodes that can produce the leaf at instance ``pointer`` (every union branch)."""
-    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]] if pointer else []
     found: list[Node] = []
-    stack: list[tuple[Node, list[str]]] = [(root, tokens)]
+    stack: list[tuple[Node, list[str]]] = [(root, pointer_tokens(pointer))]
     while stack:
         node, rest = stack.pop()
         if isinstance(node, UnionNode):

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aod_ops import storage
-from aod_ops.agents.chat import chat_model_from_spec
+from aod_ops.agents.chat import ChatModel, chat_model_from_spec
 from aod_ops.agents.judge import Judge, Judgement
 from aod_ops.agents.optimizer import Optimizer, Trial
 from aod_ops.agents.prompt import Prompt, initial_prompt
@@ -423,10 +423,17 @@ def history(partition: str, rounds: Sequence[RoundRecord], stop: str | None) -> 
 
 
 class _Parts:
-    """The loop's working parts for one partition, built once per run; the chat model is loaded
-    only when the critic or the agent will be asked."""
+    """The loop's working parts for one partition, built once per run; the chat model (``chat``,
+    else the one the partition's ``agent`` names) is loaded only when the critic or the agent will
+    be asked."""
 
-    def __init__(self, partition: Partition, settings: LoopSettings, agent_calls: int | None) -> None:
+    def __init__(
+        self,
+        partition: Partition,
+        settings: LoopSettings,
+        agent_calls: int | None,
+        chat: ChatModel | None = None,
+    ) -> None:
         from aod_ops.dlm.models import load_denoiser
         from aod_ops.dlm.server import DLMServer
         from aod_ops.schema import compile_schema, load_schema
@@ -439,9 +446,10 @@ class _Parts:
         # The local SmolLM2 agent is too weak and slow to write proposals by default: the editor
         # does, unless the agent is an endpoint or ``agent_calls`` asks for it.
         use_agent = agent_calls != 0 and (partition.agent.base_url is not None or agent_calls is not None)
-        chat = (
-            chat_model_from_spec(partition.agent, partition.seed) if use_agent or partition.critic else None
-        )
+        if not (use_agent or partition.critic):
+            chat = None
+        elif chat is None:
+            chat = chat_model_from_spec(partition.agent, partition.seed)
         fallback = partition.agent_fallback == "editor"
         self.judge = Judge(
             self.schema,
@@ -598,6 +606,7 @@ def optimize_partition(
     restart: bool = False,
     on_round: Callable[[RoundRecord], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    chat: ChatModel | None = None,
 ) -> LoopResult:
     """Run (or resume) the AoD loop for one partition; write its run directory
     ``<out_dir>/<partition>/`` and return the best prompt and the rounds.
@@ -612,6 +621,9 @@ def optimize_partition(
     :param on_round: told each round once it is written (raising there stops the run; it
         resumes from the next round).
     :param on_batch: told how many candidates each finished DLM batch held (for progress).
+    :param chat: the agent's and critic's chat model, such as an Airflow connection's
+        (``AoDHook.get_chat_model``, its API key passed in); None: the one the partition's
+        ``agent`` setting names.
     :raises SpecError: for a loop setting out of range.
     :raises DataError: when the run directory was made with other settings, or is unreadable.
     """
@@ -646,7 +658,7 @@ def optimize_partition(
     stop = stop_reason(records, settings)
     if stop is not None:
         return finish(stop)
-    parts = _Parts(partition, settings, agent_calls)
+    parts = _Parts(partition, settings, agent_calls, chat)
     if records:
         trials = [
             Trial(e.prompt, e.reward, e.metrics)

@@ -27,13 +27,14 @@ Choices the design leaves open, fixed here:
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypeGuard
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
+
+from aod_ops.jsonvalues import canonical_json, escape_token, is_number
 
 Pointer = str
 """A JSON pointer (RFC 6901) into a record, e.g. ``/engine/cylinders`` or ``/tags/0``."""
@@ -43,33 +44,15 @@ DEFAULT_MAX_DCR_REFERENCE = 1000
 
 # Records per block of the DCR distance matrix: bounds memory to block x reference floats.
 _DCR_BLOCK_CELLS = 2_000_000
-
-
-def canonical_json(value: Any) -> str:
-    """Return ``value`` as canonical JSON text: sorted keys, no spaces, integral floats as ints."""
-    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _normalise(value: Any) -> Any:
-    # JSON has one number type: 18.0 and 18 are the same value (a CSV reference often has 18.0).
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalise(item) for item in value]
-    return value
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
+# A number within this share of a sensitive column's range of a reference number is a near copy.
+_NEAR_NUMBER = 1e-6
 
 
 def _walk(value: Any, pointer: str = "", field_path: str = "") -> Iterator[tuple[Pointer, str, Any]]:
     """Yield ``(pointer, field, leaf)`` for every leaf; ``field`` writes array indices as ``*``."""
     if isinstance(value, dict) and value:
         for key, item in value.items():
-            name = _escape(str(key))
+            name = escape_token(str(key))
             yield from _walk(item, f"{pointer}/{name}", f"{field_path}/{name}")
     elif isinstance(value, list | tuple) and value:
         for index, item in enumerate(value):
@@ -93,24 +76,79 @@ def _leaf_key(leaf: Any) -> Any:
     return (isinstance(leaf, bool), leaf)
 
 
-def is_number(leaf: Any) -> TypeGuard[int | float]:
-    """Whether a JSON leaf is a number (a boolean is not)."""
-    return isinstance(leaf, int | float) and not isinstance(leaf, bool)
+@dataclass(frozen=True, eq=False)
+class SensitiveValues:
+    """The reference values of one sensitive top-level column, indexed for its two copy checks.
+
+    ``equal``, the privacy gate's and the judge's check: the value is one of the reference's after
+    canonical JSON (null never is). ``near``, what the scorecard's ``sensitive_copies`` counts:
+    numbers within 1e-6 of the column's range (exact when the range is 0), strings casefolded with
+    whitespace collapsed, other values by canonical JSON; null and empty strings are never copies.
+    """
+
+    canonical: frozenset[str]
+    numbers: np.ndarray
+    tolerance: float
+    texts: frozenset[str]
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], column: str) -> SensitiveValues:
+        """Index the values of top-level ``column`` in ``rows`` (rows that are not objects have none)."""
+        values = [row.get(column) for row in rows if isinstance(row, Mapping)]
+        numbers = np.sort([float(v) for v in values if is_number(v)])
+        spread = float(numbers[-1] - numbers[0]) if len(numbers) else 0.0
+        return cls(
+            canonical=frozenset(canonical_json(v) for v in values if v is not None),
+            numbers=numbers,
+            tolerance=_NEAR_NUMBER * spread,
+            texts=frozenset(key for v in values if (key := _folded(v)) is not None),
+        )
+
+    def equal(self, value: Any) -> bool:
+        """Whether ``value`` is one of the column's reference values (canonical JSON)."""
+        return value is not None and canonical_json(value) in self.canonical
+
+    def near(self, value: Any) -> bool:
+        """Whether ``value`` is one of the column's reference values, or close to one (see above)."""
+        if is_number(value):
+            at = int(np.searchsorted(self.numbers, value))
+            close = self.numbers[max(0, at - 1) : at + 1]
+            return bool(len(close)) and bool(np.any(np.abs(close - value) <= self.tolerance))
+        key = _folded(value)
+        return key is not None and key in self.texts
+
+
+def _folded(value: Any) -> str | None:
+    """The key a non-number value is compared under by ``near``: folded text, canonical JSON, or None."""
+    if value is None or is_number(value):
+        return None
+    if isinstance(value, str):
+        folded = " ".join(value.casefold().split())
+        return folded or None
+    return canonical_json(value)
 
 
 @dataclass(frozen=True)
 class ReferenceIndex:
-    """A reference sample indexed once for the metrics: canonical rows and leaf values by pointer."""
+    """A reference sample indexed once, for the metrics, the judge and the privacy gates: its
+    rows, their canonical JSON, the leaf values by pointer, and the values of the sensitive
+    top-level columns (``sensitive``, by column)."""
 
     rows: tuple[Any, ...]
     canonical: frozenset[str]
     values_by_pointer: dict[Pointer, frozenset[Any]]
+    sensitive: Mapping[str, SensitiveValues] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, reference: Sequence[Any] | ReferenceIndex) -> ReferenceIndex:
-        """Index ``reference`` (an index is returned as it is)."""
+    def of(cls, reference: Sequence[Any] | ReferenceIndex, sensitive: Sequence[str] = ()) -> ReferenceIndex:
+        """Index ``reference`` and its ``sensitive`` columns. An index is returned as it is, or, when
+        it lacks some of ``sensitive``, as a copy that has them too (its rows are not indexed again)."""
         if isinstance(reference, ReferenceIndex):
-            return reference
+            missing = [column for column in sensitive if column not in reference.sensitive]
+            if not missing:
+                return reference
+            added = {column: SensitiveValues.of(reference.rows, column) for column in missing}
+            return replace(reference, sensitive={**reference.sensitive, **added})
         by_pointer: dict[Pointer, set[Any]] = {}
         for row in reference:
             for pointer, _, leaf in _walk(row):
@@ -119,7 +157,22 @@ class ReferenceIndex:
             rows=tuple(reference),
             canonical=frozenset(canonical_json(row) for row in reference),
             values_by_pointer={pointer: frozenset(keys) for pointer, keys in by_pointer.items()},
+            sensitive={column: SensitiveValues.of(reference, column) for column in sensitive},
         )
+
+    def has_leaf(self, pointer: Pointer, leaf: Any) -> bool:
+        """Whether some reference record holds ``leaf`` at ``pointer`` (equal as canonical JSON)."""
+        return _leaf_key(leaf) in self.values_by_pointer.get(pointer, ())
+
+    def copies_sensitive(self, record: Any, column: str, near: bool = False) -> bool:
+        """Whether ``record``'s value of the sensitive ``column`` is a reference value:
+        ``SensitiveValues.equal``, or with ``near`` ``SensitiveValues.near``.
+
+        :raises KeyError: when the index was not made with ``column`` among its sensitive ones.
+        """
+        values = self.sensitive[column]
+        value = record.get(column) if isinstance(record, Mapping) else None
+        return values.near(value) if near else values.equal(value)
 
 
 def validity(valid_flags: Sequence[bool]) -> float:
@@ -169,7 +222,7 @@ def field_overlap(
             if skipped(pointer):
                 continue
             counted += 1
-            copied += _leaf_key(leaf) in index.values_by_pointer.get(pointer, ())
+            copied += index.has_leaf(pointer, leaf)
         if counted:
             shares.append(copied / counted)
     return sum(shares) / len(shares) if shares else 0.0
@@ -319,11 +372,6 @@ def _encode(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 def percentile(distances: np.ndarray, q: float) -> float | None:
     """The ``q``-th percentile of ``distances`` (numpy's linear interpolation); None when empty."""
     return float(np.percentile(distances, q)) if len(distances) else None
-
-
-def coverage(valid_per_schema: Sequence[bool]) -> float:
-    """Share of schemas (in a schema set) for which a valid instance was produced."""
-    return validity(valid_per_schema)
 
 
 @dataclass(frozen=True)

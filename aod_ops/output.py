@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 
 from aod_ops import storage
 from aod_ops.errors import DataError, SchemaError
-from aod_ops.metrics import canonical_json
+from aod_ops.jsonvalues import canonical_json
 from aod_ops.schema import LoadedSchema, arrow_schema, to_arrow_row
 from aod_ops.storage import Location
 

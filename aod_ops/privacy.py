@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from aod_ops import storage
+from aod_ops.jsonvalues import canonical_json, is_number
 from aod_ops.metrics import (
     DEFAULT_MAX_DCR_REFERENCE,
     Pointer,
     ReferenceIndex,
-    canonical_json,
     distances_to_closest_record,
     field_overlap,
     percentile,
@@ -135,7 +135,7 @@ def sensitive_columns(schema: Mapping[str, Any]) -> tuple[str, ...]:
 
 def privacy_report(
     records: Sequence[Any],
-    reference: Sequence[Any],
+    reference: Sequence[Any] | ReferenceIndex,
     *,
     skip_leaf: Callable[[Pointer], bool] | None = None,
     sensitive: Sequence[str] = (),
@@ -146,7 +146,7 @@ def privacy_report(
     """Compute the privacy figures of ``records`` (the partition's valid output) and their gates.
 
     :param records: the output records as JSON values.
-    :param reference: the partition's reference sample as JSON values.
+    :param reference: the partition's reference sample as JSON values, or already indexed.
     :param skip_leaf: True for pointers whose schema is an enum, const or boolean (field overlap).
     :param sensitive: top-level columns whose reference values must never reappear.
     :param thresholds: gate thresholds; the defaults when None.
@@ -158,9 +158,9 @@ def privacy_report(
     names = [str(name) for name in ids] if ids is not None else [str(i) for i in range(len(records))]
     if len(names) != len(records):
         raise ValueError(f"ids has {len(names)} entries for {len(records)} records")
-    index = ReferenceIndex.of(reference)
+    index = ReferenceIndex.of(reference, sensitive)
     notes: list[str] = []
-    if not reference:
+    if not index.rows:
         notes.append("the reference sample is empty: nothing can be copied from it")
     distances = distances_to_closest_record(records, index, max_reference=limits.max_dcr_reference)
     baseline = percentile(
@@ -173,13 +173,13 @@ def privacy_report(
         _exact_match_check(records, names, index, limits),
         _overlap_check(records, index, skip_leaf, limits, holdout),
         _dcr_check(distances, names, baseline, limits),
-        *(_sensitive_check(column, records, names, reference) for column in sensitive),
+        *(_sensitive_check(column, records, names, index) for column in sensitive),
     ]
-    new_rows, note = _new_row_synthesis(records, reference)
+    new_rows, note = _new_row_synthesis(records, index.rows)
     notes.append(note)
     return PrivacyReport(
         records=len(records),
-        reference_rows=len(reference),
+        reference_rows=len(index.rows),
         checks=tuple(checks),
         dcr_median=percentile(distances, 50),
         dcr_baseline_p5=baseline,
@@ -267,13 +267,10 @@ def _dcr_check(
 
 
 def _sensitive_check(
-    column: str, records: Sequence[Any], names: list[str], reference: Sequence[Any]
+    column: str, records: Sequence[Any], names: list[str], index: ReferenceIndex
 ) -> PrivacyCheck:
-    known = {_column_value(row, column) for row in reference} - {None}
     leaked = [
-        name
-        for record, name in zip(records, names, strict=True)
-        if (value := _column_value(record, column)) is not None and value in known
+        name for record, name in zip(records, names, strict=True) if index.copies_sensitive(record, column)
     ]
     return PrivacyCheck(
         name=f"sensitive:{column}",
@@ -285,13 +282,6 @@ def _sensitive_check(
         " (values not shown)",
         examples=tuple(leaked[:_EXAMPLES]),
     )
-
-
-def _column_value(row: Any, column: str) -> str | None:
-    """The canonical JSON of a top-level column's value, or None when absent or null."""
-    if not isinstance(row, Mapping) or row.get(column) is None:
-        return None
-    return canonical_json(row[column])
 
 
 def _new_row_synthesis(records: Sequence[Any], reference: Sequence[Any]) -> tuple[float | None, str]:
@@ -310,7 +300,7 @@ def _new_row_synthesis(records: Sequence[Any], reference: Sequence[Any]) -> tupl
     sdtypes = {}
     for column in names.values():
         values = [v for v in (*real[column], *synthetic[column]) if v is not None]
-        numeric = values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        numeric = values and all(is_number(v) for v in values)
         sdtypes[column] = {"sdtype": "numerical" if numeric else "categorical"}
         if not numeric:
             codes: dict[str, str] = {}

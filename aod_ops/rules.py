@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aod_ops.errors import SpecError
+from aod_ops.jsonvalues import json_pointer, pointer_tokens
 
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.Lt: operator.lt,
@@ -159,7 +160,7 @@ def _pointer(node: ast.expr, text: str) -> str:
     if not isinstance(node, ast.Name):
         raise SpecError(f"rule {text!r}: a field is a name or names joined by '.'")
     parts.append(node.id)
-    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in reversed(parts))
+    return json_pointer(reversed(parts))
 
 
 def _value(node: ast.expr, record: Any) -> Any:
@@ -167,8 +168,7 @@ def _value(node: ast.expr, record: Any) -> Any:
         return node.value
     if isinstance(node, ast.Name | ast.Attribute):
         value = record
-        for token in _pointer(node, "").strip("/").split("/"):
-            key = token.replace("~1", "/").replace("~0", "~")
+        for key in pointer_tokens(_pointer(node, "")):
             if not isinstance(value, dict) or value.get(key) is None:
                 raise _Missing(key)
             value = value[key]

@@ -35,8 +35,7 @@ from typing import Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin,
 import yaml
 
 from aod_ops import storage
-from aod_ops.agents.prompt import check_decoding
-from aod_ops.dlm.settings import DecodingSettings
+from aod_ops.dlm.settings import DecodingSettings, check_decoding
 from aod_ops.errors import AodError, DataError, SpecError
 from aod_ops.output import output_schema
 from aod_ops.privacy import PrivacyThresholds, sensitive_columns

@@ -59,8 +59,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aod_ops.agents.prompt import initial_prompt  # noqa: E402
+from aod_ops.dlm.denoiser import Denoiser  # noqa: E402
 from aod_ops.dlm.generate import Generator  # noqa: E402
-from aod_ops.dlm.models import Denoiser, load_denoiser  # noqa: E402
+from aod_ops.dlm.models import load_denoiser  # noqa: E402
 from aod_ops.dlm.prompting import render_prompt  # noqa: E402
 from aod_ops.dlm.settings import DecodingSettings  # noqa: E402
 from aod_ops.errors import AodError  # noqa: E402

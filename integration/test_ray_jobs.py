@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +30,9 @@ from aod_ops.errors import AodError
 from aod_ops.ray.jobs import JobInfo, RayJobs, SynthesisJob, run_synthesis_job
 from aod_ops.schema import load_schema
 from aod_ops.spec import load_reference, load_spec
+
+if TYPE_CHECKING:
+    from tests.fakes import FakeTaskInstance
 
 pytestmark = pytest.mark.integration
 JOB_TIMEOUT = 420.0
@@ -122,20 +125,12 @@ def test_a_stopped_job_ends_stopped_without_output(jobs: RayJobs, spec: Path, tm
     assert not (out / "car-specs" / "report.json").exists()
 
 
-class FakeTI:
-    """The task instance fields the operator reads, with XComs kept in a dict."""
-
-    dag_id, run_id, task_id, map_index = "aod_synthesis", "manual__it", "partition.synthesize", 0
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-
 def test_the_deferrable_operator_runs_the_job_through_its_trigger(
-    head: RayHead, spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    head: RayHead,
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    task_instance: FakeTaskInstance,
 ) -> None:
     conn = {"conn_type": "aod_ray", "host": head.address, "password": head.token}
     monkeypatch.setenv("AIRFLOW_CONN_RAY_IT", json.dumps(conn))
@@ -152,7 +147,7 @@ def test_the_deferrable_operator_runs_the_job_through_its_trigger(
         poll_interval=2.0,
         job_timeout=JOB_TIMEOUT,
     )
-    ti = FakeTI()
+    ti = task_instance
     context: Any = {"ti": ti}
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
@@ -187,11 +182,12 @@ def test_a_retried_task_reattaches_to_its_job_instead_of_submitting_another(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    task_instance: FakeTaskInstance,
 ) -> None:
     conn = {"conn_type": "aod_ray", "host": head.address, "password": head.token}
     monkeypatch.setenv("AIRFLOW_CONN_RAY_IT", json.dumps(conn))
-    ti = FakeTI()
-    ti.run_id = "manual__retried"  # not the run of the test above, whose job succeeded
+    # Not the run of the test above, whose job succeeded.
+    ti = replace(task_instance, run_id="manual__retried")
 
     def one_try() -> Any:
         """One try of the task instance, by a fresh operator as Airflow makes for each try; its trigger."""

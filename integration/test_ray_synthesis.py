@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ import ray
 import yaml
 from ray.data import ActorPoolStrategy
 
+from aod_ops.cli.synthesize import add_synthesize_parser
 from aod_ops.errors import AodError, SpecError
 from aod_ops.output import STAGING, record_id
 from aod_ops.ray import adapter
-from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.ray.synthesize import PartitionResult, Progress, SynthesisOptions, synthesize
 
 pytestmark = pytest.mark.integration
@@ -106,13 +105,6 @@ def _write_spec(folder: Path, rows: dict[str, int] = TARGETS, extra: dict[str, A
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 class _Capture(logging.Handler):

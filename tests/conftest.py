@@ -1,4 +1,10 @@
-"""Fixtures shared by several test modules: real servers started by the tests."""
+"""Fixtures shared by several test modules: real servers started by the tests, and fakes.
+
+- ``postgres_url``, ``s3_endpoint``, ``s3_bucket``: a real PostgreSQL and a real S3 API.
+- ``chat_server``, ``scripted_chat``, ``task_instance``, ``ray_session``: the fakes of
+  ``tests/fakes.py`` (an OpenAI-compatible server on loopback, a scripted chat model, an Airflow
+  task instance, Ray started for a module), which the integration tests share.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,30 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+
+from tests.fakes import (
+    Answer,
+    ChatRequest,
+    ChatServer,
+    FakeTaskInstance,
+    ScriptedChat,
+    chat_server,
+    ray_session,
+    scripted_chat,
+    task_instance,
+)
+
+__all__ = [  # the fixtures pytest finds here, and the fakes' types for the modules' annotations
+    "Answer",
+    "ChatRequest",
+    "ChatServer",
+    "FakeTaskInstance",
+    "ScriptedChat",
+    "chat_server",
+    "ray_session",
+    "scripted_chat",
+    "task_instance",
+]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ from aod_ops.dlm.adapt import (
     TrainConfig,
     TrainItem,
     adapt,
-    apply_adapter,
     corrupt,
     free_item,
     read_corpus,
@@ -28,7 +27,7 @@ from aod_ops.dlm.adapt import (
     skeleton_item,
     training_batches,
 )
-from aod_ops.dlm.models import tiny_random_denoiser
+from aod_ops.dlm.models import apply_adapter, tiny_random_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.errors import DataError, ModelError
 

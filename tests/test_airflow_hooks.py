@@ -7,11 +7,11 @@ import asyncio
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import airflow
 import jsonschema
@@ -23,12 +23,27 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from aod_ops.airflow import get_provider_info
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError
 from aod_ops.airflow.hooks import AGENT_KEY_ENV, AoDHook, RayHook, StorageHook, storage_environment
-from aod_ops.airflow.operators import load_partition
+from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator, load_partition
 from aod_ops.errors import SpecError
 from aod_ops.spec import AgentSetting, DLMSetting, load_spec
 
+if TYPE_CHECKING:
+    from tests.fakes import ChatRequest, ChatServer, FakeTaskInstance
+
 AIRFLOW_DIR = Path(airflow.__file__).parent
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "partitions.yaml"
+
+
+def example_spec(path: Path, **defaults: Any) -> Path:
+    """The example spec written to ``path`` with other ``defaults``, reading the example's files."""
+    raw = yaml.safe_load(EXAMPLE_SPEC.read_text())
+    raw["defaults"].update(defaults)
+    for p in raw["partitions"]:
+        for key in ("schema", "reference", "holdout"):
+            if key in p:
+                p[key] = str(EXAMPLE_SPEC.parent / p[key])
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 def aod_conn(**fields: object) -> Connection:
@@ -111,7 +126,7 @@ def test_aod_connection_errors_name_the_field(fields: dict[str, object], problem
     assert isinstance(caught.value, AoDInputError)  # not retried
 
 
-def test_endpoints_replace_the_partitions_models_and_expose_the_key() -> None:
+def test_endpoints_replace_the_partitions_models() -> None:
     conn = aod_conn(
         host="http://llm:9000/v1", password="k-123", extra={"agent_model": "m", "dlm": "tiny-random"}
     )
@@ -123,9 +138,100 @@ def test_endpoints_replace_the_partitions_models_and_expose_the_key() -> None:
     )
     assert partition.loop == load_spec(EXAMPLE_SPEC).select("cars")[0].loop
     assert AoDHook.endpoints_of(aod_conn()).overrides() == {}
-    assert AGENT_KEY_ENV not in os.environ
-    with endpoints.environment():
-        assert os.environ[AGENT_KEY_ENV] == "k-123"
+
+
+def agent_connection(monkeypatch: pytest.MonkeyPatch, url: str, **extra: Any) -> None:
+    """The ``aod`` connection ``aod_agent``: the agent endpoint at ``url`` with the key ``k-123``."""
+    conn = {"conn_type": "aod", "host": url, "password": "k-123", "extra": {"agent_model": "m", **extra}}
+    monkeypatch.setenv("AIRFLOW_CONN_AOD_AGENT", json.dumps(conn))
+
+
+@pytest.fixture
+def agent(chat_server: type[ChatServer]) -> Iterator[ChatServer]:
+    """An agent endpoint that says which environment it was asked in: it answers ``leaked`` when
+    the API key is in some environment variable of this process (the connection's own aside)."""
+
+    def answer(request: ChatRequest) -> str:
+        named = {name: value for name, value in os.environ.items() if name != "AIRFLOW_CONN_AOD_AGENT"}
+        return "leaked" if AGENT_KEY_ENV in named or "k-123" in named.values() else "clean"
+
+    with chat_server(answer) as srv:
+        yield srv
+
+
+def test_the_hook_returns_the_agents_chat_model_with_its_key_and_writes_no_variable(
+    agent: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_connection(monkeypatch, agent.url)
+    before = dict(os.environ)
+    chat = AoDHook("aod_agent").get_chat_model()
+    assert chat is not None and chat.name == "m"
+    assert chat.complete([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0.0) == "clean"
+    assert agent.requests[0].auth == "Bearer k-123"
+    assert dict(os.environ) == before
+    monkeypatch.setenv("AIRFLOW_CONN_AOD_LOCAL", json.dumps({"conn_type": "aod"}))
+    assert AoDHook("aod_local").get_chat_model() is None  # the spec's agent applies
+
+
+def test_the_optimize_task_hands_the_loop_the_connections_chat_model_and_writes_no_variable(
+    agent: ChatServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
+    import aod_ops.loop
+
+    agent_connection(monkeypatch, agent.url)
+    asked: dict[str, Any] = {}
+
+    def optimize_partition(partition: Any, out_dir: Any, **options: Any) -> SimpleNamespace:
+        asked["environment"] = dict(os.environ)
+        asked["reply"] = options["chat"].complete([{"role": "user", "content": "hi"}], 4, 0.0)
+        return SimpleNamespace(
+            prompt_path=tmp_path / "prompt.json",
+            history_path=tmp_path / "history.json",
+            best_reward=0.5,
+            rounds=(),
+            stop="rounds",
+        )
+
+    monkeypatch.setattr(aod_ops.loop, "optimize_partition", optimize_partition)
+    before = dict(os.environ)
+    task = AoDOptimizeOperator(
+        task_id="o",
+        spec_path=str(EXAMPLE_SPEC),
+        partition="cars",
+        out_dir=str(tmp_path),
+        aod_conn_id="aod_agent",
+    )
+    task.execute({"ti": task_instance})  # type: ignore[arg-type]
+    assert asked["reply"] == "clean" and agent.requests[0].auth == "Bearer k-123"
+    assert asked["environment"] == before == dict(os.environ)
+
+
+class _Stop(Exception):
+    """Raised by a stand-in synthesis once it has seen what it was run with."""
+
+
+def test_a_local_synthesis_gets_the_key_in_its_environment_only_for_a_critic(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
+    import aod_ops.ray.synthesize
+
+    agent_connection(monkeypatch, "http://127.0.0.1:9/v1")
+    seen: list[str | None] = []
+
+    def synthesize(*args: Any, **kwargs: Any) -> None:
+        seen.append(os.environ.get(AGENT_KEY_ENV))
+        raise _Stop
+
+    monkeypatch.setattr(aod_ops.ray.synthesize, "synthesize", synthesize)
+    critic = example_spec(tmp_path / "critic.yaml", critic=True)
+    for spec in (EXAMPLE_SPEC, critic):
+        task = AoDSynthesizeOperator(
+            task_id="s", spec_path=str(spec), partition="cars", out_dir=str(tmp_path), aod_conn_id="aod_agent"
+        )
+        with pytest.raises(_Stop):
+            task.execute({"ti": task_instance})  # type: ignore[arg-type]
+    # Without a critic nothing needs the key; a critic's Ray actors build their own chat model.
+    assert seen == [None, "k-123"]
     assert AGENT_KEY_ENV not in os.environ
 
 
@@ -138,38 +244,22 @@ def test_aod_connection_names_a_dlm_server_which_needs_free_mode(tmp_path: Path)
     refusal = r"partition 'cars': field 'dlm': a DLM server \(http://sglang:30000\) writes free mode only"
     with pytest.raises(SpecError, match=refusal):
         load_partition(EXAMPLE_SPEC, "cars", endpoints.overrides())
-    raw = yaml.safe_load(EXAMPLE_SPEC.read_text())
-    raw["defaults"]["decoding"] = {**raw["defaults"].get("decoding", {}), "mode": "free"}
-    for p in raw["partitions"]:  # the example's files, read from where the example keeps them
-        for key in ("schema", "reference", "holdout"):
-            if key in p:
-                p[key] = str(EXAMPLE_SPEC.parent / p[key])
-    free = tmp_path / "free.yaml"
-    free.write_text(yaml.safe_dump(raw))
+    decoding = yaml.safe_load(EXAMPLE_SPEC.read_text())["defaults"].get("decoding", {})
+    free = example_spec(tmp_path / "free.yaml", decoding={**decoding, "mode": "free"})
     assert load_partition(free, "cars", endpoints.overrides()).dlm == server
 
 
-class _Models(BaseHTTPRequestHandler):
-    """A stand-in OpenAI-compatible server: /v1/models answers 200 only with the right key."""
-
-    def do_GET(self) -> None:
-        ok = self.path == "/v1/models" and self.headers.get("Authorization") == "Bearer good"
-        self.send_response(200 if ok else 401)
-        self.end_headers()
-        self.wfile.write(b'{"data": []}' if ok else b'{"error": "bad key"}')
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def models_server() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Models)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+def models_server(chat_server: type[ChatServer]) -> Iterator[str]:
+    """An OpenAI-compatible server's ``/v1`` URL whose ``/v1/models`` answers 200 only with the right key."""
+
+    def answer(request: ChatRequest) -> tuple[int, bytes]:
+        if request.path == "/v1/models" and request.auth == "Bearer good":
+            return 200, b'{"data": []}'
+        return 401, b'{"error": "bad key"}'
+
+    with chat_server(answer) as server:
+        yield server.url + "/v1"
 
 
 @pytest.mark.parametrize(("key", "expected"), [("good", True), ("bad", False)])

@@ -7,8 +7,9 @@ import json
 import re
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -30,6 +31,9 @@ from aod_ops.airflow.triggers import RayJobTrigger
 from aod_ops.errors import AodError, SpecError
 from aod_ops.ray.jobs import JobState, RayJobs, Submission, SynthesisJob, job_bundle
 
+if TYPE_CHECKING:
+    from tests.fakes import FakeTaskInstance
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -47,18 +51,6 @@ def spec_with_broken_partition(tmp_path: Path) -> Path:
     raw["partitions"].append({**broken_entry, "reference": "data/cars_reference.jsonl"})
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     return spec
-
-
-class FakeTI:
-    """The task instance fields the operators use, with XComs kept in a dict."""
-
-    dag_id, run_id, task_id, map_index = "aod_synthesis", "manual__1", "partition.synthesize", 0
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
 
 
 class FakeJobs:
@@ -92,7 +84,7 @@ class FakeJobs:
         return True
 
 
-def context(ti: FakeTI) -> Any:
+def context(ti: FakeTaskInstance) -> Any:
     """A task context holding only ``ti`` (all that these operator paths read)."""
     return {"ti": ti}
 
@@ -174,12 +166,14 @@ def test_partition_outcomes_name_the_first_failed_step_and_its_error() -> None:
     assert bad.states["synthesize"] == "upstream_failed"
 
 
-def test_ray_job_mode_submits_records_the_job_and_defers(tmp_path: Path) -> None:
+def test_ray_job_mode_submits_records_the_job_and_defers(
+    tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
     op = synthesize_op(
         tmp_path, deferrable=True, rows=8, model="tiny-random", ray_conn_id="ray_x", job_timeout=600
     )
     op.ray_jobs = FakeJobs()  # type: ignore[assignment]
-    ti = FakeTI()
+    ti = task_instance
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context(ti))
     trigger = deferred.value.trigger
@@ -194,21 +188,23 @@ def test_ray_job_mode_submits_records_the_job_and_defers(tmp_path: Path) -> None
     assert job.out == str(tmp_path / "run" / "tables")
 
 
-def test_a_failed_job_puts_its_logs_in_the_error(tmp_path: Path) -> None:
+def test_a_failed_job_puts_its_logs_in_the_error(tmp_path: Path, task_instance: FakeTaskInstance) -> None:
     op = synthesize_op(tmp_path, deferrable=False)
     op.ray_jobs = FakeJobs(final="FAILED")  # type: ignore[assignment]
-    ti = FakeTI()
+    ti = task_instance
     with pytest.raises(RayJobFailed, match="the DLM ran out of memory") as caught:
         op.execute(context(ti))
     assert caught.value.job_id == "aod-cars-0123" and caught.value.status == "FAILED"
     assert "ran out of memory" in ti.xcoms["error"]
 
 
-def test_the_worker_waits_until_the_deadline_and_then_stops_the_job(tmp_path: Path) -> None:
+def test_the_worker_waits_until_the_deadline_and_then_stops_the_job(
+    tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
     op = synthesize_op(tmp_path, deferrable=False, job_timeout=60)
     op.ray_jobs = FakeJobs(final="RUNNING")  # type: ignore[assignment]
     with pytest.raises(RayJobFailed) as caught:
-        op.execute(context(FakeTI()))
+        op.execute(context(task_instance))
     assert op.ray_jobs.deadlines == [FakeJobs.submitted_at + 60]  # type: ignore[attr-defined]
     assert op.ray_jobs.stopped == ["aod-cars-0123"]  # type: ignore[attr-defined]
     message = str(caught.value).splitlines()[0]
@@ -219,7 +215,9 @@ def test_the_worker_waits_until_the_deadline_and_then_stops_the_job(tmp_path: Pa
     )
 
 
-def test_execute_complete_stops_a_timed_out_job_and_rejects_unknown_events(tmp_path: Path) -> None:
+def test_execute_complete_stops_a_timed_out_job_and_rejects_unknown_events(
+    tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
     op = synthesize_op(tmp_path, job_timeout=60)
     op.ray_jobs = FakeJobs()  # type: ignore[assignment]
     event = {
@@ -232,29 +230,31 @@ def test_execute_complete_stops_a_timed_out_job_and_rejects_unknown_events(tmp_p
         "ended RUNNING: not done by its deadline 2026-01-01 00:01:00 UTC \\(4 s past it\\); job_timeout 60 s"
     )
     with pytest.raises(RayJobFailed, match=expected):
-        op.execute_complete(context(FakeTI()), event)
+        op.execute_complete(context(task_instance), event)
     assert op.ray_jobs.stopped == ["aod-cars-9"]  # type: ignore[attr-defined]
     with pytest.raises(AoDTriggerEventError, match="unexpected event"):
-        op.execute_complete(context(FakeTI()), None)
+        op.execute_complete(context(task_instance), None)
 
 
-def test_the_submission_id_is_the_same_for_every_try_of_a_task_instance(tmp_path: Path) -> None:
+def test_the_submission_id_is_the_same_for_every_try_of_a_task_instance(
+    tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
     op = synthesize_op(tmp_path)
-    first, retry = FakeTI(), FakeTI()
+    first, retry = task_instance, replace(task_instance)
     job_id = op.submission_id(context(first))
     assert job_id == op.submission_id(context(retry))
     assert re.fullmatch(r"aod-cars-[0-9a-f]{16}", job_id)
-    other_partition, other_run = FakeTI(), FakeTI()
-    other_partition.map_index = 1
-    other_run.run_id = "scheduled__2026-01-02T00:00:00+00:00"
+    other_partition = replace(task_instance, map_index=1)
+    other_run = replace(task_instance, run_id="scheduled__2026-01-02T00:00:00+00:00")
     assert len({job_id, *(op.submission_id(context(ti)) for ti in (other_partition, other_run))}) == 3
 
 
-def test_the_submission_id_keeps_to_the_characters_ray_accepts(tmp_path: Path) -> None:
+def test_the_submission_id_keeps_to_the_characters_ray_accepts(
+    tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
     op = synthesize_op(tmp_path)
     op.partition = "la riots/1992 – “downtown” " + "x" * 200
-    ti = FakeTI()
-    ti.run_id = "manual__2026-01-01T00:00:00+00:00"
+    ti = replace(task_instance, run_id="manual__2026-01-01T00:00:00+00:00")
     job_id = op.submission_id(context(ti))
     assert re.fullmatch(r"aod-la-riots-1992-downtown-x{17}-[0-9a-f]{16}", job_id)
     assert len(job_id) <= 61
@@ -316,9 +316,14 @@ def ray_job_op_on(tmp_path: Path, cluster: FakeCluster) -> AoDSynthesizeOperator
     ],
 )
 def test_a_retry_reattaches_to_a_live_or_finished_job_and_resubmits_after_a_failed_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], attempts: dict[str, str], followed: str, submits: bool
+    tmp_path: Path,
+    task_instance: FakeTaskInstance,
+    capsys: pytest.CaptureFixture[str],
+    attempts: dict[str, str],
+    followed: str,
+    submits: bool,
 ) -> None:
-    ti = FakeTI()
+    ti = task_instance
     stable = synthesize_op(tmp_path).submission_id(context(ti))
     another_tasks = {"aod-cars-0000000000000000": "RUNNING"}
     cluster = FakeCluster(
@@ -354,18 +359,20 @@ def test_on_kill_stops_the_submitted_job(tmp_path: Path) -> None:
     assert op.ray_jobs.stopped == ["aod-cars-7"]  # type: ignore[attr-defined]
 
 
-def test_an_unknown_execution_mode_is_an_input_error(tmp_path: Path) -> None:
+def test_an_unknown_execution_mode_is_an_input_error(tmp_path: Path, task_instance: FakeTaskInstance) -> None:
     op = synthesize_op(tmp_path)
     op.execution_mode = "cluster"
     with pytest.raises(AoDInputError, match="execution_mode must be 'local' or 'ray_job'"):
-        op.execute(context(FakeTI()))
+        op.execute(context(task_instance))
 
 
-def test_an_input_error_is_pushed_for_the_summary_and_not_retried(tmp_path: Path) -> None:
+def test_an_input_error_is_pushed_for_the_summary_and_not_retried(
+    tmp_path: Path, task_instance: FakeTaskInstance
+) -> None:
     op = synthesize_op(tmp_path, deferrable=True)
     op.partition = "trucks"
     op.ray_jobs = FakeJobs()  # type: ignore[assignment]
-    ti = FakeTI()
+    ti = task_instance
     with pytest.raises(AoDInputError, match="no partition named 'trucks'"):
         op.execute(context(ti))
     assert "no partition named 'trucks'" in ti.xcoms["error"]

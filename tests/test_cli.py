@@ -14,8 +14,9 @@ import pytest
 import torch
 import yaml
 
-from aod_ops import cli, commands_loop
+from aod_ops import cli
 from aod_ops.cli import build_parser, main
+from aod_ops.cli import optimize as commands_loop
 from aod_ops.ray import adapter
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

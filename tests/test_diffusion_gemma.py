@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from aod_ops.cli import main
+from aod_ops.dlm.denoiser import RecordCache
 from aod_ops.dlm.diffusion_gemma import DiffusionGemmaDenoiser
 from aod_ops.dlm.generate import DecodingSettings, Generator
-from aod_ops.dlm.models import RecordCache, _byte_tokenizer, load_denoiser
+from aod_ops.dlm.models import _byte_tokenizer, load_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings

@@ -6,19 +6,16 @@ parsed and validated like a local model's, the loop, ``aod generate``, synthesis
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pyarrow.parquet as pq
 import pytest
-import ray
 import yaml
 
 from aod_ops.agents.chat import TransformersChat
@@ -33,6 +30,9 @@ from aod_ops.errors import ModelError
 from aod_ops.loop import optimize_partition
 from aod_ops.schema import LoadedSchema, load_schema
 from aod_ops.spec import DLMSetting, load_spec
+
+if TYPE_CHECKING:
+    from tests.fakes import ChatRequest, ChatServer, FakeTaskInstance
 
 pytestmark = pytest.mark.slow  # the server loads the real SmolLM2 weights
 
@@ -51,79 +51,47 @@ PARSE_ERROR = ("parse error: the output is not a JSON document",)
 JUNK = "Sorry, I cannot write that record."
 
 
-class _Server:
-    """An OpenAI-compatible chat server on loopback running SmolLM2: ``POST
-    [/<mode>]/v1/chat/completions`` answers with the model's reply, sampled with the request's
-    seed; the mode ``down`` answers 503, ``slow`` answers after a second, ``junk`` answers an
-    even seed with ``JUNK`` (no record). Each request is kept with its ``Authorization`` header.
-    A reply is generated once per request, the seed aside when greedy (temperature 0): a greedy
-    reply does not depend on it. Closing the server waits for the replies in progress."""
+class SmolLM2Answers:
+    """A served SmolLM2's answers (``ChatServer``): the model's reply, sampled with the request's
+    seed; the mode ``down`` answers 503, ``slow`` answers after a second, ``junk`` answers an even
+    seed with ``JUNK`` (no record). A reply is generated once per request, the seed aside when
+    greedy (temperature 0): a greedy reply does not depend on it."""
 
     def __init__(self) -> None:
         from aod_ops.hf import load_smollm2
 
-        model, tokenizer = load_smollm2()
-        self.requests: list[dict[str, Any]] = []
-        lock = threading.Lock()  # one generation at a time: the model is shared by the threads
-        replies: dict[str, str] = {}  # a reply per request, the seed left out of a greedy one's
-        state = self
+        self.model, self.tokenizer = load_smollm2()
+        self.lock = threading.Lock()  # one generation at a time: the model is shared by the threads
+        self.replies: dict[str, str] = {}  # a reply per request, the seed left out of a greedy one's
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                auth = self.headers.get("Authorization")
-                state.requests.append({"path": self.path, "body": body, "auth": auth})
-                mode = self.path.split("/")[1]
-                if mode == "down":
-                    return self._send(503, b"no model loaded")
-                if mode == "slow":
-                    time.sleep(1.0)
-                if mode == "junk" and body.get("seed", 0) % 2 == 0:
-                    text = JUNK
-                else:
-                    asked = (body["messages"], min(body["max_tokens"], CAP), body["temperature"])
-                    seed = body.get("seed", 0)
-                    key = json.dumps([*asked, seed if body["temperature"] else None])
-                    with lock:
-                        if key not in replies:
-                            replies[key] = TransformersChat(model, tokenizer, seed=seed).complete(*asked)
-                        text = replies[key]
-                answer = {
-                    "object": "chat.completion",
-                    "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-                }
-                self._send(200, json.dumps(answer).encode())
-
-            def _send(self, status: int, payload: bytes) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (the timeout test)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def bodies(self, since: int = 0) -> list[dict[str, Any]]:
-        """The request bodies received since request number ``since``, in seed order."""
-        return sorted((r["body"] for r in self.requests[since:]), key=lambda b: b.get("seed", 0))
+    def __call__(self, request: ChatRequest) -> str | tuple[int, bytes]:
+        body = request.body
+        if request.mode == "down":
+            return 503, b"no model loaded"
+        if request.mode == "slow":
+            time.sleep(1.0)
+        if request.mode == "junk" and body.get("seed", 0) % 2 == 0:
+            return JUNK
+        asked = (body["messages"], min(body["max_tokens"], CAP), body["temperature"])
+        seed = body.get("seed", 0)
+        key = json.dumps([*asked, seed if body["temperature"] else None])
+        with self.lock:
+            if key not in self.replies:
+                self.replies[key] = TransformersChat(self.model, self.tokenizer, seed=seed).complete(*asked)
+            return self.replies[key]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+def server(chat_server: type[ChatServer]) -> Iterator[ChatServer]:
+    """An OpenAI-compatible chat server on loopback running SmolLM2: ``POST
+    [/<mode>]/v1/chat/completions`` (``SmolLM2Answers``)."""
+    with chat_server(SmolLM2Answers()) as srv:
+        yield srv
+
+
+def received(server: ChatServer, since: int = 0) -> list[dict[str, Any]]:
+    """The request bodies the server received since request number ``since``, in seed order."""
+    return sorted((r.body for r in server.requests[since:]), key=lambda b: b.get("seed", 0))
 
 
 @pytest.fixture
@@ -139,7 +107,7 @@ def served_generator(schema: LoadedSchema, url: str, **setting: Any) -> Generato
 
 
 def test_free_mode_records_come_from_the_server_parsed_and_validated(
-    server: _Server, schema_file: Path
+    server: ChatServer, schema_file: Path
 ) -> None:
     schema = load_schema(schema_file)
     generator = served_generator(schema, server.url)
@@ -148,7 +116,7 @@ def test_free_mode_records_come_from_the_server_parsed_and_validated(
     written = generator.generate(prompt, [11, 12], GREEDY)  # one batch: sent together
     cut = generator.generate(prompt, [13], replace(GREEDY, max_new_tokens=2))
     # What the server was asked: the rendered prompt, the model, the length, temperature and seed.
-    assert server.bodies(before) == [
+    assert received(server, before) == [
         {
             "model": SERVED,
             "messages": [{"role": "user", "content": prompt}],
@@ -158,7 +126,7 @@ def test_free_mode_records_come_from_the_server_parsed_and_validated(
         }
         for seed, tokens in ((11, CAP), (12, CAP), (13, 2))
     ]
-    assert {r["path"] for r in server.requests[before:]} == {"/v1/chat/completions"}
+    assert {r.path for r in server.requests[before:]} == {"/v1/chat/completions"}
     # Greedy replies close their JSON within CAP tokens: valid records, checked against the schema.
     assert [c.seed for c in written] == [11, 12]
     for candidate in written:
@@ -175,7 +143,7 @@ def test_free_mode_records_come_from_the_server_parsed_and_validated(
     assert (generator.stats.records, generator.stats.forwards) == (3, 0)
 
 
-def test_a_failing_server_is_a_model_error_naming_its_url(server: _Server, schema_file: Path) -> None:
+def test_a_failing_server_is_a_model_error_naming_its_url(server: ChatServer, schema_file: Path) -> None:
     schema = load_schema(schema_file)
     prompt = render_prompt("Write one realistic record as JSON.", SCHEMA)
     down = served_generator(schema, server.url + "/down", retries=0)
@@ -188,7 +156,7 @@ def test_a_failing_server_is_a_model_error_naming_its_url(server: _Server, schem
 
 
 def test_skeleton_mode_with_a_server_is_refused_before_any_request(
-    server: _Server, schema_file: Path, capsys: pytest.CaptureFixture[str]
+    server: ChatServer, schema_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = len(server.requests)
     generator = served_generator(load_schema(schema_file), server.url)
@@ -205,7 +173,7 @@ def test_skeleton_mode_with_a_server_is_refused_before_any_request(
 
 
 def test_aod_generate_writes_the_servers_records(
-    server: _Server, schema_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: ChatServer, schema_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "people.jsonl"
     before = len(server.requests)
@@ -215,7 +183,7 @@ def test_aod_generate_writes_the_servers_records(
     assert len(lines) == 2
     for line in lines:
         jsonschema.validate(json.loads(line), SCHEMA)  # greedy: valid, as in the generator test
-    bodies = server.bodies(before)
+    bodies = received(server, before)
     assert [(b["model"], b["max_tokens"], b["temperature"]) for b in bodies] == [(SERVED, 160, 0.0)] * 2
     assert bodies[0]["messages"][0]["content"].startswith("Write one realistic record as JSON.\nSchema: ")
     summary = capsys.readouterr().err
@@ -242,7 +210,7 @@ def person_spec(folder: Path, dlm: Any, **defaults: Any) -> Path:
     return folder / "spec.yaml"
 
 
-def test_the_loop_samples_and_judges_the_servers_records(server: _Server, tmp_path: Path) -> None:
+def test_the_loop_samples_and_judges_the_servers_records(server: ChatServer, tmp_path: Path) -> None:
     spec = person_spec(tmp_path, {"base_url": server.url, "model": SERVED})
     (partition,) = load_spec(spec).partitions
     before = len(server.requests)
@@ -251,7 +219,7 @@ def test_the_loop_samples_and_judges_the_servers_records(server: _Server, tmp_pa
     start = record.start  # target 0: the initial prompt is sampled and judged, nothing proposed
     assert len(start.candidates) == 1 and record.proposals == ()
     prompt = start.prompt.render(SCHEMA)
-    bodies = server.bodies(before)
+    bodies = received(server, before)
     assert [b["seed"] for b in bodies] == sorted(c.seed for c in start.candidates)
     assert all(b["messages"] == [{"role": "user", "content": prompt}] for b in bodies)
     assert {(b["model"], b["max_tokens"], b["temperature"]) for b in bodies} == {(SERVED, CAP, 0.0)}
@@ -266,7 +234,9 @@ def test_the_loop_samples_and_judges_the_servers_records(server: _Server, tmp_pa
     assert run["dlm"] == {"model": SERVED, "trust_remote_code": False, "base_url": server.url}
 
 
-def test_a_server_down_fails_the_loop_naming_the_partition_and_url(server: _Server, tmp_path: Path) -> None:
+def test_a_server_down_fails_the_loop_naming_the_partition_and_url(
+    server: ChatServer, tmp_path: Path
+) -> None:
     spec = person_spec(tmp_path, {"base_url": server.url + "/down", "model": SERVED, "retries": 0})
     (partition,) = load_spec(spec).partitions
     with pytest.raises(ModelError, match=rf"^partition 'people': DLM server {server.url}/down/v1/chat"):
@@ -283,16 +253,8 @@ def record_prompt(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    """Ray started before a test sets a variable: its workers see only what a run passes them."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
-
-
 def test_aod_synthesize_writes_the_servers_records_and_quarantines_its_junk(
-    server: _Server,
+    server: ChatServer,
     ray_session: None,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -318,8 +280,8 @@ def test_aod_synthesize_writes_the_servers_records_and_quarantines_its_junk(
     assert main([*args, "--gpus-per-actor", "1"]) == 0
     # Seed 0 got junk, seed 1 the model's greedy reply: one row, one quarantined candidate.
     requests = server.requests[before:]
-    assert sorted(r["body"]["seed"] for r in requests) == [0, 1]
-    assert {r["auth"] for r in requests} == {f"Bearer {key}"}
+    assert sorted(r.body["seed"] for r in requests) == [0, 1]
+    assert {r.auth for r in requests} == {f"Bearer {key}"}
     (row,) = pq.read_table(out / "people" / "data").to_pylist()
     jsonschema.validate(json.loads(row["_aod_record"]), SCHEMA)
     assert (row["_aod_seed"], row["_aod_model"]) == (1, SERVED)
@@ -336,7 +298,11 @@ def test_aod_synthesize_writes_the_servers_records_and_quarantines_its_junk(
 
 
 def test_the_aod_connections_dlm_server_runs_the_optimize_and_synthesize_tasks(
-    server: _Server, ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: ChatServer,
+    ray_session: None,
+    task_instance: FakeTaskInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator
 
@@ -344,14 +310,14 @@ def test_the_aod_connections_dlm_server_runs_the_optimize_and_synthesize_tasks(
     extra = {"dlm": SERVED, "dlm_base_url": server.url}
     monkeypatch.setenv("AIRFLOW_CONN_AOD_DLM", json.dumps({"conn_type": "aod", "extra": extra}))
     common = {"spec_path": str(spec), "partition": "people", "out_dir": str(tmp_path / "run")}
-    ti = _TaskInstance()
+    ti = task_instance
     before = len(server.requests)
     optimize = AoDOptimizeOperator(task_id="o", aod_conn_id="aod_dlm", **common)
     result = optimize.execute({"ti": ti})  # type: ignore[arg-type]
     assert result["partition"] == "people"
     assert result["prompt_uri"].endswith("/run/prompts/people/prompt.json")
     assert (tmp_path / "run" / "prompts" / "people" / "prompt.json").is_file()
-    assert [b["model"] for b in server.bodies(before)] == [SERVED]
+    assert [b["model"] for b in received(server, before)] == [SERVED]
     before = len(server.requests)
     prompts = str(record_prompt(tmp_path / "prompts"))
     synthesize = AoDSynthesizeOperator(
@@ -361,16 +327,4 @@ def test_the_aod_connections_dlm_server_runs_the_optimize_and_synthesize_tasks(
     assert (summary["partition"], summary["rows"]) == ("people", 1)
     (row,) = pq.read_table(tmp_path / "run" / "tables" / "people" / "data").to_pylist()
     jsonschema.validate(json.loads(row["_aod_record"]), SCHEMA)
-    assert row["_aod_model"] == SERVED and server.bodies(before)[0]["model"] == SERVED
-
-
-class _TaskInstance:
-    """The task instance fields the operators read, with XComs kept in a dict."""
-
-    dag_id, run_id, task_id, map_index = "aod", "manual__1", "t", 0
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
+    assert row["_aod_model"] == SERVED and received(server, before)[0]["model"] == SERVED

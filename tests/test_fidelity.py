@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from aod_ops.fidelity import Scorecard, Yardstick, column_feedback, table_reward
+from aod_ops.metrics import ReferenceIndex
 from aod_ops.rules import parse_rules
 from aod_ops.schema import LoadedSchema, load_schema
 from aod_ops.spec import Partition, load_reference, load_spec
@@ -249,6 +250,10 @@ def test_sensitive_copies_ignore_case_spaces_and_tiny_numeric_differences(
     card = yardstick.score(copies)
     assert card.validity == 1.0
     assert card.sensitive_copies == pytest.approx(2 / 3)
+    # The same reference, indexed beforehand (as the judge's), is not indexed again.
+    index = ReferenceIndex.of(reference, ["first_name", "longitude"])
+    shared = Yardstick(load_schema(riots.schema_path), index, None, sensitive=["first_name", "longitude"])
+    assert shared.reference_index is index and shared.reference == reference
 
 
 def test_rule_violations_are_counted_and_named(yardsticks: dict[str, Yardstick]) -> None:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aod_ops.agents.prompt import Prompt
+from aod_ops.dlm.denoiser import Denoiser
 from aod_ops.dlm.generate import Candidate, DecodingSettings, Generator
 from aod_ops.dlm.guides import (
     CategoryGuide,
@@ -32,7 +33,7 @@ from aod_ops.dlm.guides import (
     text_shape,
 )
 from aod_ops.dlm.legal import WordPrior
-from aod_ops.dlm.models import Denoiser, load_denoiser, tiny_random_denoiser
+from aod_ops.dlm.models import load_denoiser, tiny_random_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.errors import DataError
 from aod_ops.rules import parse_rules

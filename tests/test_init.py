@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from aod_ops import cli, storage
+from aod_ops.cli.init import add_init_parser
 from aod_ops.infer import (
     InferSettings,
-    add_init_parser,
     guess_sensitive,
     infer_schema,
     init_partition,

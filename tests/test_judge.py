@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +14,9 @@ from aod_ops.errors import ModelError
 from aod_ops.fidelity import table_reward
 from aod_ops.metrics import task_success_rate
 from aod_ops.schema import load_schema
+
+if TYPE_CHECKING:
+    from conftest import ScriptedChat
 
 SCHEMA = load_schema(
     {
@@ -242,6 +245,12 @@ def test_tsr_counts_duplicates_once() -> None:
     assert sum(v.ok for v in result.verdicts) / 4 == result.metrics.tsr
 
 
+def test_the_judge_and_its_yardstick_share_one_reference_index() -> None:
+    judged = Judge(SCHEMA, REFERENCE, sensitive=["name"])
+    assert judged.yardstick.reference_index is judged.index
+    assert judged.yardstick.reference == REFERENCE
+
+
 def test_sensitive_column_copy_rejects_without_showing_the_value() -> None:
     result = judge([fresh(0, name="Bo Chan"), fresh(1)], sensitive=["name"])
     assert [v.ok for v in result.verdicts] == [False, True]
@@ -250,25 +259,8 @@ def test_sensitive_column_copy_rejects_without_showing_the_value() -> None:
     assert "/name copies personal data from the reference" in result.feedback
 
 
-class ScriptedChat:
-    """A fake chat model for unit tests: answers from a script, or raises ModelError."""
-
-    name = "scripted"
-
-    def __init__(self, answers: list[str], down: bool = False) -> None:
-        self.answers = answers
-        self.down = down
-        self.calls = 0
-
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
-        self.calls += 1
-        if self.down:
-            raise ModelError("agent endpoint http://127.0.0.1:9: cannot connect")
-        return self.answers.pop(0)
-
-
-def test_critic_verdicts_are_parsed_strictly_with_retries() -> None:
-    chat = ScriptedChat(
+def test_critic_verdicts_are_parsed_strictly_with_retries(scripted_chat: type[ScriptedChat]) -> None:
+    chat = scripted_chat(
         [
             "Sure! It looks fine.",  # malformed: retried
             'Verdict: {"realistic": false, "reason": "a 60-year-old cannot be a toddler"} ok?',
@@ -286,15 +278,17 @@ def test_critic_verdicts_are_parsed_strictly_with_retries() -> None:
     assert "judged unrealistic" in result.feedback
 
 
-def test_unreachable_critic_fails_the_judgement() -> None:
-    chat = ScriptedChat([], down=True)
+def test_unreachable_critic_fails_the_judgement(scripted_chat: type[ScriptedChat]) -> None:
+    chat = scripted_chat([], down=True)
     with pytest.raises(ModelError, match=r"http://127.0.0.1:9: cannot connect"):
         judge([fresh(0), fresh(1), fresh(2)], critic=chat)
     assert chat.calls == 1
 
 
-def test_unreachable_critic_with_fallback_gives_no_verdict_is_asked_once_and_says_why() -> None:
-    chat = ScriptedChat([], down=True)
+def test_unreachable_critic_with_fallback_gives_no_verdict_is_asked_once_and_says_why(
+    scripted_chat: type[ScriptedChat],
+) -> None:
+    chat = scripted_chat([], down=True)
     result = judge([fresh(0), fresh(1), fresh(2)], critic=chat, critic_fallback=True)
     assert chat.calls == 1
     assert all(v.ok for v in result.verdicts)
@@ -302,8 +296,8 @@ def test_unreachable_critic_with_fallback_gives_no_verdict_is_asked_once_and_say
     assert result.critic_down == "agent endpoint http://127.0.0.1:9: cannot connect"
 
 
-def test_malformed_critic_answers_are_no_failure_of_the_critic() -> None:
-    result = judge([fresh(0)], critic=ScriptedChat(["no idea", "still no idea"]))
+def test_malformed_critic_answers_are_no_failure_of_the_critic(scripted_chat: type[ScriptedChat]) -> None:
+    result = judge([fresh(0)], critic=scripted_chat(["no idea", "still no idea"]))
     assert result.critic_failures == 1 and result.critic_down is None
 
 

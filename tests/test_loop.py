@@ -4,22 +4,21 @@ that fails: the round fails, or with ``agent_fallback: editor`` says the editor 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from aod_ops.agents.prompt import Prompt
 from aod_ops.cli import main
-from aod_ops.commands_loop import round_line
+from aod_ops.cli.optimize import round_line
 from aod_ops.dlm.generate import Candidate
 from aod_ops.errors import DataError, ModelError, SpecError
 from aod_ops.loop import (
@@ -33,6 +32,9 @@ from aod_ops.loop import (
 )
 from aod_ops.metrics import Metrics
 from aod_ops.spec import LoopSettings, Partition, load_spec
+
+if TYPE_CHECKING:
+    from tests.fakes import ChatRequest, ChatServer
 
 # Small integers copy the reference and repeat often, and two candidates make a noisy sample, so
 # rewards differ from sample to sample and proposals are both accepted and rejected; no string
@@ -236,52 +238,28 @@ def test_stop_rules_in_order_target_patience_rounds() -> None:
     assert stop_reason(rounds_of((0.5, 0.6), (0.6, 0.7), (0.7, 0.8)), replace(settings, rounds=4)) is None
 
 
-class _Agent:
-    """A loopback OpenAI-compatible endpoint that answers with a valid instruction (or, with
-    ``garbage`` set, with a page that is no chat completion)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.garbage = False
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                state.calls += 1
-                text = json.dumps({"instruction": f"Write one new dot record, answer {state.calls}."})
-                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                if state.garbage:
-                    body = b"<html><body>It works!</body></html>"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-
 @pytest.fixture
-def agent() -> Iterator[_Agent]:
-    server = _Agent()
-    thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+def agent(chat_server: type[ChatServer]) -> Iterator[ChatServer]:
+    """A loopback OpenAI-compatible endpoint that answers each call with a new valid instruction
+    (or, under ``/garbage``, with a page that is no chat completion)."""
+    calls = itertools.count(1)
+
+    def answer(request: ChatRequest) -> str | tuple[int, bytes]:
+        if request.mode == "garbage":
+            return 200, b"<html><body>It works!</body></html>"
+        return json.dumps({"instruction": f"Write one new dot record, answer {next(calls)}."})
+
+    with chat_server(answer) as server:
+        yield server
 
 
-def test_endpoint_agent_writes_proposals_within_its_call_budget(tmp_path: Path, agent: _Agent) -> None:
+def test_endpoint_agent_writes_proposals_within_its_call_budget(tmp_path: Path, agent: ChatServer) -> None:
     partition = make_spec(
         tmp_path, {"proposals": 3, "rounds": 1}, agent={"base_url": agent.url, "model": "m"}
     )
     result = optimize_partition(partition, tmp_path / "out", agent_calls=1)
     (record,) = result.rounds
-    assert agent.calls == 1  # the optimizer asked twice; the budget let one call through
+    assert len(agent.requests) == 1  # the optimizer asked twice; the budget let one call through
     assert [p.source for p in record.proposals] == ["editor", "agent", "editor"]
     assert record.proposals[1].prompt.instruction == "Write one new dot record, answer 1."
     assert record.agent_failures == 0  # the spent budget is not the agent failing
@@ -309,14 +287,14 @@ def test_a_down_agent_fails_optimize_with_one_line_naming_the_url(
     assert not (tmp_path / "out" / "dots" / "rounds").exists()  # the failed round is not recorded
 
 
-def test_an_endpoint_answering_no_chat_completion_fails_the_round(tmp_path: Path, agent: _Agent) -> None:
-    agent.garbage = True
-    partition = make_spec(tmp_path, {"rounds": 1}, agent={"base_url": agent.url, "model": "m"})
+def test_an_endpoint_answering_no_chat_completion_fails_the_round(tmp_path: Path, agent: ChatServer) -> None:
+    url = f"{agent.url}/garbage"
+    partition = make_spec(tmp_path, {"rounds": 1}, agent={"base_url": url, "model": "m"})
     with pytest.raises(
-        ModelError, match=rf"round 1: the agent failed: agent endpoint {agent.url}/v1/.*not an OpenAI"
+        ModelError, match=rf"round 1: the agent failed: agent endpoint {url}/v1/.*not an OpenAI"
     ):
         optimize_partition(partition, tmp_path / "out")
-    assert agent.calls == 1  # an answer that is not a completion is not retried
+    assert len(agent.requests) == 1  # an answer that is not a completion is not retried
 
 
 def test_with_agent_fallback_the_editor_and_the_judge_go_on_and_the_round_says_so(tmp_path: Path) -> None:

@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 
 from aod_ops import metrics
+from aod_ops.jsonvalues import (
+    canonical_json,
+    escape_token,
+    first_json_value,
+    is_number,
+    json_pointer,
+    pointer_tokens,
+    unescape_token,
+)
 from aod_ops.metrics import (
     ReferenceIndex,
-    canonical_json,
     compute_metrics,
-    coverage,
     distances_to_closest_record,
     diversity,
     exact_match_rate,
@@ -26,6 +33,34 @@ from aod_ops.metrics import (
 
 def test_canonical_json_sorts_keys_drops_spaces_and_treats_integral_floats_as_ints() -> None:
     assert canonical_json({"b": 1, "a": [1.0, True, 2.5], "é": None}) == '{"a":[1,true,2.5],"b":1,"é":null}'
+    assert metrics.canonical_json is canonical_json  # still importable from here
+
+
+def test_a_boolean_is_no_number() -> None:
+    assert [is_number(v) for v in (1, 2.5, float("inf"), True, "1", None)] == [True] * 3 + [False] * 3
+
+
+def test_json_pointers_escape_tilde_then_slash() -> None:
+    assert escape_token("a/b~c") == "a~1b~0c" and unescape_token("a~1b~0c") == "a/b~c"
+    assert unescape_token("~01") == "~1"  # "~0" then "1": the tilde is undone last
+    assert json_pointer(["engine", "a/b", 0]) == "/engine/a~1b/0" and json_pointer([]) == ""
+    assert pointer_tokens("/engine/a~1b/0") == ["engine", "a/b", "0"] and pointer_tokens("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "openers", "expected"),
+    [
+        ('noise {"a": [1, 2]} trailing {"b": 1}', "{", {"a": [1, 2]}),
+        ("[1, 2] {", "{[", [1, 2]),
+        ("[1, 2] {", "{", None),  # the object from the first "{" does not parse
+        ('{"a": ', "{", None),
+        ("no json", "{[", None),
+        ("[" * 5000, "{[", None),  # too deep for the parser
+        ('{"a": ' + "9" * 5000 + "}", "{", None),  # an integer too long to read
+    ],
+)
+def test_first_json_value_is_none_for_anything_unreadable(text: str, openers: str, expected: object) -> None:
+    assert first_json_value(text, openers) == expected
 
 
 def test_leaves_are_addressed_by_escaped_json_pointers() -> None:
@@ -166,10 +201,6 @@ def test_dcr_blocks_and_reference_sampling() -> None:
     assert distances_to_closest_record(records, reference, max_reference=10) == pytest.approx(sampled)
 
 
-def test_coverage_is_the_share_of_schemas_with_a_valid_instance() -> None:
-    assert coverage([True, False, True, False]) == 0.5
-
-
 def test_compute_metrics_reports_every_design_metric() -> None:
     reference = [{"name": "ann", "age": 30}, {"name": "bob", "age": 40}]
     records = [
@@ -205,6 +236,29 @@ def test_compute_metrics_leaves_undefined_figures_empty() -> None:
     assert (result.dcr_p5, result.dcr_median, result.records_per_s) == (None, None, None)
     assert result.forwards_per_valid_record is None
     assert ReferenceIndex.of(ReferenceIndex.of([{"a": 1}])).canonical == frozenset({'{"a":1}'})
+
+
+def test_a_reference_index_is_made_once_and_completed_with_sensitive_columns() -> None:
+    reference = [{"ssn": "123 45", "age": 30.0, "tags": ["a"]}, {"ssn": None, "age": 130}, "not a record"]
+    index = ReferenceIndex.of(reference)
+    assert ReferenceIndex.of(index) is index and ReferenceIndex.of(index, ["ssn"]) is not index
+    assert index.has_leaf("/age", 30) and index.has_leaf("/tags/0", "a")
+    assert not index.has_leaf("/age", True) and not index.has_leaf("/tags", "a")
+    both = ReferenceIndex.of(ReferenceIndex.of(index, ["ssn"]), ["ssn", "age"])
+    assert both.values_by_pointer is index.values_by_pointer  # the rows are not indexed again
+    assert ReferenceIndex.of(both, ["age"]) is both
+    # Equal: canonical JSON of the whole value (the privacy gates, the judge); null never counts.
+    assert both.copies_sensitive({"ssn": "123 45"}, "ssn") and both.copies_sensitive({"age": 30}, "age")
+    assert not both.copies_sensitive({"ssn": " 123  45"}, "ssn") and not both.copies_sensitive(
+        {"ssn": None}, "ssn"
+    )
+    # Near (the scorecard): folded text, numbers within 1e-6 of the range (100); "" never counts.
+    assert both.copies_sensitive({"ssn": " 123  45"}, "ssn", near=True)
+    assert both.copies_sensitive({"age": 30.00005}, "age", near=True)
+    assert not both.copies_sensitive({"age": 30.001}, "age", near=True)
+    assert not both.copies_sensitive({"ssn": ""}, "ssn", near=True) and not both.copies_sensitive(5, "ssn")
+    with pytest.raises(KeyError):
+        index.copies_sensitive({"ssn": "123 45"}, "ssn")  # not indexed as sensitive
 
 
 def test_compute_metrics_is_fast_for_ten_thousand_records_against_a_thousand() -> None:

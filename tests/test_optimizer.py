@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,6 +25,9 @@ from aod_ops.dlm.guides import derive_guides
 from aod_ops.errors import DataError, ModelError
 from aod_ops.schema import compile_schema, load_schema
 from aod_ops.spec import load_reference, load_spec
+
+if TYPE_CHECKING:
+    from tests.fakes import ScriptedChat
 
 SCHEMA = load_schema(
     {
@@ -50,25 +53,14 @@ def person(i: int, **changes: Any) -> dict[str, Any]:
     return {"name": f"Person {i}", "age": 60 + i, "kind": "a", **changes}
 
 
-class ScriptedChat:
-    """A fake chat model for unit tests: answers from a script, or raises ModelError."""
-
-    name = "scripted"
-
-    def __init__(self, answers: list[str], down: bool = False) -> None:
-        self.answers = answers
-        self.down = down
-        self.calls = 0
-
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
-        self.calls += 1
-        if self.down:
-            raise ModelError("agent endpoint http://127.0.0.1:9: cannot connect")
-        return self.answers.pop(0)
+def child_of(prompt: Prompt, version: int, **changes: Any) -> Prompt:
+    """A revision of ``prompt`` numbered ``version``, as the optimizer derives one."""
+    return replace(prompt, version=version, parent=prompt.version, **changes)
 
 
 def test_prompt_json_round_trip_and_revision() -> None:
-    child = PROMPT.revise(7, instruction="Better.", decoding=DecodingSettings(temperature=0.5, mode="free"))
+    decoding = DecodingSettings(temperature=0.5, mode="free")
+    child = child_of(PROMPT, 7, instruction="Better.", decoding=decoding)
     assert (child.version, child.parent, child.exemplars) == (7, 3, EXEMPLARS)
     assert Prompt.from_json(child.to_json()) == child
     assert json.loads(child.to_json())["decoding"]["mode"] == "free"
@@ -156,8 +148,8 @@ def test_editor_raises_temperature_when_records_repeat() -> None:
 
 
 def test_editor_lowers_temperature_when_validity_fell_from_the_parent() -> None:
-    parent = PROMPT.revise(2)
-    child = replace(parent.revise(3), instruction="Child.")
+    parent = child_of(PROMPT, 2)
+    child = child_of(parent, 3, instruction="Child.")
     parent_trial = Trial(parent, 0.9, judged([person(1), person(2)]).metrics)
     judgement = judged([person(1, age=500), person(2)])
     (proposal, *_) = Optimizer().propose(child, judgement, [parent_trial], count=1, next_version=5)
@@ -166,7 +158,8 @@ def test_editor_lowers_temperature_when_validity_fell_from_the_parent() -> None:
 
 def test_proposals_are_distinct_numbered_and_new() -> None:
     judgement = judged([person(1), person(2)])  # nothing to fix: only the temperature can move
-    history = [Trial(PROMPT.revise(2, decoding=DecodingSettings(temperature=0.85)), 0.5, judgement.metrics)]
+    parent = child_of(PROMPT, 2, decoding=DecodingSettings(temperature=0.85))
+    history = [Trial(parent, 0.5, judgement.metrics)]
     proposals = Optimizer().propose(PROMPT, judgement, history, count=5, next_version=20)
     prompts = [p.prompt for p in proposals]
     assert [p.version for p in prompts] == [20, 21, 22, 23, 24]
@@ -199,8 +192,8 @@ def test_parse_agent_answer(answer: str, expected: str | None) -> None:
     assert parse_agent_answer(answer) == expected
 
 
-def test_agent_answers_are_retried_and_used() -> None:
-    chat = ScriptedChat(
+def test_agent_answers_are_retried_and_used(scripted_chat: type[ScriptedChat]) -> None:
+    chat = scripted_chat(
         [
             "I would suggest making it better.",  # malformed: retried
             '{"instruction": "Write one invented person with a new name and an age under 100."}',
@@ -219,8 +212,8 @@ def test_agent_answers_are_retried_and_used() -> None:
     assert optimizer.malformed == 1 and chat.calls == 3
 
 
-def test_malformed_agent_output_is_skipped_and_the_editor_fills_in() -> None:
-    chat = ScriptedChat(["nope"] * 6)
+def test_malformed_agent_output_is_skipped_and_the_editor_fills_in(scripted_chat: type[ScriptedChat]) -> None:
+    chat = scripted_chat(["nope"] * 6)
     optimizer = Optimizer(chat, retries=2)
     proposals = optimizer.propose(PROMPT, judged([person(1), person(1)]), [], count=3, next_version=4)
     assert [p.source for p in proposals] == ["editor"] * 3
@@ -228,16 +221,18 @@ def test_malformed_agent_output_is_skipped_and_the_editor_fills_in() -> None:
     assert optimizer.malformed == 6 and chat.calls == 6  # two proposals asked, three attempts each
 
 
-def test_unreachable_agent_fails_the_proposals() -> None:
-    chat = ScriptedChat([], down=True)
+def test_unreachable_agent_fails_the_proposals(scripted_chat: type[ScriptedChat]) -> None:
+    chat = scripted_chat([], down=True)
     optimizer = Optimizer(chat)
     with pytest.raises(ModelError, match=r"http://127.0.0.1:9: cannot connect"):
         optimizer.propose(PROMPT, judged([person(1)]), [], count=3, next_version=4)
     assert chat.calls == 1
 
 
-def test_unreachable_agent_with_fallback_leaves_the_proposals_to_the_editor_and_says_why() -> None:
-    chat = ScriptedChat([], down=True)
+def test_unreachable_agent_with_fallback_leaves_the_proposals_to_the_editor_and_says_why(
+    scripted_chat: type[ScriptedChat],
+) -> None:
+    chat = scripted_chat([], down=True)
     optimizer = Optimizer(chat, fallback=True)
     proposals = optimizer.propose(PROMPT, judged([person(1)]), [], count=3, next_version=4)
     assert len(proposals) == 3 and {p.source for p in proposals} == {"editor"}
@@ -252,9 +247,9 @@ def test_unreachable_agent_with_fallback_leaves_the_proposals_to_the_editor_and_
     assert optimizer.down is None
 
 
-def test_agent_calls_cap_the_agent_per_proposal_round() -> None:
+def test_agent_calls_cap_the_agent_per_proposal_round(scripted_chat: type[ScriptedChat]) -> None:
     answers = [f'{{"instruction": "Write one invented person record, variant {i}."}}' for i in range(6)]
-    chat = ScriptedChat(["malformed", *answers])
+    chat = scripted_chat(["malformed", *answers])
     optimizer = Optimizer(chat, agent_calls=2)
     judgement = judged([person(1, age=-5), person(2, age=-6)])
     proposals = optimizer.propose(PROMPT, judgement, [], count=4, next_version=4)
@@ -269,20 +264,14 @@ def test_hostile_agent_answers_are_malformed(answer: str) -> None:
     assert parse_agent_answer(answer) is None
 
 
-def test_agent_prompt_carries_feedback_and_bounded_history() -> None:
-    seen: list[list[dict[str, str]]] = []
-
-    class Recorder(ScriptedChat):
-        def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
-            seen.append(messages)
-            return '{"instruction": "Write one invented person record with a fresh name."}'
-
+def test_agent_prompt_carries_feedback_and_bounded_history(scripted_chat: type[ScriptedChat]) -> None:
+    chat = scripted_chat(['{"instruction": "Write one invented person record with a fresh name."}'])
     judgement = judged([person(1, age=-5)])
     history = [
-        Trial(PROMPT.revise(v, instruction=f"Try {v}."), v / 10, judgement.metrics) for v in range(1, 9)
+        Trial(child_of(PROMPT, v, instruction=f"Try {v}."), v / 10, judgement.metrics) for v in range(1, 9)
     ]
-    Optimizer(Recorder([]), max_history=3).propose(PROMPT, judgement, history, count=2, next_version=9)
-    user = seen[0][1]["content"]
+    Optimizer(chat, max_history=3).propose(PROMPT, judgement, history, count=2, next_version=9)
+    user = chat.sent[0][1]["content"]
     assert judgement.feedback in user and PROMPT.instruction in user
     assert "Try 8." in user and "Try 6." in user and "Try 5." not in user
 

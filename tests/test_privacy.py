@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from aod_ops.metrics import ReferenceIndex
 from aod_ops.privacy import PrivacyThresholds, privacy_report, sensitive_columns
 
 # /x ranges over 100. Leave-one-out: each row is (0.5 + 1 + 1) / 3 = 0.8333 from its nearest other
@@ -107,6 +108,14 @@ def test_a_sensitive_value_from_the_reference_fails_without_being_shown(tmp_path
         "detail": "0 of 3 records are exact copies of a reference record",
         "examples": [],
     }
+
+
+def test_an_indexed_reference_gives_the_same_report() -> None:
+    records = [*GOOD, {"x": 60, "s": "f", "ssn": "222"}, dict(REFERENCE[0])]
+    plain = privacy_report(records, REFERENCE, sensitive=["ssn"], holdout=GOOD)
+    index = ReferenceIndex.of(REFERENCE)  # the sensitive column is added to it by the report
+    assert privacy_report(records, index, sensitive=["ssn"], holdout=GOOD) == plain
+    assert plain.reference_rows == 3 and not plain.check("sensitive:ssn").passed
 
 
 def test_sensitive_columns_come_from_the_schema_annotation() -> None:

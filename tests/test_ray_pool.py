@@ -11,9 +11,7 @@ at once with one line.
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +68,6 @@ def _spec(folder: Path) -> Path:
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

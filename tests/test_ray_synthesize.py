@@ -17,12 +17,12 @@ import pytest
 import ray
 import yaml
 
+from aod_ops.cli.synthesize import add_synthesize_parser
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, ModelError, SpecError
 from aod_ops.ray import adapter
 from aod_ops.ray import synthesize as synthesis
-from aod_ops.ray.command import add_synthesize_parser
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator, PartitionPrompt
 from aod_ops.ray.jobs import SynthesisJob
 from aod_ops.ray.judging import VERDICTS, CandidateJudge, PartitionJudging

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from aod_ops.cli import main
+from aod_ops.dlm.denoiser import Denoiser, FullPass, RecordCache
 from aod_ops.dlm.generate import DecodingSettings, Generator
-from aod_ops.dlm.models import Denoiser, FullPass, RecordCache, _byte_tokenizer, load_denoiser
+from aod_ops.dlm.models import _byte_tokenizer, load_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.schema import load_schema
 

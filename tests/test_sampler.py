@@ -10,8 +10,9 @@ from typing import Literal
 import pytest
 import torch
 
+from aod_ops.dlm.denoiser import Denoiser, PromptState, RecordCache
 from aod_ops.dlm.legal import fit_number, fit_string
-from aod_ops.dlm.models import Denoiser, PromptState, RecordCache, tiny_random_denoiser
+from aod_ops.dlm.models import tiny_random_denoiser
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings
 from aod_ops.dlm.skeleton import (

@@ -12,26 +12,30 @@ import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import ray
 import yaml
 
-from aod_ops import cli, commands_loop
+from aod_ops import cli
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError, AoDTaskError
 from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator
 from aod_ops.cli import main
+from aod_ops.cli import optimize as commands_loop
+from aod_ops.cli import synthesize as ray_command
 from aod_ops.dlm.models import check_model, load_denoiser
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import ModelError
 from aod_ops.ray import adapter
-from aod_ops.ray import command as ray_command
 from aod_ops.ray.generator import DLMGenerator
 from aod_ops.ray.jobs import SynthesisJob
 from aod_ops.ray.synthesize import SynthesisOptions, _plan, _pool, _stages
 from aod_ops.schema import load_schema
 from aod_ops.spec import DLMSetting, Partition, load_spec
+
+if TYPE_CHECKING:
+    from tests.fakes import FakeTaskInstance
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -191,16 +195,6 @@ def test_a_ray_job_carries_the_trust_flag_only_for_a_trusted_model(spec: Path, f
     assert "--trust-remote-code" not in SynthesisJob(spec, "/out", model=str(foreign)).entrypoint()
 
 
-class _TI:
-    dag_id, run_id, task_id, map_index = "aod_synthesis", "manual__1", "partition.synthesize", 0
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-
 def _connection(monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_AOD_MODELS", json.dumps({"conn_type": "aod", "extra": extra}))
     return "aod_models"
@@ -215,6 +209,7 @@ def test_airflow_operators_refuse_a_folder_nobody_trusted(
     monkeypatch: pytest.MonkeyPatch,
     operator: type[AoDSynthesizeOperator] | type[AoDOptimizeOperator],
     given_by: str,
+    task_instance: FakeTaskInstance,
 ) -> None:
     if given_by == "connection":  # the spec trusts its own model, the connection names another
         models: dict[str, Any] = {"aod_conn_id": _connection(monkeypatch, {"dlm": str(foreign)})}
@@ -224,10 +219,9 @@ def test_airflow_operators_refuse_a_folder_nobody_trusted(
     op = operator(
         task_id="t", spec_path=str(spec), partition="shirts", out_dir=str(tmp_path / "run"), **models
     )
-    ti = _TI()
     with pytest.raises(AoDTaskError, match=rf"model folder {foreign} ships its own Python code"):
-        op.execute({"ti": ti})  # type: ignore[arg-type]
-    assert "ships its own Python code" in ti.xcoms["error"]
+        op.execute({"ti": task_instance})  # type: ignore[arg-type]
+    assert "ships its own Python code" in task_instance.xcoms["error"]
     assert not ray.is_initialized()
 
 

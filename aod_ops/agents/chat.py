@@ -83,8 +83,9 @@ class TransformersChat:
 class OpenAIChat:
     """An OpenAI-compatible chat endpoint reached over HTTP.
 
-    ``base_url`` is the server's root or its ``/v1`` URL; the API key is read from the environment
-    variable ``api_key_env`` (no key is sent when it is ``None``). Connection failures, timeouts,
+    ``base_url`` is the server's root or its ``/v1`` URL; the API key is ``api_key`` when given
+    (an Airflow connection's password), else read from the environment variable ``api_key_env``
+    (no key is sent when both are ``None``). Connection failures, timeouts,
     HTTP 429 and 5xx are retried ``retries`` times with exponential backoff (``backoff`` seconds,
     doubled each time); other HTTP errors and unusable answers raise ``ModelError`` at once. Every
     error names the endpoint as ``kind`` and its URL ("agent endpoint ...", "DLM server ...").
@@ -99,6 +100,8 @@ class OpenAIChat:
         retries: int = 3,
         backoff: float = 0.5,
         kind: str = "agent endpoint",
+        *,
+        api_key: str | None = None,
     ) -> None:
         root = base_url.rstrip("/")
         self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
@@ -109,11 +112,12 @@ class OpenAIChat:
         self.timeout = timeout
         self.kind = kind
         self.headers = {"Content-Type": "application/json"}
-        if api_key_env is not None:
-            key = os.environ.get(api_key_env)
-            if not key:
+        if api_key is None and api_key_env is not None:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
                 raise ModelError(f"{kind} {self.url}: environment variable {api_key_env} is not set")
-            self.headers["Authorization"] = f"Bearer {key}"
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
 
     def complete(
         self, messages: list[dict[str, str]], max_tokens: int, temperature: float, seed: int | None = None
@@ -176,9 +180,15 @@ def _one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def chat_model_from_spec(agent: AgentSetting, seed: int = 0) -> ChatModel:
-    """The chat model a partition's ``agent`` setting names: SmolLM2 locally, else the endpoint."""
+def chat_model_from_spec(agent: AgentSetting, seed: int = 0, api_key: str | None = None) -> ChatModel:
+    """The chat model a partition's ``agent`` setting names: SmolLM2 locally, else the endpoint.
+
+    :param api_key: the endpoint's API key itself (an Airflow connection's), sent instead of the
+        one in the setting's ``api_key_env``.
+    """
     if agent.base_url is None:
         return TransformersChat(seed=seed)
     assert agent.model is not None  # AgentSetting requires it with base_url
-    return OpenAIChat(agent.base_url, agent.model, agent.api_key_env, agent.timeout, agent.retries)
+    return OpenAIChat(
+        agent.base_url, agent.model, agent.api_key_env, agent.timeout, agent.retries, api_key=api_key
+    )

@@ -32,7 +32,8 @@ from typing import Any, Protocol
 from aod_ops.agents.chat import ChatModel
 from aod_ops.errors import ModelError
 from aod_ops.fidelity import Scorecard, Yardstick, column_feedback, table_reward
-from aod_ops.metrics import Metrics, Pointer, ReferenceIndex, canonical_json, compute_metrics, leaves
+from aod_ops.jsonvalues import canonical_json, first_json_value, json_pointer, pointer_tokens
+from aod_ops.metrics import Metrics, Pointer, ReferenceIndex, compute_metrics, leaves
 from aod_ops.rules import Rule
 from aod_ops.schema import LoadedSchema, compile_schema, is_choice_leaf
 
@@ -203,17 +204,10 @@ class Judge:
         self.schema = schema
         self.holdout = None if holdout is None else list(holdout)
         self.rules = tuple(rules)
-        self.index = ReferenceIndex.of(list(reference))
         self.sensitive = tuple(sensitive)
-        # Sensitive columns compare whole top-level values, as the privacy gates do.
-        self._sensitive_values = {
-            column: {
-                canonical_json(row[column])
-                for row in self.index.rows
-                if isinstance(row, dict) and row.get(column) is not None
-            }
-            for column in self.sensitive
-        }
+        # One index for the judge's checks and its yardstick's figures. Sensitive columns compare
+        # whole top-level values, as the privacy gates do.
+        self.index = ReferenceIndex.of(list(reference), self.sensitive)
         self.notes = notes
         self.critic = critic
         self.critic_retries = critic_retries
@@ -223,17 +217,12 @@ class Judge:
             root = compile_schema(schema).root
             skip_leaf = cache(lambda pointer: is_choice_leaf(root, pointer))
         self.skip_leaf = skip_leaf
-        # Reference leaves by pointer as canonical JSON: equality as in ``metrics`` (18.0 == 18).
-        self._reference_leaves: dict[Pointer, set[str]] = {}
-        for row in self.index.rows:
-            for pointer, leaf in leaves(row).items():
-                self._reference_leaves.setdefault(pointer, set()).add(canonical_json(leaf))
 
     @cached_property
     def yardstick(self) -> Yardstick:
         """The real rows the batches' fidelity and privacy are measured against (built on first use:
         a synthesis filter that only needs verdicts never pays for it)."""
-        return Yardstick(self.schema, self.index.rows, self.holdout, self.rules, self.sensitive)
+        return Yardstick(self.schema, self.index, self.holdout, self.rules, self.sensitive)
 
     def verdicts(self, candidates: Sequence[CandidateLike]) -> tuple[Verdict, ...]:
         """Each candidate's verdict (in order), critic included: what a synthesis filter needs."""
@@ -352,18 +341,16 @@ class Judge:
             found.append(Finding("duplicate", "", "duplicate", f"{name} repeats record {seen[text] + 1}"))
         seen.setdefault(text, position)
         for column in self.sensitive:
-            value = record.get(column) if isinstance(record, dict) else None
-            if value is not None and canonical_json(value) in self._sensitive_values[column]:
+            if self.index.copies_sensitive(record, column):
                 # The value is not repeated in the feedback: it is personal data.
                 message = f"{name} at /{column}: the value is personal data copied from the reference"
-                found.append(Finding("sensitive", "/" + _escape(column), "sensitive", message, value))
+                value = record[column]
+                found.append(Finding("sensitive", json_pointer([column]), "sensitive", message, value))
         for pointer, leaf in leaves(record).items():
             if isinstance(leaf, str) and (kind := degenerate(leaf, pointer.rsplit("/", 1)[-1])):
                 message = f"{name} at {pointer}: {_short(leaf)} is {kind}"
                 found.append(Finding("degenerate", _field(pointer), kind, message, leaf))
-            copied = not self.skip_leaf(pointer) and canonical_json(leaf) in self._reference_leaves.get(
-                pointer, ()
-            )
+            copied = not self.skip_leaf(pointer) and self.index.has_leaf(pointer, leaf)
             # An exact copy is reported once, as such; a sensitive column is reported above.
             if copied and text not in self.index.canonical and _column(pointer) not in self.sensitive:
                 message = f"{name} at {pointer}: {_short(leaf)} is copied from the reference"
@@ -440,13 +427,7 @@ def degenerate(value: str, key: str = "") -> str | None:
 def parse_critic(answer: str) -> tuple[bool, str] | None:
     """The critic's answer as ``(realistic, reason)``: the first JSON object in the text, with a
     boolean ``realistic`` and a string ``reason``; None for anything else."""
-    start = answer.find("{")
-    if start < 0:
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(answer[start:])
-    except (ValueError, RecursionError):  # not JSON, an integer too long to read, nested too deep
-        return None
+    value = first_json_value(answer)
     if not isinstance(value, dict) or not isinstance(value.get("realistic"), bool):
         return None
     reason = value.get("reason", "")
@@ -455,15 +436,10 @@ def parse_critic(answer: str) -> tuple[bool, str] | None:
     return value["realistic"], reason.strip()[:160]
 
 
-def _escape(name: str) -> str:
-    """A property name as a JSON pointer token."""
-    return name.replace("~", "~0").replace("/", "~1")
-
-
 def _column(pointer: str) -> str:
     """The top-level property a pointer lies under (unescaped)."""
-    token = pointer.split("/")[1] if pointer else ""
-    return token.replace("~1", "/").replace("~0", "~")
+    tokens = pointer_tokens(pointer)
+    return tokens[0] if tokens else ""
 
 
 def _field(pointer: str) -> str:

@@ -31,11 +31,13 @@ from typing import Any
 
 from aod_ops.agents.chat import ChatModel
 from aod_ops.agents.judge import Judgement, Problem
-from aod_ops.agents.prompt import MAX_TEMPERATURE, Prompt
+from aod_ops.agents.prompt import Prompt
 from aod_ops.dlm.guides import Guides
+from aod_ops.dlm.settings import MAX_TEMPERATURE
 from aod_ops.errors import ModelError
 from aod_ops.fidelity import Scorecard
-from aod_ops.metrics import Metrics, canonical_json, leaves
+from aod_ops.jsonvalues import canonical_json, first_json_value
+from aod_ops.metrics import Metrics, leaves
 
 RULES_HEADER = "\nRules:"
 MAX_RULES = 8
@@ -165,13 +167,7 @@ def copied_exemplars(exemplars: Sequence[str], problems: Sequence[Problem]) -> s
 def parse_agent_answer(answer: str) -> str | None:
     """The instruction in the agent's answer: the first JSON object in the text, with an
     ``instruction`` string of 20 to ``MAX_INSTRUCTION_CHARS`` characters; None for anything else."""
-    start = answer.find("{")
-    if start < 0:
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(answer[start:])
-    except (ValueError, RecursionError):  # not JSON, an integer too long to read, nested too deep
-        return None
+    value = first_json_value(answer)
     instruction = value.get("instruction") if isinstance(value, dict) else None
     if not isinstance(instruction, str) or not 20 <= len(instruction.strip()) <= MAX_INSTRUCTION_CHARS:
         return None

@@ -4,9 +4,10 @@ A ``Prompt`` holds the instruction text, optional exemplar records (JSON text), 
 decoding settings (``DecodingSettings``: temperature, steps, block length, mode, commit order)
 and optional value guides (``Guides``: per-field quantiles, categories and their dependence,
 which the sampler applies while the DLM writes every value). It is frozen: the optimizer derives
-children with ``revise``, which records the parent's version, so a run's prompts form a tree
-that can be inspected and resumed from its JSON form. An artifact written before guides and the
-commit order existed still loads, as it was decoded: without guides, confidence first.
+each child with ``dataclasses.replace``, numbering it and recording its parent's version, so a
+run's prompts form a tree that can be inspected and resumed from its JSON form. An artifact
+written before guides and the commit order existed still loads, as it was decoded: without
+guides, confidence first.
 """
 
 from __future__ import annotations
@@ -14,32 +15,16 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.prompting import render_prompt
-from aod_ops.dlm.settings import DecodingSettings
+from aod_ops.dlm.settings import DecodingSettings, check_decoding
 from aod_ops.errors import DataError
 
 if TYPE_CHECKING:
     from aod_ops.spec import Partition
-
-MAX_TEMPERATURE = 2.0
-
-
-def check_decoding(decoding: DecodingSettings) -> DecodingSettings:
-    """``decoding`` if its values are usable, else ``ValueError`` saying which one is not."""
-    if not 0.0 <= decoding.temperature <= MAX_TEMPERATURE:
-        raise ValueError(f"temperature must be between 0 and {MAX_TEMPERATURE}, got {decoding.temperature}")
-    for name in ("steps", "block_length", "max_new_tokens"):
-        if getattr(decoding, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(decoding, name)}")
-    if decoding.mode not in ("skeleton", "free"):
-        raise ValueError(f"mode must be skeleton or free, got {decoding.mode!r}")
-    if decoding.order not in ("confidence", "left_to_right"):
-        raise ValueError(f"order must be confidence or left_to_right, got {decoding.order!r}")
-    return decoding
 
 
 @dataclass(frozen=True)
@@ -64,27 +49,6 @@ class Prompt:
         free mode only: in skeleton mode the structure is literal text around the slots)."""
         shown = schema if self.decoding.mode == "free" else None
         return render_prompt(self.instruction, shown, self.exemplars)
-
-    def revise(
-        self,
-        version: int,
-        *,
-        instruction: str | None = None,
-        exemplars: Sequence[str] | None = None,
-        decoding: DecodingSettings | None = None,
-        guides: Guides | None = None,
-    ) -> Prompt:
-        """A child of this prompt numbered ``version``, with the given parts replaced (the
-        guides are kept unless replaced)."""
-        return replace(
-            self,
-            instruction=self.instruction if instruction is None else instruction,
-            exemplars=self.exemplars if exemplars is None else tuple(exemplars),
-            decoding=self.decoding if decoding is None else decoding,
-            guides=self.guides if guides is None else guides,
-            version=version,
-            parent=self.version,
-        )
 
     def to_json(self) -> str:
         """The prompt artifact: indented JSON that ``from_json`` reads back."""

@@ -2,8 +2,12 @@
 cluster), and for object-store credentials.
 
 ``AoDHook`` reads which DLM and which agent endpoint a partition should use, and the agent's API
-key; ``ModelEndpoints.overrides`` gives them as spec fields that replace the partition's, and the
-key reaches the engine through an environment variable that only the running task sees. ``RayHook`` gives the
+key; ``ModelEndpoints.overrides`` gives them as spec fields that replace the partition's, and
+``ModelEndpoints.chat_model`` (``AoDHook.get_chat_model``) the agent endpoint's chat model, built
+with the key as an argument, which the optimize task hands to the loop: no environment variable
+carries it. (A local synthesis with a critic is the one exception: its Ray actors build their own
+chat model and read the key from ``AOD_AGENT_KEY``, see ``ModelEndpoints.environment``.)
+``RayHook`` gives the
 Ray Jobs API client (``aod_ops.ray.jobs.RayJobs``) of a cluster's dashboard address; it still
 reads connections made before the type was renamed from ``ray`` (the official Ray provider's).
 ``StorageHook`` reads S3 credentials from a connection (the Amazon provider's ``aws`` connection
@@ -29,10 +33,12 @@ from aod_ops.airflow.exceptions import AoDConnectionError
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+    from aod_ops.agents.chat import ChatModel
     from aod_ops.ray.jobs import RayJobs
     from aod_ops.spec import AgentSetting, DLMSetting
 
-#: The environment variable through which the engine reads the agent's API key.
+#: The environment variable through which a local synthesis' Ray actors read the agent's API key
+#: (the critic's); the loop gets the key in its chat model (``ModelEndpoints.chat_model``).
 AGENT_KEY_ENV = "AOD_AGENT_KEY"
 #: The Ray connection's default id before it was renamed ``aod_ray_default`` (it clashed with the
 #: official Ray provider's); still read when the new one does not exist.
@@ -88,9 +94,20 @@ class ModelEndpoints:
         fields = {"dlm": self.dlm, "agent": self.agent}
         return {name: asdict(value) for name, value in fields.items() if value is not None}
 
+    def chat_model(self) -> ChatModel | None:
+        """The agent endpoint's chat model, with the API key passed to it as an argument; None when
+        the connection names no agent endpoint (the partition's own ``agent`` setting applies)."""
+        if self.agent is None:
+            return None
+        from aod_ops.agents.chat import chat_model_from_spec
+
+        return chat_model_from_spec(self.agent, api_key=self.api_key)
+
     @contextmanager
     def environment(self) -> Iterator[None]:
-        """Expose the API key to the engine (``AOD_AGENT_KEY``) while the block runs."""
+        """Expose the API key as ``AOD_AGENT_KEY`` while the block runs, for what cannot be handed a
+        chat model: the critic of a local synthesis, built in Ray actors that inherit the
+        variable. Everything else takes ``chat_model``."""
         with exported({} if self.api_key is None else {AGENT_KEY_ENV: self.api_key}):
             yield
 
@@ -125,6 +142,11 @@ class AoDHook(BaseHook):
     def get_conn(self) -> ModelEndpoints:
         """The connection's models, checked (``AoDConnectionError`` says which field is wrong)."""
         return self.endpoints_of(self.get_connection(self.aod_conn_id))
+
+    def get_chat_model(self) -> ChatModel | None:
+        """The connection's agent endpoint as a chat model, its API key passed as an argument
+        (``ModelEndpoints.chat_model``); None when the connection names no agent endpoint."""
+        return self.get_conn().chat_model()
 
     @staticmethod
     def endpoints_of(conn: Connection) -> ModelEndpoints:

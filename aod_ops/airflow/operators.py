@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -386,14 +386,14 @@ class AoDOptimizeOperator(_ModelOperator):
 
         with self.reporting_errors(context):
             partition = self.load()
-            with self.endpoints.environment():
-                result = optimize_partition(
-                    partition,
-                    self.run_dir(PROMPTS),
-                    rounds=_optional_int(self.rounds, "rounds"),
-                    candidates=_optional_int(self.candidates, "candidates"),
-                    restart=True,  # a rerun replaces the recorded run, whatever its settings were
-                )
+            result = optimize_partition(
+                partition,
+                self.run_dir(PROMPTS),
+                rounds=_optional_int(self.rounds, "rounds"),
+                candidates=_optional_int(self.candidates, "candidates"),
+                restart=True,  # a rerun replaces the recorded run, whatever its settings were
+                chat=self.endpoints.chat_model(),  # the connection's agent, its key passed in
+            )
         prompt = storage.uri(result.prompt_path)
         self.log.info(
             "Partition %s: best reward %.3f after %d rounds (%s); prompt %s",
@@ -501,7 +501,7 @@ class AoDSynthesizeOperator(_ModelOperator):
             rows = _optional_int(self.rows, "rows")
             actors = _optional_int(self.actors, "actors")
             if self.execution_mode == "local":
-                self._synthesize_locally(rows, actors)
+                self._synthesize_locally(partition, rows, actors)
                 return self._table_summary()
             submission = self._submit(context, partition, rows, actors)
             self.job_id = submission.job_id
@@ -541,14 +541,14 @@ class AoDSynthesizeOperator(_ModelOperator):
             self.log.info("Stopping Ray job %s", self.job_id)
             self.ray_jobs.stop(self.job_id)
 
-    def _synthesize_locally(self, rows: int | None, actors: int | None) -> None:
+    def _synthesize_locally(self, partition: Partition, rows: int | None, actors: int | None) -> None:
         from aod_ops.ray.synthesize import SynthesisOptions, synthesize
 
         options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts())
-        with (
-            partition_spec(self.spec_path, self.partition, self.overrides()) as spec,
-            self.endpoints.environment(),
-        ):
+        # Only a critic needs the agent's key here, and its Ray actors can only read it from
+        # their environment (they build their own chat model).
+        key = self.endpoints.environment() if partition.critic else nullcontext()
+        with partition_spec(self.spec_path, self.partition, self.overrides()) as spec, key:
             (result,) = synthesize(spec, self.run_dir(TABLES), partition=self.partition, options=options)
         self.log.info(
             "Partition %s: %s, %d rows from %d candidates (%d rejected) in %.1f s",

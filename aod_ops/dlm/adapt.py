@@ -14,7 +14,7 @@ Two kinds of examples are mixed, both conditioned through ``render_prompt`` (the
   generates (``skeleton.layout_record``) with only the value-slot tokens masked.
 
 The adapter is small: low-rank (LoRA) deltas on the linear layers of the upper blocks, plus the
-mask token's embedding row. ``apply_adapter`` merges it into a base model in place.
+mask token's embedding row. ``models.apply_adapter`` merges it into a base model in place.
 
 Corpus format (a folder): ``train.jsonl`` and optionally ``heldout.jsonl`` (scored during
 training), one JSON object per line::
@@ -41,18 +41,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aod_ops.dlm.models import Denoiser
+from aod_ops.dlm.denoiser import Denoiser
+from aod_ops.dlm.models import ADAPTER_CONFIG, ADAPTER_FILE, MASK_KEY, smollm2_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.dlm.skeleton import layout_record
 from aod_ops.errors import DataError, ModelError
 from aod_ops.hf import fast_dtype
 
-ADAPTER_FILE = "adapter.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-MASK_KEY = "mask_embedding"
 
 
 # --- corpus ---------------------------------------------------------------------------------
@@ -354,37 +352,6 @@ def save_adapter(dm: DiffusionModel, out_dir: Path, info: dict[str, Any]) -> Non
     _atomic(out_dir / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
 
 
-def apply_adapter(model: Any, adapter_dir: Path) -> None:
-    """Merge the adapter in ``adapter_dir`` into ``model`` in place: W += B @ A, set the mask row.
-
-    The base must be the model the adapter was trained on (checked against its config).
-    """
-    from safetensors.torch import load_file
-
-    config_file, tensor_file = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_FILE
-    if not config_file.is_file() or not tensor_file.is_file():
-        raise ModelError(f"adapter folder {adapter_dir} lacks {ADAPTER_CONFIG} or {ADAPTER_FILE}")
-    meta = json.loads(config_file.read_text())
-    cfg = model.config
-    for key, want in meta["base"].items():
-        if getattr(cfg, key, None) != want:
-            raise ModelError(
-                f"adapter {adapter_dir} was trained on a base with {key}={want}, this model has "
-                f"{getattr(cfg, key, None)}"
-            )
-    tensors = load_file(str(tensor_file))
-    with torch.no_grad():
-        for key, a in tensors.items():
-            if not key.endswith(".lora_A"):
-                continue
-            name = key.removesuffix(".lora_A")
-            weight = model.get_submodule(name).weight
-            delta = tensors[f"{name}.lora_B"].float() @ a.float()
-            weight += delta.to(weight.dtype)
-        emb = model.get_input_embeddings().weight
-        emb[int(meta["mask_token_id"])] = tensors[MASK_KEY].to(emb.dtype)
-
-
 def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     # Write beside and rename, so an interrupted save never leaves a half-written file behind.
     staging = path.with_name(path.name + ".tmp")
@@ -535,8 +502,6 @@ def adapt(
     say = echo or _console_echo()
     train, heldout = read_corpus(corpus_dir)
     if denoiser is None:
-        from aod_ops.dlm.models import smollm2_denoiser
-
         denoiser = smollm2_denoiser(dtype=torch.float32)
     cfg = train_config
     torch.manual_seed(cfg.seed)  # the LoRA factors' initial values

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from aod_ops.dlm.models import Denoiser, PromptState, RecordCache, load_error
+from aod_ops.dlm.denoiser import Denoiser, PromptState, RecordCache, load_error
 from aod_ops.errors import ModelError
 
 

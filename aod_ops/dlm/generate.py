@@ -21,12 +21,13 @@ from typing import Any
 
 import torch
 
+from aod_ops.dlm.denoiser import Denoiser, PromptState
 from aod_ops.dlm.guides import Guides
-from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.server import DLMServer
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.dlm.skeleton import ANY, Slot, Vocab, fill, infill, plan_ids, plan_records
+from aod_ops.jsonvalues import first_json_value
 from aod_ops.schema import CompiledSchema, LoadedSchema, compile_schema
 
 
@@ -71,15 +72,8 @@ def record_seed(seed: int, index: int) -> int:
 
 def parse_free_text(text: str) -> Any | None:
     """The first JSON object or array in a free-mode response, or None (model output is untrusted:
-    text nested too deep for the parser is no record either)."""
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text[min(starts) :])
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    return value
+    text nested too deep for the parser, or an integer too long to read, is no record either)."""
+    return first_json_value(text, "{[")
 
 
 @dataclass

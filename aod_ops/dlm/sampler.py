@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from aod_ops.dlm.models import Denoiser, PromptState, RecordCache
+from aod_ops.dlm.denoiser import Denoiser, PromptState, RecordCache
 from aod_ops.dlm.settings import SamplerSettings
 
 TOP_K = 64

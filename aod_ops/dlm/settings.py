@@ -1,9 +1,11 @@
-"""Decoding settings: plain values with no torch import, so specs and DAGs parse fast."""
+"""Decoding settings and their check: plain values with no torch import, so specs and DAGs parse fast."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+MAX_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,17 @@ class DecodingSettings(SamplerSettings):
 
     mode: Literal["skeleton", "free"] = "skeleton"
     max_new_tokens: int = 160
+
+
+def check_decoding(decoding: DecodingSettings) -> DecodingSettings:
+    """``decoding`` if its values are usable, else ``ValueError`` saying which one is not."""
+    if not 0.0 <= decoding.temperature <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be between 0 and {MAX_TEMPERATURE}, got {decoding.temperature}")
+    for name in ("steps", "block_length", "max_new_tokens"):
+        if getattr(decoding, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(decoding, name)}")
+    if decoding.mode not in ("skeleton", "free"):
+        raise ValueError(f"mode must be skeleton or free, got {decoding.mode!r}")
+    if decoding.order not in ("confidence", "left_to_right"):
+        raise ValueError(f"order must be confidence or left_to_right, got {decoding.order!r}")
+    return decoding

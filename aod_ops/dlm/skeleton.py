@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from aod_ops.dlm.denoiser import Denoiser, PromptState
 from aod_ops.dlm.guides import (
     CategoryGuide,
     DateGuide,
@@ -54,9 +55,9 @@ from aod_ops.dlm.legal import (
     slot_legal,
     usable_guide,
 )
-from aod_ops.dlm.models import Denoiser, PromptState
 from aod_ops.dlm.sampler import denoise, sample
 from aod_ops.dlm.settings import SamplerSettings
+from aod_ops.jsonvalues import escape_token
 from aod_ops.schema.nodes import (
     ArrayNode,
     ChoiceNode,
@@ -149,7 +150,7 @@ def preview(node: Node) -> str:
 
 
 def _key(pointer: str, name: str) -> str:
-    return pointer + "/" + name.replace("~", "~0").replace("/", "~1")
+    return pointer + "/" + escape_token(name)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ from great_expectations.render import LegacyRendererType, RenderedStringTemplate
 from great_expectations.render.renderer.renderer import renderer
 
 from aod_ops.errors import SpecError
+from aod_ops.jsonvalues import canonical_json
 from aod_ops.metrics import leaves
 from aod_ops.quality.suite import (
     COLUMNS_EXPECTATION,
@@ -97,7 +98,7 @@ def register_schema(schema: LoadedSchema) -> None:
 
 
 def _schema_key(schema: Any) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return canonical_json(schema)
 
 
 def _schema(json_schema: dict[str, Any]) -> LoadedSchema:

@@ -41,6 +41,7 @@ import pyarrow as pa
 import referencing.exceptions
 
 from aod_ops.errors import SpecError
+from aod_ops.jsonvalues import is_number, pointer_tokens
 from aod_ops.output import CONTRACT_COLUMNS, RECORD, RECORD_ID
 from aod_ops.rules import Bound, Rule
 from aod_ops.schema import LoadedSchema, arrow_schema
@@ -185,8 +186,8 @@ def _pair_kwargs(bound: Bound | None, numeric: set[str]) -> tuple[str, dict[str,
 
 def _column(pointer: str) -> str | None:
     """The top-level property a one-token JSON pointer names (None for a nested field)."""
-    tokens = pointer.split("/")[1:]
-    return tokens[0].replace("~1", "/").replace("~0", "~") if len(tokens) == 1 else None
+    tokens = pointer_tokens(pointer)
+    return tokens[0] if len(tokens) == 1 else None
 
 
 def _follow(subschema: Any, resolver: Any) -> Mapping[str, Any] | None:
@@ -260,11 +261,11 @@ def _bounds(subschema: Mapping[str, Any], draft4: bool) -> dict[str, Any]:
         ("max", "maximum", "exclusiveMaximum", min),
     ):
         candidates: list[tuple[float, bool]] = []
-        if _is_number(subschema.get(inclusive)):
+        if is_number(subschema.get(inclusive)):
             # Draft 4 writes an exclusive bound as a boolean beside the inclusive keyword.
             strict = draft4 and subschema.get(exclusive) is True
             candidates.append((subschema[inclusive], strict))
-        if _is_number(subschema.get(exclusive)):
+        if is_number(subschema.get(exclusive)):
             candidates.append((subschema[exclusive], True))
         if candidates:
             value = tighter(candidate[0] for candidate in candidates)
@@ -280,10 +281,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int | float):
         return "number"
     return "string" if isinstance(value, str) else "other"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def extra_expectations(reference: str | Path) -> list[ExpectationSpec]:

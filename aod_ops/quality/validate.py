@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from aod_ops import storage
 from aod_ops.errors import AodError, DataError
+from aod_ops.metrics import ReferenceIndex
 from aod_ops.output import RECORD, RECORD_ID
 from aod_ops.privacy import PrivacyReport, PrivacyThresholds, privacy_report, sensitive_columns
 from aod_ops.quality.suite import ExpectationOutcome, extra_expectations, schema_expectations
@@ -167,9 +168,10 @@ def validate_partition(
     ids, records = _parsed_records(table)
     root = compile_schema(loaded).root
     sensitive = sorted({*sensitive_columns(loaded.contents), *sensitive})
+    index = ReferenceIndex.of(reference, sensitive)  # one index for the privacy gates and the fidelity
     privacy = privacy_report(
         records,
-        reference,
+        index,
         skip_leaf=functools.partial(is_choice_leaf, root),
         sensitive=sensitive,
         thresholds=thresholds,
@@ -185,9 +187,7 @@ def validate_partition(
         # GX and matplotlib write local files: a remote docs folder gets them once they are written.
         with storage.staged(docs) as local:
             run = run_checkpoint(name, frame, specs, local)
-            report = _fidelity_report(
-                name, path, loaded, reference, holdout, rules, sensitive, records, local
-            )
+            report = _fidelity_report(name, path, loaded, index, holdout, rules, sensitive, records, local)
         if run.docs_index is not None:
             docs_path = storage.join(docs, *run.docs_index.relative_to(local).parts)
         fidelity = storage.join(docs, *report.relative_to(local).parts)
@@ -220,7 +220,7 @@ def _fidelity_report(
     name: str,
     path: Location,
     schema: LoadedSchema,
-    reference: Sequence[Any],
+    reference: ReferenceIndex,
     holdout: Sequence[Any] | None,
     rules: Sequence[Rule],
     sensitive: Sequence[str],

@@ -17,7 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from aod_ops.schema.load import LoadedSchema, Scope, json_pointer
+from aod_ops.jsonvalues import json_pointer
+from aod_ops.schema.load import LoadedSchema, Scope
 from aod_ops.schema.nodes import Node, Unsupported
 
 # The most a schema may ask one value to hold: a record past these is not written in seconds.

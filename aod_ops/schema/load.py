@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from referencing import Registry, Resource, Specification
 
 from aod_ops import storage
 from aod_ops.errors import SchemaError
+from aod_ops.jsonvalues import json_pointer
 from aod_ops.schema.bounded import bounded_validator
 from aod_ops.schema.patterns import UncheckedPattern
 
@@ -211,11 +212,6 @@ class LoadedSchema:
                 )
             )
         return sorted(issues, key=lambda issue: issue.pointer)
-
-
-def json_pointer(parts: Iterable[str | int]) -> str:
-    """The JSON pointer (RFC 6901) for a sequence of keys and indexes; "" for the root."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
 
 
 def _unpickle(

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from aod_ops.jsonvalues import pointer_tokens
+
 
 @dataclass(frozen=True)
 class StringNode:
@@ -124,8 +126,7 @@ def is_choice_leaf(root: Node, pointer: str) -> bool:
     slot, or when no branch can produce it. The metrics leave such leaves out of field overlap:
     copying them from the reference is unavoidable.
     """
-    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]] if pointer else []
-    return _choice_at(root, tokens) is True
+    return _choice_at(root, pointer_tokens(pointer)) is True
 
 
 def _choice_at(node: Node, tokens: list[str]) -> bool | None:

@@ -1,10 +1,14 @@
-"""The ``aod optimize`` and ``aod report`` subcommands (registered by ``aod_ops.cli``)."""
+"""``aod optimize`` (run or resume the AoD loop per partition) and ``aod report`` (plot its rounds)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+from aod_ops import storage
+from aod_ops.cli.args import add_model_args, check_trusted_model, non_negative_int, positive_int
+from aod_ops.cli.console import console, progress_bar
 
 if TYPE_CHECKING:
     from aod_ops.loop import RoundRecord
@@ -34,7 +38,6 @@ def round_line(partition: str, record: RoundRecord) -> str:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     """``aod optimize``: run or resume the AoD loop for each selected partition."""
-    from aod_ops.cli import check_trusted_model
     from aod_ops.spec import DLMSetting, load_spec
 
     check_trusted_model(args)
@@ -49,8 +52,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
     """Optimize one partition, with a progress bar and a line per round."""
-    from aod_ops import storage
-    from aod_ops.cli import console, progress_bar
     from aod_ops.loop import optimize_partition
 
     loop = partition.loop
@@ -103,8 +104,6 @@ def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
 
 def add_optimize_parser(sub: Any) -> None:
     """Register ``aod optimize`` on the subparsers ``sub``."""
-    from aod_ops.cli import non_negative_int, positive_int  # here: aod_ops.cli imports this module
-
     p = sub.add_parser("optimize", help="optimize each partition's DLM prompt with the AoD loop")
     p.add_argument("--spec", required=True, help="partition spec (YAML)")
     p.add_argument("--partition", help="only this partition (default: all, one after another)")
@@ -116,8 +115,7 @@ def add_optimize_parser(sub: Any) -> None:
         "--candidates", type=positive_int, help="candidates sampled per prompt (default: the spec's)"
     )
     p.add_argument("--proposals", type=positive_int, help="revised prompts per round (default: the spec's)")
-    p.add_argument("--model", help="DLM instead of the spec's (built-in name or local folder)")
-    p.add_argument("--trust-remote-code", action="store_true", help="with --model: allow LLaDA/Dream code")
+    add_model_args(p)
     p.add_argument(
         "--agent-calls",
         type=non_negative_int,
@@ -130,7 +128,6 @@ def add_optimize_parser(sub: Any) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``aod report``: plot reward and metrics per round into the folder."""
-    from aod_ops.cli import console
     from aod_ops.report import write_report
 
     report = write_report(args.dir)

@@ -1,13 +1,12 @@
 """``aod synthesize``: the command-line face of ``aod_ops.ray.synthesize``.
 
 ``add_synthesize_parser`` registers the subcommand on the ``aod`` parser; Ray is imported only
-when the command runs, so the other commands start fast.
+when the command runs, so the other commands start fast and run without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +14,15 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
+from aod_ops.cli.args import add_model_args, check_trusted_model, non_negative_number, positive_int
+from aod_ops.cli.console import console, progress_bar
+
 if TYPE_CHECKING:
     from aod_ops.ray.synthesize import PartitionFailure, PartitionResult
 
 
 def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``synthesize`` to the ``aod`` subcommands (``sub`` is from ``add_subparsers``)."""
-    from aod_ops.cli import positive_int  # here: aod_ops.cli imports this module
-
     p: argparse.ArgumentParser = sub.add_parser(
         "synthesize",
         help="synthesize each partition's target rows on Ray into Parquet",
@@ -56,13 +56,13 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gpus-per-actor",
-        type=_non_negative_number,
+        type=non_negative_number,
         help="GPUs per DLM actor; above 0 asks for GPUs: a cluster with none that cannot get any is "
         "an error; 0 runs on CPUs (default: 1 when the cluster has GPUs, else 0)",
     )
     p.add_argument(
         "--gpu-wait",
-        type=_non_negative_number,
+        type=non_negative_number,
         metavar="SECONDS",
         help="with --gpus-per-actor, how long a joined cluster without GPUs gets to add some "
         "through its autoscaler (default 600)",
@@ -74,12 +74,7 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
         "--threads-per-actor", type=positive_int, help="torch CPU threads (and CPUs reserved) per actor"
     )
     p.add_argument("--prompt-dir", help="folder (or URI) with <partition>/prompt.json from the AoD loop")
-    p.add_argument("--model", help="DLM for every partition (default: the spec's dlm)")
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="with --model: allow its own code (LLaDA/Dream); a spec's trust never applies to --model",
-    )
+    add_model_args(p)
     p.add_argument(
         "--dlm-base-url",
         help="with --model: an OpenAI-compatible server (e.g. SGLang) that serves it, free mode only",
@@ -102,15 +97,20 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _non_negative_number(text: str) -> float:
-    """An argparse type for a number of at least 0 (GPUs, seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
-    return value
+#: The options that a Ray job (``SynthesisJob``) and a run in this process (``SynthesisOptions``)
+#: both take, under the names the command parses them by.
+_SHARED_OPTIONS = (
+    "rows",
+    "actors",
+    "min_actors",
+    "max_actors",
+    "gpus_per_actor",
+    "prompt_dir",
+    "model",
+    "trust_remote_code",
+    "dlm_base_url",
+    "dlm_api_key_env",
+)
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -126,28 +126,12 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
     A dashboard address (``http(s)://host:8265``) submits the run as a Ray job through the Jobs
     API instead and waits for it; any other address is joined as a Ray client.
     """
-    from aod_ops.cli import check_trusted_model, console, progress_bar  # here: aod_ops.cli imports this
-
     check_trusted_model(args)
+    shared = {name: getattr(args, name) for name in _SHARED_OPTIONS}
     if args.ray_address and args.ray_address.startswith(("http://", "https://")):
         from aod_ops.ray.jobs import RayJobs, SynthesisJob, run_synthesis_job
 
-        job = SynthesisJob(
-            spec_path=args.spec,
-            out=args.out,
-            partition=args.partition,
-            rows=args.rows,
-            actors=args.actors,
-            min_actors=args.min_actors,
-            max_actors=args.max_actors,
-            gpus_per_actor=args.gpus_per_actor,
-            gpu_wait=args.gpu_wait,
-            model=args.model,
-            trust_remote_code=args.trust_remote_code,
-            dlm_base_url=args.dlm_base_url,
-            dlm_api_key_env=args.dlm_api_key_env,
-            prompt_dir=args.prompt_dir,
-        )
+        job = SynthesisJob(args.spec, args.out, args.partition, gpu_wait=args.gpu_wait, **shared)
         token = os.environ.get("RAY_AUTH_TOKEN")  # a cluster with token authentication
         headers = {"Authorization": f"Bearer {token}"} if token else None
         run_synthesis_job(RayJobs(args.ray_address, headers=headers), job, echo=Console(stderr=True).print)
@@ -156,22 +140,13 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
     from aod_ops.ray.synthesize import Progress as Step
 
     options = SynthesisOptions(
-        rows=args.rows,
-        actors=args.actors,
-        min_actors=args.min_actors,
-        max_actors=args.max_actors,
         batch_size=args.batch_size,
         threads_per_actor=args.threads_per_actor,
-        gpus_per_actor=args.gpus_per_actor,
         gpu_wait_s=GPU_WAIT_S if args.gpu_wait is None else args.gpu_wait,
-        prompt_dir=args.prompt_dir,
-        model=args.model,
-        trust_remote_code=args.trust_remote_code,
-        dlm_base_url=args.dlm_base_url,
-        dlm_api_key_env=args.dlm_api_key_env,
         max_candidates=args.max_candidates,
         allow_partial=args.allow_partial,
         ray_address=args.ray_address,
+        **shared,
     )
     bar = progress_bar()
     tasks: dict[str, TaskID] = {}
