@@ -87,13 +87,16 @@ from aod_ops.dlm.adapt import (  # noqa: E402
     TrainConfig,
     read_corpus,
 )
+from aod_ops.dlm.denoiser import Denoiser  # noqa: E402
 from aod_ops.dlm.generate import DecodingSettings, Generator  # noqa: E402
-from aod_ops.dlm.models import ADAPTER_DIR, Denoiser, smollm2_denoiser  # noqa: E402
+from aod_ops.dlm.guides import derive_guides  # noqa: E402
+from aod_ops.dlm.models import ADAPTER_DIR, load_denoiser, smollm2_denoiser  # noqa: E402
 from aod_ops.dlm.prompting import render_prompt  # noqa: E402
 from aod_ops.fidelity import TEXT, Yardstick  # noqa: E402
 from aod_ops.hf import load_smollm2  # noqa: E402
+from aod_ops.jsonvalues import json_pointer  # noqa: E402
 from aod_ops.metrics import diversity  # noqa: E402
-from aod_ops.schema import load_schema  # noqa: E402
+from aod_ops.schema import compile_schema, load_schema  # noqa: E402
 from aod_ops.spec import Partition, load_reference, load_spec  # noqa: E402
 from bench import quality  # noqa: E402
 
@@ -406,7 +409,7 @@ def plausibility_fields(yardstick: Yardstick) -> list[str]:
     """The partition's free-text fields: ``free_text_fields`` that the yardstick scores as text."""
     kinds = {c.pointer: c.kind for c in yardstick.baseline().columns}
     fields = free_text_fields(yardstick.schema.contents)
-    return [f for f in fields if kinds.get("/" + f.replace("~", "~0").replace("/", "~1")) == TEXT]
+    return [f for f in fields if kinds.get(json_pointer([f])) == TEXT]
 
 
 def random_strings(values: Sequence[str], seed: int = 0) -> list[str]:
@@ -462,10 +465,15 @@ def field_plausibility(
 
 
 def partition_plausibility(
-    partition: Partition, scorer: ValueScorer, settings: quality.BenchSettings, say: Callable[[str], None]
+    partition: Partition,
+    scorer: ValueScorer,
+    settings: quality.BenchSettings,
+    say: Callable[[str], None],
+    guided: bool = False,
 ) -> PartitionPlausibility:
-    """Generate a partition's ``dlm-skeleton`` records and measure each free-text field; nothing
-    is generated for a partition without free text."""
+    """Generate a partition's ``dlm-skeleton`` records (``guided``: with the value guides of its
+    reference, free-text shapes and words included) and measure each free-text field; nothing is
+    generated for a partition without free text."""
     yardstick = Yardstick.for_partition(partition)
     fields = plausibility_fields(yardstick)
     if not fields:
@@ -475,7 +483,16 @@ def partition_plausibility(
     holdout = load_reference(partition, holdout=True) if partition.holdout_path is not None else []
     ctx = quality.Context(partition, yardstick.schema, yardstick.reference, holdout)
     settings = replace(settings, candidates=n)
-    run = quality.run_dlm(ctx, "skeleton", settings)
+    if guided:
+        prompt = quality.static_prompt(ctx, "skeleton", settings)
+        root = compile_schema(ctx.schema).root
+        guides = derive_guides(
+            root, ctx.reference, partition.rules, seed=partition.seed, sensitive=partition.sensitive
+        )
+        generator = Generator(load_denoiser(settings.model), ctx.schema)
+        run = quality.sample_dlm(generator, replace(prompt, guides=guides), ctx, settings)
+    else:
+        run = quality.run_dlm(ctx, "skeleton", settings)
     card = yardstick.score(
         [c.record for c in run.candidates], repair_rate=quality.repair_rate(run.candidates)
     )
@@ -556,7 +573,11 @@ def plausibility_floors(partitions: Sequence[PartitionPlausibility]) -> list[Flo
 
 
 def run_plausibility(
-    spec: Path, partitions: Sequence[str] | None, settings: quality.BenchSettings, say: Callable[[str], None]
+    spec: Path,
+    partitions: Sequence[str] | None,
+    settings: quality.BenchSettings,
+    say: Callable[[str], None],
+    guided: bool = False,
 ) -> dict[str, Any]:
     """Value plausibility on the chosen partitions (all by default): the report as JSON data."""
     started = time.perf_counter()
@@ -564,11 +585,12 @@ def run_plausibility(
     chosen = [p for name in partitions for p in load_spec(spec).select(name)] if partitions else None
     chosen = chosen or list(load_spec(spec).partitions)
     scorer = ValueScorer()
-    measured = [partition_plausibility(p, scorer, settings, say) for p in chosen]
+    measured = [partition_plausibility(p, scorer, settings, say, guided) for p in chosen]
     return {
         "setup": {
             "spec": str(spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec),
             "model": settings.model,
+            "guided": guided,
             "scorer": "SmolLM2-135M-Instruct (causal, as shipped)",
             "rows": {p.partition: p.rows for p in measured},
             "seed": settings.seed,
@@ -595,7 +617,8 @@ def plausibility_markdown(report: dict[str, Any]) -> str:
     lines = [
         "### Value plausibility of free text (`--plausibility`)",
         "",
-        f"`{setup['model']}`, `dlm-skeleton` records (the loop's first prompt, no guides), rows: {rows}; "
+        f"`{setup['model']}`, `dlm-skeleton` records (the loop's first prompt, "
+        f"{'with the value guides of the reference' if setup.get('guided') else 'no guides'}), rows: {rows}; "
         f"seed {setup['seed']}; scored by {setup['scorer']}; {setup['torch_threads']} torch threads; "
         f"{setup['total_s']:.0f} s. nats/token: lower is more plausible.",
         "",
@@ -677,6 +700,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     plausibility.add_argument(
         "--model", default=defaults.model, help="the DLM (aod-smol-dlm, tiny-random, ...)"
     )
+    plausibility.add_argument(
+        "--guided", action="store_true", help="with the reference's value guides (free-text shapes and words)"
+    )
     plausibility.add_argument("--seed", type=int, default=defaults.seed)
     plausibility.add_argument("--batch-size", type=int, default=defaults.batch_size)
     args = parser.parse_args(argv)
@@ -688,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         partitions = args.partitions.split(",") if args.partitions else None
         result = run_plausibility(
-            args.spec.resolve(), partitions, settings, lambda line: print(line, flush=True)
+            args.spec.resolve(), partitions, settings, lambda line: print(line, flush=True), args.guided
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

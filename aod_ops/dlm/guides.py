@@ -45,7 +45,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from aod_ops.errors import DataError
-from aod_ops.metrics import canonical_json, is_number
+from aod_ops.jsonvalues import canonical_json, escape_token, is_number, pointer_tokens
 from aod_ops.rules import Bound, Rule
 from aod_ops.schema.nodes import ChoiceNode, Node, NumberNode, ObjectNode, StringNode, UnionNode
 from aod_ops.schema.patterns import compiles, full_match
@@ -289,9 +289,10 @@ class TextGuide:
     copula dimension, so that a record draws a shape (and its length) as it draws a category;
     the characters the values are written in (``chars``: every ASCII letter of a case they use,
     every digit if they use one, and the other characters as seen); the longest value; and,
-    unless the field is sensitive, the values' words, each with how often it is a value's first
-    word and how often a later one, which the sampler turns into a prior over the model's
-    tokens (``legal.WordPrior``). The model still writes every character."""
+    unless the field is sensitive, the values' words that occur at least ``MIN_WORD_ROWS`` times,
+    each with how often it is a value's first word and how often a later one, which the sampler
+    turns into a prior over the model's tokens (``legal.WordPrior``). The model still writes
+    every character."""
 
     pointer: str
     shapes: tuple[str, ...]
@@ -307,6 +308,7 @@ class TextGuide:
         return WORD_SLACK if self.words else 1
 
 
+MIN_WORD_ROWS = 2  # a word only one reference value holds is too telling to put before the model
 WORD_SLACK = 6  # a run of letters may be this much longer than the reference's, words guiding
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")  # characters a pattern writes escaped
 _RUNS = re.compile(r"[a-z]+|[A-Z]+|[0-9]+|.", re.DOTALL)
@@ -362,7 +364,9 @@ def _text_guide(pointer: str, strings: list[str], sensitive: bool) -> TextGuide 
         tuple(len(by_shape[k]) / len(strings) for k in shapes),
         "".join(sorted(chars)),
         max(len(s) for s in strings),
-        tuple((w, first, later) for w, (first, later) in sorted(words.items())),
+        tuple(
+            (w, first, later) for w, (first, later) in sorted(words.items()) if first + later >= MIN_WORD_ROWS
+        ),
     )
 
 
@@ -790,8 +794,7 @@ def _leaves(node: Node, pointer: str = "") -> list[tuple[str, Node]]:
     if isinstance(node, ObjectNode):
         out: list[tuple[str, Node]] = []
         for prop in node.properties:
-            name = prop.name.replace("~", "~0").replace("/", "~1")
-            out += _leaves(prop.node, f"{pointer}/{name}")
+            out += _leaves(prop.node, f"{pointer}/{escape_token(prop.name)}")
         return out
     if isinstance(node, NumberNode | StringNode) or (isinstance(node, ChoiceNode) and len(node.options) > 1):
         return [(pointer, node)] if pointer else []
@@ -806,8 +809,7 @@ _ABSENT = _Absent()
 
 
 def _at(row: Any, pointer: str) -> Any:
-    for token in pointer.split("/")[1:]:
-        key = token.replace("~1", "/").replace("~0", "~")
+    for key in pointer_tokens(pointer):
         if not isinstance(row, dict) or key not in row:
             return _ABSENT
         row = row[key]
