@@ -24,7 +24,7 @@ from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow.utils.state import TaskInstanceState
 from openlineage.client.serde import Serde
-from test_airflow_operators import FakeJobs, FakeTI
+from test_airflow_operators import FakeJobs
 from test_light_install import BLOCKED as LIGHT_INSTALL_BLOCKED
 
 from aod_ops.airflow.exceptions import AoDValidationFailed
@@ -37,6 +37,7 @@ from aod_ops.airflow.operators import (
 )
 from aod_ops.output import PartitionWriter, Provenance, output_schema
 from aod_ops.schema import load_schema
+from tests.fakes import FakeTaskInstance
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA: dict[str, Any] = {
@@ -90,7 +91,7 @@ ROWS = len(GOOD)
 class FakeDagRun:
     """The dag run fields the extractor manager reads."""
 
-    run_id = FakeTI.run_id
+    run_id = FakeTaskInstance.run_id
 
 
 def write_spec(folder: Path, partition: dict[str, Any]) -> Path:
@@ -135,7 +136,7 @@ def commit_table(out: Path, records: list[dict[str, Any]]) -> None:
     )
 
 
-def lineage(op: Any, state: TaskInstanceState, ti: FakeTI | None = None) -> OperatorLineage:
+def lineage(op: Any, state: TaskInstanceState, ti: FakeTaskInstance | None = None) -> OperatorLineage:
     """The task's lineage as the OpenLineage listener extracts it in ``state``."""
     return ExtractorManager().extract_metadata(FakeDagRun(), op, state, ti)
 
@@ -190,7 +191,7 @@ def test_the_synthesis_reads_the_samples_and_prompt_and_writes_the_table(spec: P
     )
     op.ray_jobs = FakeJobs()  # type: ignore[assignment]
     started = lineage(op, TaskInstanceState.RUNNING)
-    ti = FakeTI()
+    ti = FakeTaskInstance()
     result = op.execute({"ti": ti})
     done = lineage(op, TaskInstanceState.SUCCESS, ti)
 
@@ -223,7 +224,7 @@ def test_a_passing_validation_carries_each_check_and_publishes_the_table(spec: P
     out = tmp_path / "run"
     commit_table(out, GOOD)
     op = validate_op(spec, out)
-    ti, events = FakeTI(), OutletEventAccessors()
+    ti, events = FakeTaskInstance(), OutletEventAccessors()
     result = op.execute({"ti": ti, "outlet_events": events})
     done = lineage(op, TaskInstanceState.SUCCESS, ti)
 
@@ -255,7 +256,7 @@ def test_a_failed_validation_shows_each_failing_check_as_a_failed_assertion(
     out = tmp_path / "run"
     commit_table(out, [*GOOD[:-1], {**GOOD[-1], "age": 150}])
     op = validate_op(spec, out)
-    ti = FakeTI()
+    ti = FakeTaskInstance()
     with pytest.raises(AoDValidationFailed):
         op.execute({"ti": ti, "outlet_events": OutletEventAccessors()})
     failed = lineage(op, TaskInstanceState.FAILED, ti)
