@@ -55,8 +55,8 @@ from aod_ops.agents.chat import ChatModel, chat_model_from_spec
 from aod_ops.agents.judge import Judge, Judgement
 from aod_ops.agents.optimizer import Optimizer, Trial
 from aod_ops.agents.prompt import Prompt, initial_prompt
+from aod_ops.dlm.derive import derive_guides
 from aod_ops.dlm.generate import Candidate, Generator
-from aod_ops.dlm.guides import derive_guides
 from aod_ops.errors import DataError, ModelError, SpecError
 from aod_ops.metrics import Metrics
 from aod_ops.spec import LoopSettings, Partition, load_reference

@@ -88,8 +88,8 @@ from aod_ops.dlm.adapt import (  # noqa: E402
     read_corpus,
 )
 from aod_ops.dlm.denoiser import Denoiser  # noqa: E402
+from aod_ops.dlm.derive import derive_guides  # noqa: E402
 from aod_ops.dlm.generate import DecodingSettings, Generator  # noqa: E402
-from aod_ops.dlm.guides import derive_guides  # noqa: E402
 from aod_ops.dlm.models import ADAPTER_DIR, load_denoiser, smollm2_denoiser  # noqa: E402
 from aod_ops.dlm.prompting import render_prompt  # noqa: E402
 from aod_ops.fidelity import TEXT, Yardstick  # noqa: E402

@@ -38,7 +38,8 @@ from aod_ops.dlm.generate import Generator  # noqa: E402
 from aod_ops.dlm.models import load_denoiser  # noqa: E402
 from aod_ops.dlm.prompting import render_prompt  # noqa: E402
 from aod_ops.dlm.settings import DecodingSettings  # noqa: E402
-from aod_ops.dlm.skeleton import Vocab, plan_ids, walk  # noqa: E402
+from aod_ops.dlm.skeleton import plan_ids, walk  # noqa: E402
+from aod_ops.dlm.vocab import Vocab  # noqa: E402
 from aod_ops.errors import AodError  # noqa: E402
 from aod_ops.schema import compile_schema, load_schema  # noqa: E402
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from aod_ops.cli import main
 from aod_ops.dlm.denoiser import Denoiser
+from aod_ops.dlm.derive import derive_guides
 from aod_ops.dlm.generate import DecodingSettings, Generator, parse_free_text, record_seed
-from aod_ops.dlm.guides import derive_guides
 from aod_ops.dlm.models import tiny_random_denoiser
 from aod_ops.dlm.prompting import render_prompt
 from aod_ops.errors import SchemaError

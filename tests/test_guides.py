@@ -17,24 +17,15 @@ from hypothesis import strategies as st
 
 from aod_ops.agents.prompt import Prompt
 from aod_ops.dlm.denoiser import Denoiser
+from aod_ops.dlm.derive import derive_guides
+from aod_ops.dlm.field_guides import CategoryGuide, DateGuide, NumberGuide, SeasonGuide
 from aod_ops.dlm.generate import Candidate, DecodingSettings, Generator
-from aod_ops.dlm.guides import (
-    CategoryGuide,
-    DateGuide,
-    Guides,
-    NumberGuide,
-    NumberRange,
-    SeasonGuide,
-    TextGuide,
-    derive_guides,
-    grid_bounds,
-    number_complete_ok,
-    number_prefix_ok,
-    text_shape,
-)
+from aod_ops.dlm.guides import Guides
 from aod_ops.dlm.legal import WordPrior
 from aod_ops.dlm.models import load_denoiser, tiny_random_denoiser
+from aod_ops.dlm.numbers import NumberRange, grid_bounds, number_complete_ok, number_prefix_ok
 from aod_ops.dlm.prompting import render_prompt
+from aod_ops.dlm.text import TextGuide, text_shape
 from aod_ops.errors import DataError
 from aod_ops.rules import parse_rules
 from aod_ops.schema import compile_schema, load_schema

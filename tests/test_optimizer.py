@@ -20,8 +20,8 @@ from aod_ops.agents.optimizer import (
     split_instruction,
 )
 from aod_ops.agents.prompt import Prompt, initial_prompt
+from aod_ops.dlm.derive import derive_guides
 from aod_ops.dlm.generate import Candidate, DecodingSettings
-from aod_ops.dlm.guides import derive_guides
 from aod_ops.errors import DataError, ModelError
 from aod_ops.schema import compile_schema, load_schema
 from aod_ops.spec import load_reference, load_spec

@@ -11,19 +11,13 @@ import pytest
 import torch
 
 from aod_ops.dlm.denoiser import Denoiser, PromptState, RecordCache
+from aod_ops.dlm.infill import infill
 from aod_ops.dlm.legal import fit_number, fit_string
 from aod_ops.dlm.models import tiny_random_denoiser
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.settings import SamplerSettings
-from aod_ops.dlm.skeleton import (
-    Slot,
-    Vocab,
-    fill,
-    infill,
-    layout_record,
-    plan_ids,
-    plan_records,
-)
+from aod_ops.dlm.skeleton import Slot, fill, layout_record, plan_ids, plan_records
+from aod_ops.dlm.vocab import Vocab
 from aod_ops.schema.nodes import (
     ArrayNode,
     ChoiceNode,

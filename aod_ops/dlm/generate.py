@@ -23,10 +23,12 @@ import torch
 
 from aod_ops.dlm.denoiser import Denoiser, PromptState
 from aod_ops.dlm.guides import Guides
+from aod_ops.dlm.infill import infill
 from aod_ops.dlm.sampler import denoise
 from aod_ops.dlm.server import DLMServer
 from aod_ops.dlm.settings import DecodingSettings
-from aod_ops.dlm.skeleton import ANY, Slot, Vocab, fill, infill, plan_ids, plan_records
+from aod_ops.dlm.skeleton import Slot, fill, plan_ids, plan_records
+from aod_ops.dlm.vocab import ANY, Vocab
 from aod_ops.jsonvalues import first_json_value
 from aod_ops.schema import CompiledSchema, LoadedSchema, compile_schema
 

@@ -20,18 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from aod_ops.dlm.guides import (
-    CategoryGuide,
-    DateGuide,
-    FieldGuide,
-    NumberGuide,
-    NumberRange,
-    RecordGuide,
-    TextGuide,
-    fits_string,
-    grid_bounds,
-)
+from aod_ops.dlm.field_guides import CategoryGuide, DateGuide, FieldGuide, NumberGuide, fits_string
+from aod_ops.dlm.guides import RecordGuide
+from aod_ops.dlm.numbers import NumberRange, grid_bounds
 from aod_ops.dlm.sampler import TOP_K
+from aod_ops.dlm.text import TextGuide
 from aod_ops.schema.nodes import NumberNode, StringNode
 from aod_ops.schema.patterns import FORMAT_PATTERNS, complete, full_match, partial_match
 

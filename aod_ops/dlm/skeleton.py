@@ -4,26 +4,16 @@ For each record a walker goes down the compiled node tree and writes the record'
 literal JSON text of its structure, and a run of mask tokens for every string or number slot.
 Every choice on the way (an enum value, an optional property, a union branch, one more array
 item) is put to the model: the options' tokens are scored at masked positions after the
-skeleton so far, and one is drawn from those scores, so a choice is always legal. Then the
-slots are infilled by the masked-diffusion sampler, under per-slot vocabulary limits.
-
-A slot with a known set of legal values is decoded left to right, its text kept a prefix of a
-legal value (``Legal``, in ``legal.py``): a pattern or format; a number with both bounds, or with
-a value guide's window (``guides.py``); a guided date (the ISO dates of its window) or
-low-cardinality string (the reference's categories); a guided free-text string (its drawn shape,
-with the guide's prior over tokens added to the model's). At each
-position the highest-ranked token the model offers (after temperature) that keeps the prefix
-legal is committed. The text of every slot is then checked,
-and where the compiler has to change it (cut, pad, complete, fold into range, or invent a value
-the model did not write) the slot is marked ``repaired``: validity earned that way is the
-compiler's, and the repair rate reports it.
+skeleton so far, and one is drawn from those scores, so a choice is always legal
+(``plan_records``). Then the slots are infilled by the masked-diffusion sampler, under per-slot
+vocabulary limits (``infill.py``, with the vocabulary classes of ``vocab.py``). A slot's length
+(``slot_length``) leaves room for any legal value of a slot decoded left to right.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 from collections.abc import Generator as PyGenerator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,30 +23,12 @@ from typing import Any
 import torch
 
 from aod_ops.dlm.denoiser import Denoiser, PromptState
-from aod_ops.dlm.guides import (
-    CategoryGuide,
-    DateGuide,
-    FieldGuide,
-    Guides,
-    RecordGuide,
-    TextGuide,
-    fits_string,
-)
-from aod_ops.dlm.legal import (
-    DATE_LENGTH,
-    WORD_NOVEL,
-    Legal,
-    NumberLegal,
-    TextLegal,
-    WordPrior,
-    fit_number,
-    fit_string,
-    number_legal,
-    slot_legal,
-    usable_guide,
-)
-from aod_ops.dlm.sampler import denoise, sample
-from aod_ops.dlm.settings import SamplerSettings
+from aod_ops.dlm.field_guides import CategoryGuide, DateGuide, FieldGuide, fits_string
+from aod_ops.dlm.guides import Guides, RecordGuide
+from aod_ops.dlm.legal import DATE_LENGTH, NumberLegal, number_legal, usable_guide
+from aod_ops.dlm.sampler import sample
+from aod_ops.dlm.text import TextGuide
+from aod_ops.dlm.vocab import Vocab
 from aod_ops.jsonvalues import escape_token
 from aod_ops.schema.nodes import (
     ArrayNode,
@@ -73,7 +45,6 @@ PATTERN_TOKENS = 24  # the longest a pattern slot is decoded by the model before
 NUMBER_TOKENS = 8  # slot length of a number decoded freely (not both bounds, no guide)
 TEXT_TOKENS = 48  # the longest slot of a guided free-text string
 ARRAY_EXTRA_ITEMS = 3  # items past minItems when maxItems is unbounded
-ANY, STRING_BODY, NUMBER_BODY = 0, 1, 2
 
 
 @dataclass(eq=False)
@@ -317,94 +288,6 @@ def fill(value: Any) -> Any:
     return value
 
 
-@dataclass
-class Vocab:
-    """Per-class vocabulary masks of one denoiser: which tokens may stand in which slot."""
-
-    denoiser: Denoiser
-
-    @cached_property
-    def class_masks(self) -> torch.Tensor:
-        """``[3, V]`` bool: any token, a string's body, a number's body (each with end-of-text)."""
-        texts = self.denoiser.token_texts
-        special = set(self.denoiser.tokenizer.all_special_ids)
-        body = [
-            i not in special and t != "" and '"' not in t and "\\" not in t and t.isprintable()
-            for i, t in enumerate(texts)
-        ]
-        digits = [i not in special and (t.isdigit() or t in ("-", ".")) for i, t in enumerate(texts)]
-        masks = torch.tensor([[True] * len(texts), body, digits], device=self.denoiser.device)
-        masks[:, self.denoiser.mask_id] = False
-        masks[1:, self.denoiser.eos_id] = True
-        return masks
-
-    @cached_property
-    def by_text(self) -> dict[str, list[int]]:
-        """Ordinary tokens by their text, to list the tokens that continue a listed value."""
-        skip = {*self.denoiser.tokenizer.all_special_ids, self.denoiser.mask_id}
-        out: dict[str, list[int]] = {}
-        for i, t in enumerate(self.denoiser.token_texts):
-            if t and i not in skip:
-                out.setdefault(t, []).append(i)
-        return out
-
-    def text_bias(self, guide: TextGuide) -> torch.Tensor:
-        """``[V]``, added to the model's scores in a slot the text guide steers: minus infinity
-        for a token that writes a character the field does not use, ``WORD_NOVEL`` for the others
-        when the guide has words (``text_scores`` lifts those that write toward one), and 0 for
-        end-of-text, where the shape and the model decide the value ends."""
-        cache = self.__dict__.setdefault("_text_bias", {})
-        if guide not in cache:
-            den = self.denoiser
-            chars = set(guide.chars)
-            usable = torch.tensor([bool(t) and set(t) <= chars for t in den.token_texts], device=den.device)
-            bias = torch.full((len(usable),), WORD_NOVEL if guide.words else 0.0, device=den.device)
-            bias[den.eos_id] = 0.0
-            usable[den.eos_id] = True
-            cache[guide] = bias.masked_fill(~usable, float("-inf"))
-        return cache[guide]
-
-    @cached_property
-    def by_first_char(self) -> dict[str, torch.Tensor]:
-        """Ordinary tokens by the first character they write."""
-        out: dict[str, list[int]] = {}
-        for text, tokens in self.by_text.items():
-            out.setdefault(text[0], []).extend(tokens)
-        return {c: torch.tensor(t, device=self.denoiser.device) for c, t in out.items()}
-
-    def text_scores(self, legal: TextLegal, row: torch.Tensor, text: str) -> torch.Tensor:
-        """The model's scores ``row`` at the next position of a guided text slot that holds
-        ``text``: the guide's characters and words applied (``text_bias``, ``WordPrior``), and
-        every token whose first character the slot's shape cannot take next set to minus
-        infinity, so that the ranked tokens the sampler tries are nearly all legal."""
-        guide = legal.guide
-        row = row + self.text_bias(guide)
-        starts = self.by_first_char
-        follow = [starts[c] for c in guide.chars if c in starts and legal.allows(text + c)]
-        keep = torch.zeros_like(row, dtype=torch.bool)
-        keep[self.denoiser.eos_id] = True
-        if follow:
-            keep[torch.cat(follow)] = True
-        row = row.masked_fill(~keep, float("-inf"))
-        if guide.words:
-            priors = self.__dict__.setdefault("_word_priors", {})
-            if guide not in priors:
-                priors[guide] = WordPrior(guide.words, self.by_text)
-            scores = priors[guide].scores(text)
-            if scores:
-                tokens = torch.tensor(list(scores), device=row.device)
-                lift = torch.tensor(list(scores.values()), device=row.device, dtype=row.dtype) - WORD_NOVEL
-                row[tokens] += lift
-        return row
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a piece of skeleton text (memoised: skeletons repeat their keys)."""
-        cache = self.__dict__.setdefault("_cache", {})
-        if text not in cache:
-            cache[text] = self.denoiser.encode(text)
-        return list(cache[text])
-
-
 def _choice_length(vocab: Vocab, choice: Choice) -> int:
     return max(len(vocab.encode(t)) for t in choice.texts)
 
@@ -430,7 +313,7 @@ def _piece_ids(vocab: Vocab, piece: Piece) -> list[int]:
     return [vocab.denoiser.mask_id] * _choice_length(vocab, piece)
 
 
-def _pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows as one ``[B, L]`` tensor on ``device``, padded, and where they are not padding."""
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
@@ -575,8 +458,8 @@ def plan_records(
         if not asking:
             continue
         rows, ends, spans = zip(*(laid[i] for i in asking), strict=True)
-        ids, attention = _pad(list(rows), den.eos_id, den.device)
-        reach, _ = _pad(list(ends), 0, den.device)
+        ids, attention = pad_rows(list(rows), den.eos_id, den.device)
+        reach, _ = pad_rows(list(ends), 0, den.device)
         sight = torch.arange(ids.shape[1], device=den.device)[None, None, :] < reach[:, :, None]
         where = torch.zeros_like(ids, dtype=torch.bool)
         for b, found in enumerate(spans):
@@ -607,144 +490,3 @@ def plan_records(
 def score_options(logprobs: torch.Tensor, options: list[list[int]]) -> torch.Tensor:
     """Each option's mean log-probability over its tokens, written from the span's start."""
     return torch.stack([logprobs[range(len(o)), o].mean() for o in options]).cpu()
-
-
-def infill(
-    vocab: Vocab,
-    prompt: PromptState,
-    plans: Sequence[list[Piece]],
-    settings: SamplerSettings,
-    generators: list[torch.Generator],
-    rngs: list[random.Random],
-    guides: Sequence[RecordGuide | None] | None = None,
-) -> None:
-    """Fill every slot of every plan (sets ``Slot.text`` and ``Slot.repaired``) with one
-    masked-diffusion run. ``guides`` holds each record's draw (after its choices are decided)."""
-    den = vocab.denoiser
-    rows: list[list[int]] = []
-    spans: list[list[tuple[Slot, int]]] = []
-    for plan in plans:
-        pieces: list[tuple[Piece, int]] = []
-        rows.append(plan_ids(vocab, plan, pieces))
-        spans.append([(p, o) for p, o in pieces if isinstance(p, Slot)])
-    ids, attention = _pad(rows, den.eos_id, den.device)
-    vocab_class = torch.full_like(ids, ANY)
-    owned = torch.zeros_like(ids, dtype=torch.bool)
-    sequential = torch.zeros_like(ids, dtype=torch.bool)
-    ordered: list[tuple[int, Slot, int, Legal]] = []
-    for b, at in enumerate(spans):
-        record = guides[b] if guides is not None else None
-        windows = record.settle(_decided(plans[b])) if record is not None else {}
-        for slot, start in at:
-            legal = slot_legal(slot.node, slot.pointer, record, windows)
-            numeric = isinstance(slot.node, NumberNode) or (legal is not None and legal.numeric)
-            vocab_class[b, start : start + slot.length] = NUMBER_BODY if numeric else STRING_BODY
-            if legal is not None:
-                owned[b, start : start + slot.length] = True
-                ordered.append((b, slot, start, legal))
-            elif isinstance(slot.node, StringNode):
-                sequential[b, start : start + slot.length] = True
-    hook = _LegalHook(vocab, ordered, settings.temperature, generators)
-    filled = denoise(
-        den,
-        prompt,
-        ids,
-        attention,
-        settings,
-        generators,
-        vocab_class,
-        vocab.class_masks,
-        (owned, hook) if ordered else None,
-        sequential if settings.order == "left_to_right" else None,
-    )
-    legals = {id(slot): legal for _, slot, _, legal in ordered}
-    for b, at in enumerate(spans):
-        for slot, start in at:
-            tokens = filled[b, start : start + slot.length].tolist()
-            if den.eos_id in tokens:
-                tokens = tokens[: tokens.index(den.eos_id)]
-            text = den.decode(tokens)
-            legal = legals.get(id(slot))
-            if legal is not None:
-                fixed = text if legal.done(text) else legal.nearest(text, rngs[b])
-                slot.text, slot.repaired = fixed, fixed != text
-            elif isinstance(slot.node, NumberNode):
-                slot.text, slot.repaired = fit_number(text, slot.node, rngs[b])
-            else:
-                slot.text, slot.repaired = fit_string(text, slot.node, rngs[b])
-
-
-def _decided(plan: list[Piece]) -> dict[str, Any]:
-    """The values a plan's decided choices took, by JSON pointer."""
-    return {p.pointer: p.options[p.chosen] for p in plan if isinstance(p, Choice) and p.chosen >= 0}
-
-
-@dataclass
-class _LegalHook:
-    """Commits the slots with a ``Legal`` left to right, keeping each slot's text a prefix of a
-    legal value: at each position the highest-ranked token (after temperature) that does."""
-
-    vocab: Vocab
-    slots: list[tuple[int, Slot, int, Legal]]
-    temperature: float
-    generators: list[torch.Generator]
-
-    def __call__(
-        self, logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, ids: torch.Tensor
-    ) -> None:
-        index = {
-            (int(r), int(c)): n for n, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True))
-        }
-        mask, eos = self.vocab.denoiser.mask_id, self.vocab.denoiser.eos_id
-        for b, slot, start, legal in self.slots:
-            span = ids[b, start : start + slot.length]
-            left = (span == mask).nonzero()
-            if len(left) == 0:
-                continue
-            pos = start + int(left[0])
-            prefix = span[: int(left[0])].tolist()
-            ids[b, pos] = self._first_legal(logits[index[(b, pos)]], b, prefix, legal)
-            if int(ids[b, pos]) == eos:
-                ids[b, pos : start + slot.length] = eos
-
-    def _first_legal(self, row: torch.Tensor, b: int, prefix: list[int], legal: Legal) -> int:
-        """The best-ranked token that keeps the slot legal; end-of-text when none does (the
-        slot's text is then repaired)."""
-        den = self.vocab.denoiser
-        eos = den.eos_id
-        hot = self.temperature if self.temperature > 0 else 1.0
-        noise = torch.zeros_like(row)
-        if self.temperature > 0:
-            u = (
-                torch.rand(row.shape, generator=self.generators[b], device="cpu")
-                .clamp_min(1e-20)
-                .to(row.device)
-            )
-            noise = -torch.log(-torch.log(u))
-        done = den.decode(prefix)
-        if isinstance(legal, TextLegal):
-            row = self.vocab.text_scores(legal, row, done)
-        listed = legal.continuations(done)
-        if listed is None:
-            scores = row / hot + noise
-            finite = int(torch.isfinite(scores).sum())
-            ranked = scores.topk(finite if legal.limit is None else min(finite, legal.limit)).indices.tolist()
-        else:
-            # The tokens that continue a listed value, each scored with its share of the prior.
-            base = legal.weight(done)
-            bias = {eos: legal.weight(done, exact=True) - base} if legal.done(done) else {}
-            for value in listed:
-                rest = value[len(done) :]
-                for n in range(1, len(rest) + 1):
-                    for token in self.vocab.by_text.get(rest[:n], ()):
-                        if token not in bias:
-                            bias[token] = legal.weight(done + rest[:n]) - base
-            total = {t: float((row[t] + w) / hot + noise[t]) for t, w in bias.items()}
-            ranked = sorted((t for t in total if total[t] > -math.inf), key=lambda t: -total[t])
-        for token in ranked:
-            if token == eos:
-                if legal.done(done):
-                    return eos
-            elif legal.allows(den.decode([*prefix, token])):
-                return token
-        return eos
