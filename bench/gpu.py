@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         return part
 
     def ray_pool() -> dict[str, Any]:
-        from aod_ops.ray.synthesize import SynthesisOptions, synthesize
+        from aod_ops.ray.plan import SynthesisOptions
+        from aod_ops.ray.synthesize import synthesize
 
         options = SynthesisOptions(
             rows=args.ray_rows,

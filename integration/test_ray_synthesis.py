@@ -29,7 +29,8 @@ from aod_ops.cli.synthesize import add_synthesize_parser
 from aod_ops.errors import AodError, SpecError
 from aod_ops.output import STAGING, record_id
 from aod_ops.ray import adapter
-from aod_ops.ray.synthesize import PartitionResult, Progress, SynthesisOptions, synthesize
+from aod_ops.ray.plan import SynthesisOptions
+from aod_ops.ray.synthesize import PartitionResult, Progress, synthesize
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,8 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from aod_ops.airflow import get_provider_info
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError
 from aod_ops.airflow.hooks import AGENT_KEY_ENV, AoDHook, RayHook, StorageHook, storage_environment
-from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator, load_partition
+from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator
+from aod_ops.airflow.partitions import load_partition
 from aod_ops.errors import SpecError
 from aod_ops.spec import AgentSetting, DLMSetting, load_spec
 

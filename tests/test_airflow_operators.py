@@ -22,11 +22,9 @@ from aod_ops.airflow.operators import (
     AoDOptimizeOperator,
     AoDSynthesizeOperator,
     AoDValidateOperator,
-    _optional_int,
-    load_partition,
-    partition_names,
     partition_outcomes,
 )
+from aod_ops.airflow.partitions import load_partition, optional_int, partition_names
 from aod_ops.airflow.triggers import RayJobTrigger
 from aod_ops.errors import AodError, SpecError
 from aod_ops.ray.jobs import JobState, RayJobs, Submission, SynthesisJob, job_bundle
@@ -138,13 +136,13 @@ def test_a_broken_partition_does_not_stop_its_siblings(spec_with_broken_partitio
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("None", None), (3, 3), ("8", 8)])
 def test_optional_counts_accept_native_and_rendered_values(value: Any, expected: int | None) -> None:
-    assert _optional_int(value, "rows") == expected
+    assert optional_int(value, "rows") == expected
 
 
 @pytest.mark.parametrize("value", ["eight", 0, "2.5", -1])
 def test_optional_counts_reject_what_is_not_a_positive_whole_number(value: Any) -> None:
     with pytest.raises(AoDInputError, match="rows must be a whole number"):
-        _optional_int(value, "rows")
+        optional_int(value, "rows")
 
 
 def test_partition_outcomes_name_the_first_failed_step_and_its_error() -> None:

@@ -23,7 +23,8 @@ from ray.data import ActorPoolStrategy
 
 from aod_ops.errors import AodError
 from aod_ops.ray import adapter
-from aod_ops.ray.synthesize import PartitionResult, Progress, SynthesisOptions, synthesize
+from aod_ops.ray.plan import SynthesisOptions
+from aod_ops.ray.synthesize import PartitionResult, Progress, synthesize
 
 pytestmark = pytest.mark.integration
 

@@ -26,16 +26,8 @@ from aod_ops.ray import synthesize as synthesis
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator, PartitionPrompt
 from aod_ops.ray.jobs import SynthesisJob
 from aod_ops.ray.judging import VERDICTS, CandidateJudge, PartitionJudging
-from aod_ops.ray.synthesize import (
-    SynthesisOptions,
-    _by_model,
-    _plan,
-    _pool,
-    _Rows,
-    _stages,
-    _with_gpus,
-    synthesize,
-)
+from aod_ops.ray.plan import SynthesisOptions, by_model, plan_partition, pool_shape, with_gpus
+from aod_ops.ray.synthesize import _Rows, _stages, synthesize
 from aod_ops.schema import load_schema
 from aod_ops.spec import load_spec
 
@@ -103,16 +95,16 @@ def test_a_server_dlm_loads_no_model_and_its_generators_get_its_key_alone(
     monkeypatch.setenv("AOD_TEST_DLM_KEY", "sk-secret")
     dlm = {**SERVER, "api_key_env": "AOD_TEST_DLM_KEY"}
     (partition,) = load_spec(_spec(tmp_path, dlm=dlm, decoding={"mode": "free"})).partitions
-    job = _plan(partition, SynthesisOptions())  # the served model is no local one: nothing checked
+    job = plan_partition(partition, SynthesisOptions())  # the served model is no local one: nothing checked
     assert job.dlm == partition.dlm
     monkeypatch.setattr(adapter, "put", lambda reference: reference)  # the object store: not here
-    generator, judge = _stages(job, _pool(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions()), 4)
+    generator, judge = _stages(job, pool_shape(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions()), 4)
     assert generator.kwargs["server"] == partition.dlm and generator.kwargs["model"] == SERVER["model"]
     assert generator.env_vars == {"AOD_TEST_DLM_KEY": "sk-secret"} and judge.env_vars == {}
     assert "sk-secret" not in repr(generator)
     # One pool per server: the same model behind two servers is two pools.
     other = replace(job, dlm=replace(job.dlm, base_url="http://sglang-2:30000"))
-    assert [[j.dlm.base_url for j in group] for group in _by_model([job, other, job])] == [
+    assert [[j.dlm.base_url for j in group] for group in by_model([job, other, job])] == [
         [SERVER["base_url"]] * 2,
         ["http://sglang-2:30000"],
     ]
@@ -188,7 +180,7 @@ def test_inconsistent_pool_options_are_refused(options: dict[str, Any], message:
 
 def test_pool_on_cpus_gives_each_actor_its_threads() -> None:
     two_cpus = adapter.Cluster(cpus=2, gpus=0)
-    default = _pool(two_cpus, SynthesisOptions())
+    default = pool_shape(two_cpus, SynthesisOptions())
     assert (
         default.actors,
         default.max_actors,
@@ -204,32 +196,32 @@ def test_pool_on_cpus_gives_each_actor_its_threads() -> None:
         0.0,
         "cpu",
     )
-    one = _pool(two_cpus, SynthesisOptions(actors=1))
+    one = pool_shape(two_cpus, SynthesisOptions(actors=1))
     assert (one.actors, one.max_actors, one.threads, one.cpus) == (1, 1, 2, 2.0)  # the actor gets both cores
     with pytest.raises(AodError, match=r"3 actors x 1 threads need 3 CPUs; the Ray cluster has 2"):
-        _pool(two_cpus, SynthesisOptions(actors=3))
+        pool_shape(two_cpus, SynthesisOptions(actors=3))
 
 
 def test_pool_on_gpus_gives_each_actor_one_gpu() -> None:
-    pool = _pool(adapter.Cluster(cpus=16, gpus=2), SynthesisOptions())
+    pool = pool_shape(adapter.Cluster(cpus=16, gpus=2), SynthesisOptions())
     assert (pool.actors, pool.max_actors, pool.gpus, pool.cpus, pool.device) == (2, 2, 1.0, 1.0, "cuda")
     with pytest.raises(AodError, match=r"3 actors with 1 GPU each need more GPUs than the cluster's 2"):
-        _pool(adapter.Cluster(cpus=16, gpus=2), SynthesisOptions(actors=3))
+        pool_shape(adapter.Cluster(cpus=16, gpus=2), SynthesisOptions(actors=3))
 
 
 def test_an_autoscaling_pool_spans_min_to_max_actors() -> None:
     gpus = adapter.Cluster(cpus=16, gpus=2)
-    pool = _pool(gpus, SynthesisOptions(min_actors=1, max_actors=16))
+    pool = pool_shape(gpus, SynthesisOptions(min_actors=1, max_actors=16))
     assert (pool.actors, pool.max_actors, pool.gpus) == (1, 16, 1.0)
-    assert _pool(gpus, SynthesisOptions(max_actors=1)).actors == 1  # the default minimum, capped
+    assert pool_shape(gpus, SynthesisOptions(max_actors=1)).actors == 1  # the default minimum, capped
     growing = adapter.Cluster(cpus=2, gpus=1, may_grow=True)
-    assert _pool(growing, SynthesisOptions(min_actors=4)).max_actors == 4  # at least the minimum
+    assert pool_shape(growing, SynthesisOptions(min_actors=4)).max_actors == 4  # at least the minimum
     # An autoscaler adds the GPUs a cluster that may grow is short of: the pool waits for them.
-    pool = _pool(growing, SynthesisOptions(gpus_per_actor=1, min_actors=16, max_actors=64))
+    pool = pool_shape(growing, SynthesisOptions(gpus_per_actor=1, min_actors=16, max_actors=64))
     assert (pool.actors, pool.max_actors, pool.gpus) == (16, 64, 1.0)
     with pytest.raises(AodError, match=r"16 actors with 1 GPU each need more GPUs than the cluster's 1"):
-        _pool(adapter.Cluster(cpus=2, gpus=1), SynthesisOptions(gpus_per_actor=1, min_actors=16))
-    cpus = _pool(
+        pool_shape(adapter.Cluster(cpus=2, gpus=1), SynthesisOptions(gpus_per_actor=1, min_actors=16))
+    cpus = pool_shape(
         adapter.Cluster(cpus=8, gpus=0), SynthesisOptions(min_actors=2, max_actors=6, threads_per_actor=1)
     )
     assert (cpus.actors, cpus.max_actors, cpus.threads, cpus.gpus) == (2, 6, 1, 0.0)
@@ -239,12 +231,12 @@ def test_asking_for_gpus_where_there_are_none_is_one_line_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cpu_only = adapter.Cluster(cpus=2, gpus=0)
-    assert _with_gpus(cpu_only, SynthesisOptions()) is cpu_only  # GPUs only when there are some
-    assert _with_gpus(cpu_only, SynthesisOptions(gpus_per_actor=0)) is cpu_only
+    assert with_gpus(cpu_only, SynthesisOptions()) is cpu_only  # GPUs only when there are some
+    assert with_gpus(cpu_only, SynthesisOptions(gpus_per_actor=0)) is cpu_only
     with pytest.raises(
         AodError, match=r"^gpus-per-actor 1 asks for GPUs, but the Ray cluster has 0 GPUs and no autoscaler"
     ) as caught:
-        _with_gpus(cpu_only, SynthesisOptions(gpus_per_actor=1))
+        with_gpus(cpu_only, SynthesisOptions(gpus_per_actor=1))
     assert "\n" not in str(caught.value) and "gpus-per-actor 0 to run on CPUs" in str(caught.value)
     # A joined cluster may have an autoscaler: it gets gpu-wait seconds to add a GPU node.
     asked: list[tuple[float, float]] = []
@@ -256,11 +248,11 @@ def test_asking_for_gpus_where_there_are_none_is_one_line_naming_the_setting(
 
     monkeypatch.setattr(adapter, "wait_for_gpus", wait_for_gpus)
     joined = adapter.Cluster(cpus=2, gpus=0, may_grow=True)
-    assert _with_gpus(joined, SynthesisOptions(gpus_per_actor=1)) is arrived
+    assert with_gpus(joined, SynthesisOptions(gpus_per_actor=1)) is arrived
     with pytest.raises(
         AodError, match=r"^gpus-per-actor 0.5 asks for GPUs, .* none joined within 2 s \(gpu-wait\)"
     ):
-        _with_gpus(joined, SynthesisOptions(gpus_per_actor=0.5, gpu_wait_s=2))
+        with_gpus(joined, SynthesisOptions(gpus_per_actor=0.5, gpu_wait_s=2))
     assert asked == [(1.0, 600.0), (0.5, 2.0)]
 
 

@@ -30,7 +30,8 @@ from aod_ops.errors import ModelError
 from aod_ops.ray import adapter
 from aod_ops.ray.generator import DLMGenerator
 from aod_ops.ray.jobs import SynthesisJob
-from aod_ops.ray.synthesize import SynthesisOptions, _plan, _pool, _stages
+from aod_ops.ray.plan import SynthesisOptions, plan_partition, pool_shape
+from aod_ops.ray.synthesize import _stages
 from aod_ops.schema import load_schema
 from aod_ops.spec import DLMSetting, Partition, load_spec
 
@@ -171,17 +172,17 @@ def test_synthesis_gives_the_actors_the_trust_of_the_model_they_load(
 ) -> None:
     monkeypatch.setattr(adapter, "put", lambda value: value)  # no object store: Ray stays down
     (partition,) = load_spec(spec).partitions
-    pool = _pool(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions())
+    pool = pool_shape(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions())
 
     def actor_model(options: SynthesisOptions) -> tuple[str, bool]:
-        job = _plan(partition, options)
+        job = plan_partition(partition, options)
         kwargs = _stages(job, pool, 4)[0].kwargs
         return kwargs["model"], kwargs["trust_remote_code"]
 
     assert actor_model(SynthesisOptions()) == (partition.dlm.model, True)  # the spec's own, trusted there
     assert actor_model(SynthesisOptions(model=str(foreign), trust_remote_code=True)) == (str(foreign), True)
     with pytest.raises(ModelError, match=rf"model folder {foreign} ships its own Python code"):
-        _plan(partition, SynthesisOptions(model=str(foreign)))
+        plan_partition(partition, SynthesisOptions(model=str(foreign)))
 
 
 def test_a_ray_actor_refuses_the_folder_it_was_not_trusted_with(foreign: Path) -> None:

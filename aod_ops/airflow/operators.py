@@ -14,9 +14,10 @@ connection with the object store's credentials (``StorageHook``), else the worke
 Constructors only store their arguments: nothing is read when a DAG is parsed. XCom carries URIs
 and small summaries.
 
-Each partition is loaded on its own (``load_partition``), so a broken partition fails its own
-tasks with the spec's message and the others carry on. A bad spec, schema or data becomes
-``AoDInputError``, which Airflow does not retry; other engine errors become ``AoDTaskError``.
+Each partition is loaded on its own (``load_partition``; it and the operators' base classes are
+in ``aod_ops.airflow.partitions``), so a broken partition fails its own tasks with the spec's
+message and the others carry on. A bad spec, schema or data becomes ``AoDInputError``, which
+Airflow does not retry; other engine errors become ``AoDTaskError``.
 Each failure's message is also pushed to XCom under ``error`` for the summary.
 
 The partition operators report their datasets to OpenLineage (the reference and holdout samples,
@@ -27,36 +28,39 @@ provider is installed: see ``aod_ops.airflow.lineage``.
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from airflow.sdk import Asset, AssetAlias, BaseOperator, TriggerRule, conf
 
 from aod_ops import storage
 from aod_ops.airflow.exceptions import (
     AoDInputError,
     AoDPartitionsFailed,
-    AoDProviderError,
-    AoDTaskError,
     AoDTriggerEventError,
     AoDValidationFailed,
     RayJobFailed,
 )
-from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, RayHook, storage_environment
+from aod_ops.airflow.hooks import RayHook, storage_environment
+from aod_ops.airflow.partitions import (
+    ERROR_KEY,
+    PROMPTS,
+    TABLES,
+    ModelOperator,
+    PartitionOperator,
+    PartitionSources,
+    optional_int,
+    optional_str,
+    partition_spec,
+)
+from aod_ops.airflow.partitions import partition_names as partition_names  # the example DAG imports it here
 from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger, past_deadline
-from aod_ops.errors import AodError, DataError, SchemaError, SpecError
-from aod_ops.spec import read_yaml
-from aod_ops.sql import SqlQuery
 from aod_ops.storage import Location
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from aod_ops.airflow.lineage import Source, TableFacts
@@ -66,301 +70,9 @@ if TYPE_CHECKING:
 
 #: The alias under which validated tables are published as assets (URI: the table's location).
 TABLES_ALIAS = "aod_tables"
-PROMPTS = "prompts"
-TABLES = "tables"
-ERROR_KEY = "error"
-_PATH_FIELDS = ("schema", "reference", "holdout")
 
 
-def _spec_yaml(path: Location) -> dict[str, Any]:
-    """The spec's YAML with a ``partitions`` list, without checking the partitions themselves."""
-    raw = read_yaml(path)
-    if not isinstance(raw, dict) or not isinstance(raw.get("partitions"), list) or not raw["partitions"]:
-        raise SpecError(f"{path}: a spec is a mapping with 'defaults' and a non-empty 'partitions' list")
-    return raw
-
-
-def partition_names(spec_path: str | Path, only: Sequence[str] = ()) -> list[str]:
-    """The names of a spec's partitions (or of ``only``, each checked to be there), in file order.
-
-    Only the names are read: each partition is checked by the tasks that work on it.
-    """
-    path = storage.locate(spec_path)
-    names = []
-    for index, item in enumerate(_spec_yaml(path)["partitions"]):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise SpecError(f"{path}: partitions[{index}]: field 'name': missing")
-        names.append(item["name"])
-    missing = [name for name in only if name not in names]
-    if missing:
-        raise SpecError(f"{path}: no partition named {', '.join(map(repr, missing))} (partitions: {names})")
-    return [name for name in names if not only or name in only]
-
-
-def _partition_entry(path: Location, raw: dict[str, Any], name: str) -> dict[str, Any]:
-    """Partition ``name``'s entry in the spec ``raw`` read from ``path``, its file paths made
-    absolute (or URIs, for a spec read from one)."""
-    entries = [p for p in raw["partitions"] if isinstance(p, dict) and p.get("name") == name]
-    if not entries:
-        raise SpecError(f"{path}: no partition named {name!r}")
-    return {
-        key: str(storage.locate(value, storage.parent(path)))
-        if key in _PATH_FIELDS and isinstance(value, str) and value
-        else value
-        for key, value in entries[0].items()
-    }
-
-
-@dataclass(frozen=True)
-class PartitionSources:
-    """Where a partition's schema and real rows are, as its spec names them."""
-
-    schema: Location
-    reference: Location | SqlQuery
-    holdout: Location | SqlQuery | None
-
-
-def partition_sources(spec_path: str | Path, name: str) -> PartitionSources:
-    """The schema, reference and holdout locations of partition ``name``, from the spec's YAML alone.
-
-    Unlike ``load_partition`` this reads no schema, sample or database and imports no engine: it
-    is quick enough for the lineage that the OpenLineage listener asks for around each task.
-
-    :raises SpecError: when the partition, or one of the three fields, is missing or malformed.
-    """
-    path = storage.locate(spec_path)
-    entry = _partition_entry(path, _spec_yaml(path), name)
-
-    def file(key: str, expected: str = "a path") -> Location:
-        value = entry.get(key)
-        if not isinstance(value, str) or not value:
-            raise SpecError(f"{path}: partition {name!r}: field {key!r}: must be {expected}")
-        return storage.locate(value)
-
-    def sample(key: str) -> Location | SqlQuery:
-        value = entry.get(key)
-        if isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("sql", "conn")):
-            return SqlQuery(sql=value["sql"], conn=value["conn"].strip())
-        return file(key, "a path or {sql: ..., conn: ...}")
-
-    return PartitionSources(
-        schema=file("schema"),
-        reference=sample("reference"),
-        holdout=None if entry.get("holdout") is None else sample("holdout"),
-    )
-
-
-@contextmanager
-def partition_spec(
-    spec_path: str | Path, name: str, overrides: Mapping[str, Any] | None = None
-) -> Iterator[Path]:
-    """A spec holding the defaults and only partition ``name``, in a temporary folder.
-
-    ``load_spec`` checks every partition of a spec, so one broken partition would stop all the
-    others; this spec holds one. Its file paths are made absolute (or URIs, for a spec read from
-    one), and ``overrides`` (spec fields such as ``dlm`` or ``agent``) replace the partition's own.
-    """
-    path = storage.locate(spec_path)
-    raw = _spec_yaml(path)
-    entry = {**_partition_entry(path, raw, name), **(overrides or {})}
-    with tempfile.TemporaryDirectory(prefix="aod-spec-") as tmp:
-        single = Path(tmp) / storage.name(path)
-        single.write_text(yaml.safe_dump({**raw, "partitions": [entry]}, sort_keys=False), encoding="utf-8")
-        yield single
-
-
-def load_partition(spec_path: str | Path, name: str, overrides: Mapping[str, Any] | None = None) -> Partition:
-    """One partition of a spec, checked on its own (see ``partition_spec``).
-
-    :raises SpecError: naming the spec file, the partition and the field that is wrong.
-    """
-    from aod_ops.spec import load_spec  # imports torch: not at DAG parse time
-
-    with partition_spec(spec_path, name, overrides) as single:
-        try:
-            return load_spec(single).partitions[0]
-        except SpecError as exc:
-            raise SpecError(str(exc).replace(str(single), str(storage.locate(spec_path)))) from None
-
-
-def _optional_int(value: Any, name: str) -> int | None:
-    """A templated count: None (or an empty/"None" rendering) keeps the spec's value."""
-    if value is None or value in ("", "None"):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise AoDInputError(f"{name} must be a whole number, got {value!r}") from None
-    if number < 1 or str(number) != str(value).strip():
-        raise AoDInputError(f"{name} must be a whole number of at least 1, got {value!r}")
-    return number
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None or value in ("", "None") else str(value)
-
-
-def _samples(sources: PartitionSources) -> list[Source]:
-    """The partition's real rows: its reference, and its holdout when it has one."""
-    return [sources.reference] if sources.holdout is None else [sources.reference, sources.holdout]
-
-
-class _PartitionOperator(BaseOperator):
-    """What the partition operators share: the spec, the partition, the run folder, the storage
-    credentials, error reporting.
-
-    :param spec_path: the partition spec (YAML), a path or a URI.
-    :param partition: the partition's name in the spec.
-    :param out_dir: the run's output folder or URI (one per logical date in the example DAG).
-    :param storage_conn_id: a connection with the object store's credentials (``StorageHook``);
-        None uses the worker's own.
-    """
-
-    template_fields: Sequence[str] = ("spec_path", "partition", "out_dir", "storage_conn_id")
-
-    def __init__(
-        self,
-        *,
-        spec_path: str,
-        partition: str,
-        out_dir: str,
-        storage_conn_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.spec_path = spec_path
-        self.partition = partition
-        self.out_dir = out_dir
-        self.storage_conn_id = storage_conn_id
-
-    def overrides(self) -> dict[str, Any]:
-        """Spec fields that replace the partition's own (none here)."""
-        return {}
-
-    def load(self) -> Partition:
-        """The partition, checked on its own, with ``overrides`` applied."""
-        return load_partition(self.spec_path, self.partition, self.overrides())
-
-    def run_dir(self, step: str) -> Location:
-        """The step's folder in the run folder: ``prompts`` or ``tables``."""
-        return storage.join(storage.locate(self.out_dir), step)
-
-    def table_dir(self) -> Location:
-        """The partition's committed table folder: ``data/``, ``quarantine/`` and ``report.json``.
-
-        :raises DataError: when no table of the partition is committed.
-        """
-        from aod_ops.output import committed_dir
-
-        folder = committed_dir(self.run_dir(TABLES), self.partition)
-        if folder is None:
-            raise DataError(
-                f"partition {self.partition!r}: no table committed in {self.run_dir(TABLES)}; "
-                "a Ray job must write to storage the Airflow worker also sees"
-            )
-        return folder
-
-    @contextmanager
-    def reporting_errors(self, context: Context) -> Iterator[None]:
-        """Within the storage connection's credentials, push a failure's message to XCom
-        (``error``) and raise it as the provider's type: ``AoDInputError`` for a bad spec, schema
-        or data (not retried), else ``AoDTaskError``."""
-        try:
-            with storage_environment(_optional_str(self.storage_conn_id)):
-                yield
-        except (SpecError, SchemaError, DataError) as exc:
-            context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
-            raise AoDInputError(str(exc)) from exc
-        except AodError as exc:
-            context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
-            raise AoDTaskError(str(exc)) from exc
-        except AoDProviderError as exc:
-            context["ti"].xcom_push(key=ERROR_KEY, value=str(exc)[:2000])
-            raise
-
-    def get_openlineage_facets_on_start(self) -> OperatorLineage:
-        """The task's datasets for OpenLineage: the partition's real rows (reference and holdout)
-        in, what the step writes out. The OpenLineage provider's listener calls it as the task
-        starts; it needs that provider (``aod_ops.airflow.lineage``)."""
-        from aod_ops.airflow.lineage import operator_lineage
-
-        with storage_environment(_optional_str(self.storage_conn_id)):
-            inputs, outputs = self.lineage_datasets(partition_sources(self.spec_path, self.partition))
-            return operator_lineage(inputs, outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """The same datasets, with what this run found where it got that far (rows, fidelity,
-        checks). The listener calls it as the task ends, and (there being no ``_on_failure``) as
-        it fails: a failed validation's checks show there."""
-        return self.get_openlineage_facets_on_start()
-
-    def lineage_datasets(self, sources: PartitionSources) -> tuple[list[Source], list[Location | TableFacts]]:
-        """What the step reads and writes, for ``get_openlineage_facets_on_start``."""
-        raise NotImplementedError
-
-    def table_facts(self, sources: PartitionSources, **found: Any) -> TableFacts:
-        """The partition's table for lineage, its columns from the partition's JSON Schema, with
-        what the task ``found`` (``TableFacts`` fields)."""
-        from aod_ops.airflow.lineage import TableFacts
-        from aod_ops.output import output_schema
-        from aod_ops.schema import load_schema
-
-        location = storage.join(self.run_dir(TABLES), self.partition)
-        return TableFacts(location, output_schema(load_schema(sources.schema)), **found)
-
-
-class _ModelOperator(_PartitionOperator):
-    """A partition operator that runs models: an ``aod`` connection or a DLM name may override
-    the spec's.
-
-    Trusting a model's own code belongs to that model's setting alone: the spec's trust never
-    reaches the connection's DLM or ``model``, nor the connection's trust ``model``.
-
-    :param model: the DLM to use instead of the spec's (e.g. ``tiny-random``).
-    :param trust_remote_code: let ``model`` run its own code (LLaDA, Dream).
-    :param aod_conn_id: an ``aod`` connection whose DLM and agent endpoint replace the spec's;
-        None keeps the spec's models.
-    """
-
-    template_fields: Sequence[str] = (
-        *_PartitionOperator.template_fields,
-        "model",
-        "trust_remote_code",
-        "aod_conn_id",
-    )
-
-    def __init__(
-        self,
-        *,
-        model: str | None = None,
-        trust_remote_code: bool = False,
-        aod_conn_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.model = model
-        self.trust_remote_code = trust_remote_code
-        self.aod_conn_id = aod_conn_id
-
-    @cached_property
-    def endpoints(self) -> ModelEndpoints:
-        """The ``aod`` connection's models (none when no connection is named)."""
-        conn_id = _optional_str(self.aod_conn_id)
-        return ModelEndpoints() if conn_id is None else AoDHook(conn_id).get_conn()
-
-    def overrides(self) -> dict[str, Any]:
-        """The connection's models, then ``model``, in place of the spec's (each a whole ``dlm``
-        setting, so no trust carries over from the setting it replaces)."""
-        fields = self.endpoints.overrides()
-        model = _optional_str(self.model)
-        if model is not None:
-            fields["dlm"] = {"model": model, "trust_remote_code": self.trust_remote_code}
-        elif self.trust_remote_code:
-            raise AoDInputError("trust_remote_code trusts the operator's model, and none was given")
-        return fields
-
-
-class AoDOptimizeOperator(_ModelOperator):
+class AoDOptimizeOperator(ModelOperator):
     """Run the AoD loop for one partition and write its best prompt artifact.
 
     A rerun replaces the partition's recorded loop run in ``<out_dir>/prompts/<partition>/``.
@@ -371,7 +83,7 @@ class AoDOptimizeOperator(_ModelOperator):
     :param candidates: candidates per round instead of the spec's.
     """
 
-    template_fields: Sequence[str] = (*_ModelOperator.template_fields, "rounds", "candidates")
+    template_fields: Sequence[str] = (*ModelOperator.template_fields, "rounds", "candidates")
 
     def __init__(
         self, *, rounds: int | str | None = None, candidates: int | str | None = None, **kwargs: Any
@@ -389,8 +101,8 @@ class AoDOptimizeOperator(_ModelOperator):
             result = optimize_partition(
                 partition,
                 self.run_dir(PROMPTS),
-                rounds=_optional_int(self.rounds, "rounds"),
-                candidates=_optional_int(self.candidates, "candidates"),
+                rounds=optional_int(self.rounds, "rounds"),
+                candidates=optional_int(self.candidates, "candidates"),
                 restart=True,  # a rerun replaces the recorded run, whatever its settings were
                 chat=self.endpoints.chat_model(),  # the connection's agent, its key passed in
             )
@@ -414,10 +126,10 @@ class AoDOptimizeOperator(_ModelOperator):
         """The reference and holdout in; the prompt artifact out."""
         from aod_ops.ray.jobs import PROMPT_FILE  # the loop's name for it (aod_ops.loop imports torch)
 
-        return _samples(sources), [storage.join(self.run_dir(PROMPTS), self.partition, PROMPT_FILE)]
+        return sources.samples(), [storage.join(self.run_dir(PROMPTS), self.partition, PROMPT_FILE)]
 
 
-class AoDSynthesizeOperator(_ModelOperator):
+class AoDSynthesizeOperator(ModelOperator):
     """Synthesize one partition's table into ``<out_dir>/tables/<partition>/``.
 
     ``execution_mode="local"`` runs the synthesis in the worker (embedded Ray);
@@ -448,7 +160,7 @@ class AoDSynthesizeOperator(_ModelOperator):
     """
 
     template_fields: Sequence[str] = (
-        *_ModelOperator.template_fields,
+        *ModelOperator.template_fields,
         "prompt_dir",
         "rows",
         "actors",
@@ -488,7 +200,7 @@ class AoDSynthesizeOperator(_ModelOperator):
 
     def prompts(self) -> Location:
         """The folder of prompt artifacts."""
-        given = _optional_str(self.prompt_dir)
+        given = optional_str(self.prompt_dir)
         return storage.locate(given) if given is not None else self.run_dir(PROMPTS)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -498,8 +210,8 @@ class AoDSynthesizeOperator(_ModelOperator):
                 mode = self.execution_mode
                 raise AoDInputError(f"execution_mode must be 'local' or 'ray_job', got {mode!r}")
             partition = self.load()
-            rows = _optional_int(self.rows, "rows")
-            actors = _optional_int(self.actors, "actors")
+            rows = optional_int(self.rows, "rows")
+            actors = optional_int(self.actors, "actors")
             if self.execution_mode == "local":
                 self._synthesize_locally(partition, rows, actors)
                 return self._table_summary()
@@ -542,7 +254,8 @@ class AoDSynthesizeOperator(_ModelOperator):
             self.ray_jobs.stop(self.job_id)
 
     def _synthesize_locally(self, partition: Partition, rows: int | None, actors: int | None) -> None:
-        from aod_ops.ray.synthesize import SynthesisOptions, synthesize
+        from aod_ops.ray.plan import SynthesisOptions
+        from aod_ops.ray.synthesize import synthesize
 
         options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts())
         # Only a critic needs the agent's key here, and its Ray actors can only read it from
@@ -661,7 +374,7 @@ class AoDSynthesizeOperator(_ModelOperator):
         from aod_ops.ray.jobs import PROMPT_FILE
 
         prompt = storage.join(self.prompts(), self.partition, PROMPT_FILE)
-        inputs = [*_samples(sources), *([prompt] if storage.is_file(prompt) else [])]
+        inputs = [*sources.samples(), *([prompt] if storage.is_file(prompt) else [])]
         done = self.result
         found = {} if done is None else {"rows": done["rows"], "fidelity": done["fidelity"]}
         return inputs, [self.table_facts(sources, **found)]
@@ -678,7 +391,7 @@ FIDELITY_SUMMARY = (
 """The fidelity figures a synthesis task's XCom summary carries, each beside the held-out rows'."""
 
 
-class AoDValidateOperator(_PartitionOperator):
+class AoDValidateOperator(PartitionOperator):
     """Run one partition table's GX checkpoint and privacy gates, then publish it as an asset.
 
     Pushes the validation summary (verdict, counts, failed expectations, privacy verdicts, the
@@ -691,7 +404,7 @@ class AoDValidateOperator(_PartitionOperator):
     :param extra_suite: the user's own expectations: a GX suite JSON file or ``"module:function"``.
     """
 
-    template_fields: Sequence[str] = (*_PartitionOperator.template_fields, "rows", "extra_suite")
+    template_fields: Sequence[str] = (*PartitionOperator.template_fields, "rows", "extra_suite")
 
     def __init__(
         self, *, rows: int | str | None = None, extra_suite: str | None = None, **kwargs: Any
@@ -714,13 +427,13 @@ class AoDValidateOperator(_PartitionOperator):
                 storage.join(folder, "data"),
                 partition.schema_path,
                 load_reference(partition),
-                _optional_int(self.rows, "rows") or partition.rows,
+                optional_int(self.rows, "rows") or partition.rows,
                 partition=partition.name,
                 sensitive=partition.sensitive,
                 thresholds=partition.thresholds,
                 holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
                 rules=partition.rules,
-                extra_suite=_optional_str(self.extra_suite),
+                extra_suite=optional_str(self.extra_suite),
                 out_dir=folder,
             )
             self.validation = summary
@@ -741,7 +454,7 @@ class AoDValidateOperator(_PartitionOperator):
         """The reference, holdout and table in (the table with the checks' outcomes, once they
         ran); the table out, as the asset the task publishes."""
         table = self.table_facts(sources)
-        return [*_samples(sources), replace(table, validation=self.validation)], [table]
+        return [*sources.samples(), replace(table, validation=self.validation)], [table]
 
 
 @dataclass(frozen=True)
@@ -845,7 +558,7 @@ class AoDSummaryOperator(BaseOperator):
         outcomes = partition_outcomes(names, self.steps, states, errors, validations)
         records = [asdict(outcome) for outcome in outcomes]
         summary = storage.join(storage.locate(self.out_dir), "summary.json")
-        with storage_environment(_optional_str(self.storage_conn_id)):
+        with storage_environment(optional_str(self.storage_conn_id)):
             storage.write_text(summary, json.dumps(records, indent=2) + "\n")
         for outcome in outcomes:
             if outcome.succeeded:

@@ -136,8 +136,9 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         run_synthesis_job(RayJobs(args.ray_address, headers=headers), job, echo=Console(stderr=True).print)
         return []
-    from aod_ops.ray.synthesize import GPU_WAIT_S, SynthesisFailed, SynthesisOptions, synthesize
+    from aod_ops.ray.plan import GPU_WAIT_S, SynthesisOptions
     from aod_ops.ray.synthesize import Progress as Step
+    from aod_ops.ray.synthesize import SynthesisFailed, synthesize
 
     options = SynthesisOptions(
         batch_size=args.batch_size,
