@@ -10,7 +10,7 @@
 - ``fidelity.html``: the image, every figure of the scorecard beside the held-out rows' figure,
   the per-column scores, and ten example rows of each side.
 
-A heatmap cell is 1 - the pair's pair-trend score, computed by SDMetrics as ``aod_ops.fidelity``
+A heatmap cell is 1 - the pair's pair-trend score, computed by SDMetrics as ``aod_ops.columns``
 computes it: |corr(real) - corr(table)| / 2 for two continuous columns (numbers, dates), and the
 total variation distance of the two contingency tables otherwise (a continuous column binned on
 the real values' histogram edges). The report shows every valid record it is given; the
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aod_ops.columns import CATEGORICAL, DATETIME, NUMERICAL, TEXT, ColumnScore
 from aod_ops.errors import DataError
-from aod_ops.fidelity import CATEGORICAL, DATETIME, NUMERICAL, TEXT, ColumnScore, Scorecard
+from aod_ops.fidelity import Scorecard
 from aod_ops.metrics import canonical_json, leaves
 
 PNG_FILE = "fidelity.png"

@@ -1,7 +1,7 @@
 """``aod init``: a partition (JSON Schema, reference/holdout split, spec) inferred from a table.
 
 The table is a JSON Lines, CSV or Parquet file, by path or URI (see ``aod_ops.storage``); it is
-read as ``aod_ops.spec`` reads a reference sample. CSV cells are typed by column: a column whose
+read as ``aod_ops.records`` reads a reference sample. CSV cells are typed by column: a column whose
 every non-empty cell is an integer (no leading zeros: ``"02139"`` stays text) is integer, then
 number, then boolean (``true``/``false``), else string; an empty cell is null. A NaN or infinite
 number (Parquet, pandas) is null as well: JSON has no such number.
@@ -147,7 +147,7 @@ def read_table(location: Location) -> list[dict[str, Any]]:
     :raises DataError: for a missing, unreadable or empty table, an unknown suffix, a blank or
         repeated column name, or a value JSON cannot hold.
     """
-    from aod_ops.spec import read_records
+    from aod_ops.records import read_records
 
     if storage.suffix(location) not in TABLE_FORMATS:
         raise DataError(f"{location}: unsupported table format (use {', '.join(TABLE_FORMATS)})")

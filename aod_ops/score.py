@@ -123,8 +123,8 @@ def read_table(path: Location, schema: LoadedSchema) -> list[Any]:
     :raises DataError: naming the file when it is missing, unreadable, empty, or has none of the
         schema's top-level properties.
     """
+    from aod_ops.records import read_records
     from aod_ops.schema import arrow_schema
-    from aod_ops.spec import read_records
 
     if not storage.exists(path):
         raise DataError(f"{path}: no such file or folder")

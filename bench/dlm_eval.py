@@ -20,7 +20,7 @@ Value plausibility (``--plausibility``, run alone): are the free-text values the
 a person would believe? On the example partitions (``examples/partitions.yaml``):
 
 - *Free-text fields* are the top-level string properties without enum, const, format or pattern
-  (``free_text_fields``) that the fidelity yardstick also treats as free text (``aod_ops.fidelity``:
+  (``free_text_fields``) that the fidelity yardstick also treats as free text (``aod_ops.columns``:
   not a few repeating values in the held-out rows). Patterned codes (an airport's ``iata``, a
   state) are left out: they are scored by shape, not by how a person reads them. seattle-weather
   has none.
@@ -79,6 +79,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package and 
     sys.path.insert(0, str(ROOT))
 
 from aod_ops.agents.judge import degenerate  # noqa: E402
+from aod_ops.columns import TEXT  # noqa: E402
 from aod_ops.dlm.adapt import (  # noqa: E402
     AdapterConfig,
     DiffusionModel,
@@ -92,7 +93,7 @@ from aod_ops.dlm.derive import derive_guides  # noqa: E402
 from aod_ops.dlm.generate import DecodingSettings, Generator  # noqa: E402
 from aod_ops.dlm.models import ADAPTER_DIR, load_denoiser, smollm2_denoiser  # noqa: E402
 from aod_ops.dlm.prompting import render_prompt  # noqa: E402
-from aod_ops.fidelity import TEXT, Yardstick  # noqa: E402
+from aod_ops.fidelity import Yardstick  # noqa: E402
 from aod_ops.hf import load_smollm2  # noqa: E402
 from aod_ops.jsonvalues import json_pointer  # noqa: E402
 from aod_ops.metrics import diversity  # noqa: E402

@@ -15,16 +15,8 @@ import yaml
 
 from aod_ops.errors import DataError, SpecError
 from aod_ops.metrics import canonical_json
-from aod_ops.spec import (
-    MAX_RECORD_DEPTH,
-    MAX_SPEC_DEPTH,
-    MAX_SPEC_VALUES,
-    AgentSetting,
-    DLMSetting,
-    load_reference,
-    load_spec,
-    read_records,
-)
+from aod_ops.records import MAX_RECORD_DEPTH, read_records
+from aod_ops.spec import MAX_SPEC_DEPTH, MAX_SPEC_VALUES, AgentSetting, DLMSetting, load_reference, load_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

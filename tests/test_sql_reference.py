@@ -19,7 +19,8 @@ from aod_ops import sql
 from aod_ops.cli import main
 from aod_ops.errors import DataError, SpecError
 from aod_ops.loop import run_settings
-from aod_ops.spec import LoopSettings, load_reference, load_spec, read_records
+from aod_ops.records import read_records
+from aod_ops.spec import LoopSettings, load_reference, load_spec
 from aod_ops.sql import SqlQuery
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
