@@ -13,8 +13,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from aod_ops import cli
-from aod_ops.cli import main
+from aod_ops.cli import main, optimize
 from aod_ops.errors import DataError
 from aod_ops.loop import LoopResult, optimize_partition
 from aod_ops.report import write_report
@@ -46,7 +45,7 @@ def optimized(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoopResult, str
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "console", Console(file=printed, width=200))
+        patch.setattr(optimize, "console", Console(file=printed, width=200))  # the command's own
         assert main(["optimize", "--spec", str(folder / "spec.yaml"), "--out", str(folder / "out")]) == 0
     # The run is finished: asking again reads it back without sampling.
     result = optimize_partition(load_spec(folder / "spec.yaml").select("dots")[0], folder / "out")
