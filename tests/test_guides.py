@@ -224,6 +224,7 @@ def test_guides_round_trip_through_json() -> None:
         (lambda d: d["fields"][0].update(words=[["ford", 1]]), "words must be"),
         (lambda d: d["fields"][0].update(chars='" '), "chars must be printable"),
         (lambda d: d["fields"][0].update(frequencies=[1.0]), "one per frequency"),
+        (lambda d: d["fields"][0].update(taken=["ford pinto"]), "taken must be a list of value digests"),
         (lambda d: d.update(correlation=d["correlation"][:-1]), "correlation must be"),
         (lambda d: d["correlation"][0].__setitem__(1, 0.3), "symmetric"),
         (lambda d: d["bounds"][0].update(op="=="), "one of"),
@@ -340,6 +341,10 @@ def test_guided_cars_fall_in_their_windows_and_spread_like_the_reference(den: De
     shapes = [guides.draw(random.Random(c.seed)).categories["/Name"] for c in candidates]
     assert all(set(n) <= set(name.chars) and partial_match(p, n) for n, p in zip(names, shapes, strict=True))
     assert sum(full_match(p, n) for n, p in zip(names, shapes, strict=True)) >= len(names) / 2
+    # No name is a reference value: the guide holds their digests, not the values.
+    real = {" ".join(r["Name"].casefold().split()) for r in reference}
+    assert not real & {" ".join(n.casefold().split()) for n in names}
+    assert all(r["Name"] not in json.dumps(guides.to_dict()) for r in reference if " " in r["Name"])
     weights = [c.record["Weight_in_lbs"] for c in candidates if isinstance(c.record, dict)]
     q25, _, q75 = statistics.quantiles([r["Weight_in_lbs"] for r in reference], n=4)
     assert q25 <= statistics.median(weights) <= q75

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -54,6 +55,7 @@ from aod_ops.rules import Bound
 from aod_ops.schema.patterns import compiles
 
 FORMAT = 1  # the version of the ``to_dict`` form
+_DIGEST = re.compile(r"[0-9a-f]{16}")  # a value digest (``text.value_digest``)
 PRIOR = 0.9  # prior mass of a record's guided category; the others share the rest
 _NORMAL = NormalDist()
 RULE_OPS = ("<", "<=", ">", ">=")
@@ -178,6 +180,7 @@ class Guides:
                         "chars": f.chars,
                         "longest": f.longest,
                         "words": [list(w) for w in f.words],
+                        "taken": list(f.taken),
                     }
                 )
             elif isinstance(f, SeasonGuide):
@@ -437,7 +440,7 @@ def _field_from(i: int, data: Any) -> FieldGuide:
         "date": {"kind", "pointer", "quantiles"},
         "season": {"kind", "pointer", "phase", "quantiles"},
         "category": {"kind", "pointer", "categories", "frequencies", "choice"},
-        "text": {"kind", "pointer", "shapes", "frequencies", "chars", "longest", "words"},
+        "text": {"kind", "pointer", "shapes", "frequencies", "chars", "longest", "words", "taken"},
     }
     if kind not in expected:
         raise DataError(f"guides: {where}: kind must be one of {', '.join(expected)}, got {kind!r}")
@@ -508,8 +511,11 @@ def _text_from(where: str, data: dict[str, Any]) -> TextGuide:
         for w in words
     ):
         raise DataError(f"guides: {where}.words must be [word, first, later] lists: a word and two counts")
+    taken = data["taken"]
+    if not isinstance(taken, list) or not all(isinstance(t, str) and _DIGEST.fullmatch(t) for t in taken):
+        raise DataError(f"guides: {where}.taken must be a list of value digests (16 hex digits)")
     kept = tuple((w, first, later) for w, first, later in words)
-    return TextGuide(data["pointer"], tuple(shapes), tuple(frequencies), chars, longest, kept)
+    return TextGuide(data["pointer"], tuple(shapes), tuple(frequencies), chars, longest, kept, tuple(taken))
 
 
 def _bound_from(i: int, data: Any) -> Bound:

@@ -24,7 +24,7 @@ from aod_ops.dlm.field_guides import CategoryGuide, DateGuide, FieldGuide, Numbe
 from aod_ops.dlm.guides import RecordGuide
 from aod_ops.dlm.numbers import NumberRange, grid_bounds
 from aod_ops.dlm.sampler import TOP_K
-from aod_ops.dlm.text import TextGuide
+from aod_ops.dlm.text import TextGuide, value_digest
 from aod_ops.schema.nodes import NumberNode, StringNode
 from aod_ops.schema.patterns import FORMAT_PATTERNS, complete, full_match, partial_match
 
@@ -253,12 +253,18 @@ class TextLegal(Legal):
         return (longest is None or len(text) <= longest) and partial_match(self.shape, text)
 
     def done(self, text: str) -> bool:
-        """Of the shape and a legal value of the schema."""
-        return full_match(self.shape, text) and fits_string(self.node, text)
+        """Of the shape, a legal value of the schema, and not a value the reference holds."""
+        fresh = value_digest(text) not in self.guide.taken_set
+        return full_match(self.shape, text) and fits_string(self.node, text) and fresh
 
     def nearest(self, text: str, rng: random.Random) -> str:
-        """The text made to fit the schema (a text off its shape is not repaired)."""
-        return fit_string(text, self.node, rng)[0]
+        """The text made to fit the schema (a text off its shape is not repaired), and one the
+        reference does not hold: a reference value gets a letter more (where the schema allows)."""
+        out = fit_string(text, self.node, rng)[0]
+        room = self.node.max_length is None or len(out) < self.node.max_length
+        if value_digest(out) in self.guide.taken_set and room:
+            out += rng.choice(string.ascii_lowercase)
+        return out
 
 
 WORD_NOVEL = math.log(0.002)  # the log prior of a token that writes toward no reference word

@@ -8,9 +8,11 @@ is sensitive, its repeated words into a ``TextGuide`` (``derive_guides`` asks it
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -25,8 +27,10 @@ class TextGuide:
     every digit if they use one, and the other characters as seen); the longest value; and,
     unless the field is sensitive, the values' words that occur at least ``MIN_WORD_ROWS`` times,
     each with how often it is a value's first word and how often a later one, which the sampler
-    turns into a prior over the model's tokens (``legal.WordPrior``). The model still writes
-    every character."""
+    turns into a prior over the model's tokens (``legal.WordPrior``); and the digests of the
+    reference values (``value_digest``, ``taken``), so that no value is written as the
+    reference holds it while the values themselves stay out of the guide. The model still
+    writes every character."""
 
     pointer: str
     shapes: tuple[str, ...]
@@ -34,6 +38,12 @@ class TextGuide:
     chars: str
     longest: int
     words: tuple[tuple[str, int, int], ...] = ()
+    taken: tuple[str, ...] = ()
+
+    @cached_property
+    def taken_set(self) -> frozenset[str]:
+        """``taken`` as a set."""
+        return frozenset(self.taken)
 
     @property
     def slack(self) -> int:
@@ -74,6 +84,12 @@ def text_shape(value: str, slack: int = 1) -> str:
     return "".join(out)
 
 
+def value_digest(text: str) -> str:
+    """A short digest of a text value, casefolded with its whitespace collapsed (as sensitive
+    copies are matched): how a guide knows the reference's values without holding them."""
+    return hashlib.blake2b(" ".join(text.casefold().split()).encode(), digest_size=8).hexdigest()
+
+
 def text_guide(pointer: str, strings: list[str], sensitive: bool) -> TextGuide | None:
     """The guide of the free string at ``pointer`` from its reference ``strings`` (no words when
     ``sensitive``); None when there is nothing to guide by (nothing but blanks)."""
@@ -84,11 +100,14 @@ def text_guide(pointer: str, strings: list[str], sensitive: bool) -> TextGuide |
             chars |= set(alphabet)
     if not chars - {" "}:  # nothing but blanks: nothing to guide by
         return None
-    words: dict[str, list[int]] = {}
+    counts: dict[str, list[int]] = {}
     if not sensitive:
         for s in strings:
             for i, w in enumerate(s.split()):
-                words.setdefault(w, [0, 0])[i > 0] += 1
+                counts.setdefault(w, [0, 0])[i > 0] += 1
+    words = tuple(
+        (w, first, later) for w, (first, later) in sorted(counts.items()) if first + later >= MIN_WORD_ROWS
+    )
     slack = WORD_SLACK if words else 1
     by_shape: dict[str, list[int]] = {}
     for s in strings:
@@ -100,7 +119,6 @@ def text_guide(pointer: str, strings: list[str], sensitive: bool) -> TextGuide |
         tuple(len(by_shape[k]) / len(strings) for k in shapes),
         "".join(sorted(chars)),
         max(len(s) for s in strings),
-        tuple(
-            (w, first, later) for w, (first, later) in sorted(words.items()) if first + later >= MIN_WORD_ROWS
-        ),
+        words,
+        tuple(sorted({value_digest(s) for s in strings})),
     )
