@@ -3,6 +3,7 @@ per-round lines, and the PNG and HTML written from it; errors."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import re
@@ -45,7 +46,10 @@ def optimized(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoopResult, str
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(optimize, "console", Console(file=printed, width=200))  # the command's own
+        printer = Console(file=printed, width=200)
+        patch.setattr(optimize, "console", printer)  # the command's own lines
+        # Its progress bar's, where each round is told (the package re-exports the object, not the module).
+        patch.setattr(importlib.import_module("aod_ops.cli.console"), "console", printer)
         assert main(["optimize", "--spec", str(folder / "spec.yaml"), "--out", str(folder / "out")]) == 0
     # The run is finished: asking again reads it back without sampling.
     result = optimize_partition(load_spec(folder / "spec.yaml").select("dots")[0], folder / "out")
