@@ -147,7 +147,7 @@ def diffusion_gemma(
     shape as recorded."""
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
-    from aod_ops.dlm.diffusion_gemma import DiffusionGemmaDenoiser
+    from aod_ops.dlm.diffusion_gemma import DiffusionGemmaDenoiser, tiny_config
     from aod_ops.dlm.models import _byte_tokenizer
 
     tokenizer = _byte_tokenizer()
@@ -173,24 +173,8 @@ def diffusion_gemma(
         experts = (2, 1, 16)
     text["layer_types"] = kinds
     text["num_experts"], text["top_k_experts"], text["moe_intermediate_size"] = experts
-    text.update(
-        vocab_size=len(tokenizer),
-        num_hidden_layers=layers,
-        max_position_embeddings=8192,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    vision = {
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "position_embedding_size": 64,
-    }
-    config = DiffusionGemmaConfig(text_config=text, vision_config=vision)
+    text.update(num_hidden_layers=layers, max_position_embeddings=8192)
+    config = tiny_config(tokenizer, text)
     torch.manual_seed(0)
     with torch.device(device):  # made where it runs: no copy of its weights through the CPU
         model: Any = DiffusionGemmaForBlockDiffusion(config)

@@ -19,7 +19,7 @@ import torch
 
 from aod_ops.cli import main
 from aod_ops.dlm.denoiser import RecordCache
-from aod_ops.dlm.diffusion_gemma import DiffusionGemmaDenoiser
+from aod_ops.dlm.diffusion_gemma import DiffusionGemmaDenoiser, tiny_config
 from aod_ops.dlm.generate import DecodingSettings, Generator
 from aod_ops.dlm.models import _byte_tokenizer, load_denoiser
 from aod_ops.dlm.prompting import render_prompt
@@ -34,11 +34,10 @@ SLIDING_WINDOW = 8  # shorter than the prompts: the sliding layer's cache keeps 
 
 def write_folder(folder: Path, seed: int = 0) -> Path:
     """A tiny random DiffusionGemma saved with the byte-level tokenizer."""
-    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+    from transformers import DiffusionGemmaForBlockDiffusion
 
     tokenizer = _byte_tokenizer()
     text = {
-        "vocab_size": len(tokenizer),
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -52,20 +51,8 @@ def write_folder(folder: Path, seed: int = 0) -> Path:
         "top_k_experts": 1,
         "moe_intermediate_size": 16,
         "max_position_embeddings": 4096,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": None,
     }
-    vision = {
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "position_embedding_size": 64,
-    }
-    config = DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=64)
+    config = tiny_config(tokenizer, text, canvas_length=64)
     torch.manual_seed(seed)
     DiffusionGemmaForBlockDiffusion(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

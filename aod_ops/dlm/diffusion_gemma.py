@@ -187,3 +187,28 @@ def diffusion_gemma_denoiser(path: Path, raw: dict[str, Any]) -> DiffusionGemmaD
     if tokenizer.eos_token_id is None:
         raise ModelError(f"model {path} has no end-of-text token")
     return DiffusionGemmaDenoiser(model, tokenizer, int(mark), int(tokenizer.eos_token_id), False, path.name)
+
+
+def tiny_config(tokenizer: Any, text: dict[str, Any], canvas_length: int | None = None) -> Any:
+    """A DiffusionGemma config for ``tokenizer`` with the text model ``text`` describes (sizes,
+    layers) and a one-layer vision tower it never uses: the tests' and the GPU check's model."""
+    from transformers import DiffusionGemmaConfig
+
+    text = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        **text,
+    }
+    vision = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "position_embedding_size": 64,
+    }
+    extra: dict[str, Any] = {} if canvas_length is None else {"canvas_length": canvas_length}
+    return DiffusionGemmaConfig(text_config=text, vision_config=vision, **extra)
