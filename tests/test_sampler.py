@@ -137,8 +137,9 @@ def test_optional_properties_and_branches_vary_across_records(den: Denoiser) -> 
     assert {r["either"] is None for r in records} == {True, False}
 
 
-def test_left_to_right_commits_the_leftmost_mask_of_each_run_and_ends_it_at_end_of_text(
-    den: Denoiser, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("steps", [2, 32])
+def test_left_to_right_commits_a_prefix_of_each_run_per_step_tokens_at_a_time_and_ends_it_at_end_of_text(
+    den: Denoiser, monkeypatch: pytest.MonkeyPatch, steps: int
 ) -> None:
     prompt = den.encode_prompt(den.encode("hello "))
     ids = torch.full((3, 16), den.mask_id)
@@ -151,24 +152,31 @@ def test_left_to_right_commits_the_leftmost_mask_of_each_run_and_ends_it_at_end_
     def spy(*args: object) -> torch.Tensor:
         states.append(args[0].clone())  # type: ignore[attr-defined]
         out = logits(*args)  # type: ignore[arg-type]
-        out[:, den.eos_id] += 3.0  # the model likes to end a value early
+        out[:, den.eos_id] += 1.0  # the model likes to end a value early
         return out
 
     monkeypatch.setattr(den, "logits", spy)
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    settings = SamplerSettings(steps=2, block_length=32, order="left_to_right")
+    settings = SamplerSettings(steps=steps, block_length=32, order="left_to_right")
     out = denoise(den, prompt, ids, torch.ones_like(sequential), settings, gens, sequential=sequential)
     assert not (out == den.mask_id).any()
-    for state in [*states, out]:
+    per_step = settings.per_step  # 16 with two steps, 1 with 32
+    for before, after in zip([*states], [*states[1:], out], strict=True):
         for b in range(3):
             for lo, hi in ((1, 7), (8, 16)):
-                masked = (state[b, lo:hi] == den.mask_id).tolist()
+                masked = (after[b, lo:hi] == den.mask_id).tolist()
                 assert masked == sorted(masked)  # committed text is always a prefix of the run
-                tokens = state[b, lo:hi].tolist()
+                tokens = after[b, lo:hi].tolist()
                 if den.eos_id in tokens:  # an end of text ends the run
                     assert set(tokens[tokens.index(den.eos_id) :]) == {den.eos_id}
-    # Two steps were asked for; six positions one at a time need more, and get them.
-    assert len(states) > 2
+                    tokens = tokens[: tokens.index(den.eos_id) + 1]
+                written = sum(t != den.mask_id for t in tokens)
+                assert written - sum(t != den.mask_id for t in before[b, lo:hi].tolist()) <= per_step
+    # Two steps of up to 16 tokens a run: the block's share; one token a step: a step a token.
+    if steps == 2:
+        assert len(states) == 2
+    else:
+        assert len(states) >= 4
 
 
 def test_denoise_leaves_no_mask_and_counts_forward_passes(den: Denoiser) -> None:
@@ -310,14 +318,18 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_pass_
     prompt = den.encode_prompt(den.encode("hello "))
     ids = torch.full((2, 12), den.mask_id)
     owned = torch.zeros_like(ids, dtype=torch.bool)
-    owned[:, 8:] = True  # a span the hook fills left to right, one token a pass
+    owned[:, 8:] = True  # a span the hook fills left to right, per_step (2) tokens a pass
 
     def hook(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, ids: torch.Tensor) -> None:
         for b in range(ids.shape[0]):
+            if not (ids[b, 8:] == den.mask_id).any():
+                assert not ((rows == b) & (cols >= 8)).any()
+                continue
             left = int((ids[b, 8:] == den.mask_id).nonzero()[0]) + 8
-            assert ((rows == b) & (cols == left)).any()  # its logits were computed
-            assert not ((rows == b) & (cols > left)).any()  # and not the rest of its span
-            ids[b, left] = 5
+            for col in (left, left + 1):
+                assert ((rows == b) & (cols == col)).any()  # its logits were computed
+            assert not ((rows == b) & (cols > left + 1)).any()  # and not the rest of its span
+            ids[b, left : left + 2] = 5
 
     seen: list[tuple[list[list[int]] | None, torch.Tensor]] = []
     logits = den.logits
@@ -346,7 +358,7 @@ def test_a_window_holds_the_hooks_next_position_and_what_changed_since_the_pass_
             changed = set((ids_then[b] != ids_before[b]).nonzero()[:, 0].tolist())
             masks = {c for c in range(8) if ids_then[b, c] == den.mask_id}
             hook_next = 8 + int((ids_then[b, 8:] != den.mask_id).sum())
-            assert set(window) == masks | changed | {hook_next}
+            assert set(window) == masks | changed | ({hook_next, hook_next + 1} & set(range(12)))
 
 
 def test_fit_number_folds_into_bounds_and_multiples_and_says_when_it_repaired() -> None:

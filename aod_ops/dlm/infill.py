@@ -105,7 +105,8 @@ def _decided(plan: list[Piece]) -> dict[str, Any]:
 @dataclass
 class _LegalHook:
     """Commits the slots with a ``Legal`` left to right, keeping each slot's text a prefix of a
-    legal value: at each position the highest-ranked token (after temperature) that does."""
+    legal value: at each position the highest-ranked token (after temperature) that does, up to
+    ``SamplerSettings.per_step`` positions of a slot at a step."""
 
     vocab: Vocab
     slots: list[tuple[int, Slot, int, Legal]]
@@ -124,11 +125,16 @@ class _LegalHook:
             left = (span == mask).nonzero()
             if len(left) == 0:
                 continue
+            # The slot's first masks that have logits at this step, each token chosen legal after
+            # the ones chosen before it.
             pos = start + int(left[0])
-            prefix = span[: int(left[0])].tolist()
-            ids[b, pos] = self._first_legal(logits[index[(b, pos)]], b, prefix, legal)
-            if int(ids[b, pos]) == eos:
-                ids[b, pos : start + slot.length] = eos
+            while pos < start + slot.length and (b, pos) in index:
+                prefix = ids[b, start:pos].tolist()
+                ids[b, pos] = self._first_legal(logits[index[(b, pos)]], b, prefix, legal)
+                if int(ids[b, pos]) == eos:
+                    ids[b, pos : start + slot.length] = eos
+                    break
+                pos += 1
 
     def _first_legal(self, row: torch.Tensor, b: int, prefix: list[int], legal: Legal) -> int:
         """The best-ranked token that keeps the slot legal; end-of-text when none does (the

@@ -8,8 +8,11 @@ samples (top-k, through Gumbel noise, one random stream per record); zero is gre
 ``vocab_class`` picks, per position, a row of ``class_masks`` that says which tokens are legal
 there (digits in a number slot, no quote inside a string), and an optional
 ``ordered`` hook commits the positions it owns left to right (slots with legal values). With
-``sequential`` positions (free string slots under ``order: left_to_right``) only the leftmost
-mask of each run may be committed at a step; the runs are still interleaved by confidence.
+``sequential`` positions (free string slots under ``order: left_to_right``) a run's masks are
+committed as a prefix: a step takes, by confidence, masks whose left neighbour in the run is
+already written. Either way a run commits at most ``SamplerSettings.per_step`` masks a step
+(LLaDA's tokens per step, ``block_length / steps``), so a slot costs its tokens over that many
+passes, not one pass a token.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from aod_ops.dlm.settings import SamplerSettings
 TOP_K = 64
 
 # Called once per forward pass with (logits [N, V], rows [N], cols [N], ids [B, L]) for the N
-# positions the step decides (the leftmost mask of every span the hook owns among them); commits
-# in ``ids``, in place, at least that leftmost masked position of every span, so it always makes
-# progress.
+# positions the step decides (among them the first ``per_step`` masks of every span the hook
+# owns); commits in ``ids``, in place, at least the leftmost masked position of every span, so it
+# always makes progress.
 OrderedHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
@@ -91,7 +94,7 @@ def denoise(
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
     the confidence rule fills the others. ``sequential`` (``[B, L]`` bool, runs of positions)
-    lets the confidence rule commit only the leftmost mask of each run at a step; an end-of-text
+    lets the confidence rule commit a run's masks only as a prefix of the run; an end-of-text
     committed there ends the run. A block then takes the steps its runs need beyond its share.
     With ``settings.cache`` only the first pass is a full one;
     every later pass recomputes the positions it decides and the tokens committed since the pass
@@ -109,6 +112,7 @@ def denoise(
     steps_per_block = (settings.steps // (block_of.max(1).values + 1).clamp_min(1)).clamp_min(1)
     current = torch.full((batch,), -1, device=ids.device)
     step = torch.zeros(batch, dtype=torch.long, device=ids.device)
+    per_step = settings.per_step
     cache = RecordCache() if settings.cache else None
     refreshed = ids  # the tokens when the cache was last written
     while (masked := ids == denoiser.mask_id).any():
@@ -119,10 +123,10 @@ def denoise(
         in_block = block_of == current[:, None]
         ready = free & in_block
         if sequential is not None:
-            ready &= ~_behind(masked & sequential)
+            ready &= ~(masked & sequential) | _first(masked & sequential, per_step)
         # Logits are needed where this step decides: the current block's free masks that may be
-        # committed and the leftmost mask of each span the hook owns.
-        where = _leftmost(masked & owned) | ready
+        # committed and the first masks of each span the hook owns.
+        where = _first(masked & owned, per_step) | ready
         if not where.any():
             raise RuntimeError("sampler made no progress")  # a hook that broke its contract
         if cache is not None:
@@ -144,9 +148,12 @@ def denoise(
             left = (free & in_block).sum(1)
             for row in rows[candidates].unique().tolist():
                 sel = (candidates & (rows == row)).nonzero()[:, 0]
-                # Spread the block's masks evenly over its steps (a sequential run's later masks wait).
+                # Spread the block's masks evenly over its steps.
                 take = min(len(sel), -(-int(left[row]) // int(remaining[row])))
-                best = sel[prob[sel].topk(take).indices]
+                if sequential is None:
+                    best = sel[prob[sel].topk(take).indices]
+                else:
+                    best = _prefix_first(sel, cols, prob, take, masked[row] & sequential[row])
                 ids[row, cols[best]] = choice[best]
                 if sequential is not None:
                     _end_runs(ids, row, cols[best], sequential, denoiser)
@@ -154,24 +161,43 @@ def denoise(
     return ids
 
 
-def _leftmost(positions: torch.Tensor) -> torch.Tensor:
-    """The first position of each run of set positions in every row (``[B, L]`` bool)."""
-    out = positions.clone()
-    out[:, 1:] &= ~positions[:, :-1]
-    return out
+def _first(positions: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` positions of each run of set positions in every row (``[B, L]`` bool)."""
+    start = positions.clone()
+    start[:, 1:] &= ~positions[:, :-1]
+    count = positions.long().cumsum(1)
+    before = torch.cummax(torch.where(start, count - 1, 0), dim=1).values  # set before the run
+    return positions & (count - before <= n)
 
 
-def _behind(positions: torch.Tensor) -> torch.Tensor:
-    """The set positions that are not the first of their run."""
-    return positions & ~_leftmost(positions)
+def _prefix_first(
+    sel: torch.Tensor, cols: torch.Tensor, prob: torch.Tensor, take: int, waiting: torch.Tensor
+) -> torch.Tensor:
+    """Up to ``take`` of the entries ``sel``, the most confident first, each either outside the
+    ``waiting`` masks (a row's sequential masks) or right after a waiting mask taken before it or
+    after none: what is committed of a run is always a prefix of it."""
+    taken: list[int] = []
+    picked: set[int] = set()
+    pending = sorted(sel.tolist(), key=lambda n: -float(prob[n]))
+    while pending and len(taken) < take:
+        for n in pending:
+            col = int(cols[n])
+            if col == 0 or not waiting[col - 1] or col - 1 in picked or not waiting[col]:
+                taken.append(n)
+                picked.add(col)
+                pending.remove(n)
+                break
+        else:
+            break
+    return torch.tensor(taken, dtype=torch.long, device=sel.device)
 
 
 def _end_runs(
     ids: torch.Tensor, row: int, cols: torch.Tensor, sequential: torch.Tensor, denoiser: Denoiser
 ) -> None:
     """Fill the rest of a sequential run with end-of-text where one was just committed."""
-    for col in cols[(ids[row, cols] == denoiser.eos_id) & sequential[row, cols]].tolist():
-        end = col + 1
-        while end < ids.shape[1] and sequential[row, end] and ids[row, end] == denoiser.mask_id:
+    for col in sorted(cols[(ids[row, cols] == denoiser.eos_id) & sequential[row, cols]].tolist()):
+        end = col + 1  # what the run holds after it (masks, or tokens committed at the same step)
+        while end < ids.shape[1] and sequential[row, end]:
             end += 1
         ids[row, col + 1 : end] = denoiser.eos_id
