@@ -146,6 +146,29 @@ def test_seattle_dates_are_guided_as_ordinal_days() -> None:
     assert date.fromordinal(int(when.quantiles[-1])).year == 2015
 
 
+def test_category_shares_add_a_pseudo_count_to_the_categories_the_reference_holds_only() -> None:
+    schema = load_schema(
+        {
+            "type": "object",
+            "properties": {
+                "state": {"type": "string"},
+                "tier": {"enum": ["gold", "silver", "bronze"]},
+            },
+        }
+    )
+    rows = [{"state": "WA" if i < 57 else "OR", "tier": "gold" if i % 2 else "silver"} for i in range(60)]
+    guides = derive_guides(compile_schema(schema).root, rows)
+    state, tier = guides.field("/state"), guides.field("/tier")
+    assert isinstance(state, CategoryGuide) and isinstance(tier, CategoryGuide)
+    # 57 and 3 of 60 rows: a rare category weighs a little more than its raw share (3/60).
+    assert state.categories == ("WA", "OR")
+    assert state.frequencies == pytest.approx((57.5 / 61, 3.5 / 61))
+    # The option no row holds is never drawn.
+    assert dict(zip(tier.categories, tier.frequencies, strict=True)) == pytest.approx(
+        {"gold": 0.5, "silver": 0.5, "bronze": 0.0}
+    )
+
+
 def test_low_cardinality_strings_are_categories_unless_sensitive() -> None:
     schema = load_schema(
         {

@@ -46,6 +46,12 @@ _MIN_EIGENVALUE = 1e-3  # the copula's correlation is kept this far from singula
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NORMAL = NormalDist()
 SEASON_PHASES = 24  # phases tried for a season: every half month
+# Pseudo-count added to every category's count (Jeffreys' prior). Raw reference shares overfit
+# the reference: airports' states drawn at their 200-row shares came out closer to the
+# reference than to held-out rows (DCR protection of the state column alone 0.75; held-out rows
+# 0.86); with the pseudo-count 0.84, at the same distance to the held-out shares (1 - TVD
+# 0.725 -> 0.723).
+CATEGORY_PSEUDO_COUNT = 0.5
 
 
 def derive_guides(
@@ -148,8 +154,7 @@ def _guide(pointer: str, node: Node, values: list[Any], rows: int, sensitive: bo
         for v in present:
             if canonical_json(v) in tally:
                 tally[canonical_json(v)] += 1
-        total = sum(tally.values())
-        if not total:
+        if not sum(tally.values()):
             return None
         # Numeric options (cylinders) in value order, so the copula can say "more weight, more
         # cylinders"; other options most frequent first, as SDV orders categories.
@@ -160,7 +165,7 @@ def _guide(pointer: str, node: Node, values: list[Any], rows: int, sensitive: bo
         return CategoryGuide(
             pointer,
             tuple(node.options[i] for i in order),
-            tuple(tally[keys[i]] / total for i in order),
+            _shares([tally[keys[i]] for i in order]),
             choice=True,
         )
     assert isinstance(node, StringNode)
@@ -186,9 +191,15 @@ def _guide(pointer: str, node: Node, values: list[Any], rows: int, sensitive: bo
     kept = {s: n for s, n in counts.items() if writable(s) and fits_string(node, s)}
     if not kept:
         return None
-    total = sum(kept.values())
     ordered = sorted(kept, key=lambda s: (-kept[s], s))
-    return CategoryGuide(pointer, tuple(ordered), tuple(kept[s] / total for s in ordered), choice=False)
+    return CategoryGuide(pointer, tuple(ordered), _shares([kept[s] for s in ordered]), choice=False)
+
+
+def _shares(counts: list[int]) -> tuple[float, ...]:
+    """Each category's share: its count plus ``CATEGORY_PSEUDO_COUNT`` over the total, for the
+    categories the reference holds (an enum option it lacks keeps a share of 0)."""
+    smoothed = [c + CATEGORY_PSEUDO_COUNT if c else 0.0 for c in counts]
+    return tuple(c / sum(smoothed) for c in smoothed)
 
 
 def _decimals(value: float) -> int:
