@@ -21,7 +21,7 @@ from aod_ops.cli.synthesize import add_synthesize_parser
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, ModelError, SpecError
-from aod_ops.ray import adapter
+from aod_ops.ray import adapter, jobs
 from aod_ops.ray import synthesize as synthesis
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator, PartitionPrompt
 from aod_ops.ray.jobs import SynthesisJob
@@ -286,6 +286,30 @@ def test_the_pool_flags_reach_the_options_and_a_ray_jobs_command_line(
     assert job.entrypoint() == (
         "aod synthesize --spec s3://b/spec.yaml --out s3://b/out"
         " --min-actors 16 --max-actors 64 --gpus-per-actor 1"
+    )
+
+
+def test_a_ray_job_runs_with_the_batch_thread_and_budget_flags_it_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parser = argparse.ArgumentParser(prog="aod")
+    add_synthesize_parser(parser.add_subparsers(dest="command"))
+    flags = ["--batch-size", "4", "--threads-per-actor", "2", "--max-candidates", "50", "--allow-partial"]
+    address = ["--ray-address", "http://head:8265"]
+    submitted: list[SynthesisJob] = []
+    monkeypatch.setattr(jobs, "run_synthesis_job", lambda cluster, job, **kwargs: submitted.append(job))
+    for given in ([], flags):
+        args = parser.parse_args(
+            ["synthesize", "--spec", "s3://b/spec.yaml", "--out", "s3://b/out", *address, *given]
+        )
+        assert args.handler(args) == 0
+    default, chosen = (job.entrypoint() for job in submitted)
+    assert (
+        default == "aod synthesize --spec s3://b/spec.yaml --out s3://b/out --batch-size 16"
+    )  # the command's
+    assert chosen == (
+        "aod synthesize --spec s3://b/spec.yaml --out s3://b/out"
+        " --batch-size 4 --threads-per-actor 2 --max-candidates 50 --allow-partial"
     )
 
 

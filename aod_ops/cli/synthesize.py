@@ -95,13 +95,17 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 #: The options that a Ray job (``SynthesisJob``) and a run in this process (``SynthesisOptions``)
-#: both take, under the names the command parses them by.
+#: both take, under the names the command parses them by: a job runs with every one of them.
 _SHARED_OPTIONS = (
     "rows",
     "actors",
     "min_actors",
     "max_actors",
     "gpus_per_actor",
+    "batch_size",
+    "threads_per_actor",
+    "max_candidates",
+    "allow_partial",
     "prompt_dir",
     "model",
     "trust_remote_code",
@@ -131,11 +135,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from aod_ops.ray.synthesize import SynthesisFailed
 
     options = SynthesisOptions(
-        batch_size=args.batch_size,
-        threads_per_actor=args.threads_per_actor,
         gpu_wait_s=GPU_WAIT_S if args.gpu_wait is None else args.gpu_wait,
-        max_candidates=args.max_candidates,
-        allow_partial=args.allow_partial,
         ray_address=args.ray_address,
         **shared,
     )
