@@ -29,7 +29,7 @@ from aod_ops.ray.judging import VERDICTS, CandidateJudge, PartitionJudging
 from aod_ops.ray.plan import SynthesisOptions, by_model, plan_partition, pool_shape, with_gpus
 from aod_ops.ray.synthesize import _Rows, _stages, synthesize
 from aod_ops.schema import load_schema
-from aod_ops.spec import load_spec
+from aod_ops.spec import Partition, load_spec
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -108,6 +108,30 @@ def test_a_server_dlm_loads_no_model_and_its_generators_get_its_key_alone(
         [SERVER["base_url"]] * 2,
         ["http://sglang-2:30000"],
     ]
+
+
+def test_a_critics_key_reaches_its_judges_alone_and_nothing_that_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AOD_TEST_CRITIC_KEY", raising=False)
+    agent = {"base_url": "http://llm:9000/v1", "model": "m", "api_key_env": "AOD_TEST_CRITIC_KEY"}
+    (partition,) = load_spec(_spec(tmp_path, agent=agent, critic=True)).partitions
+    monkeypatch.setattr(adapter, "put", lambda reference: reference)  # the object store: not here
+    pool = pool_shape(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions())
+
+    def environments(partition: Partition, options: SynthesisOptions) -> tuple[dict[str, str], ...]:
+        return tuple(stage.env_vars for stage in _stages(plan_partition(partition, options), pool, 4))
+
+    given = SynthesisOptions(critic_api_key="sk-critic")  # an Airflow connection's key
+    assert environments(partition, given) == ({}, {"AOD_TEST_CRITIC_KEY": "sk-critic"})
+    job = plan_partition(partition, given)
+    assert "sk-critic" not in repr(given) + repr(job) + repr(_stages(job, pool, 4))
+    assert job.fingerprint(False) == plan_partition(partition, SynthesisOptions()).fingerprint(False)
+    # No key given: the variable's value here, else none (the actors read their own environment).
+    assert environments(partition, SynthesisOptions()) == ({}, {})
+    monkeypatch.setenv("AOD_TEST_CRITIC_KEY", "sk-here")
+    assert environments(partition, SynthesisOptions()) == ({}, {"AOD_TEST_CRITIC_KEY": "sk-here"})
+    assert environments(replace(partition, critic=False), given) == ({}, {})  # no critic, no key
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -254,11 +253,11 @@ class AoDSynthesizeOperator(ModelOperator):
     def _synthesize_locally(self, partition: Partition, rows: int | None, actors: int | None) -> None:
         from aod_ops.ray.plan import SynthesisOptions
 
-        options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts())
-        # Only a critic needs the agent's key here, and its Ray actors can only read it from
-        # their environment (they build their own chat model).
-        key = self.endpoints.environment() if partition.critic else nullcontext()
-        with partition_spec(self.spec_path, self.partition, self.overrides()) as spec, key:
+        # Only a critic needs the agent's key here: its judge actors build their own chat model
+        # and get the key in their runtime_env, never through this worker's environment.
+        key = self.endpoints.api_key if partition.critic else None
+        options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts(), critic_api_key=key)
+        with partition_spec(self.spec_path, self.partition, self.overrides()) as spec:
             tables = self.run_dir(TABLES)
             (result,) = synthesize_tables(spec, tables, partition=self.partition, options=options)
         self.log.info(
