@@ -70,7 +70,7 @@ from aod_ops.agents.prompt import Prompt, initial_prompt  # noqa: E402
 from aod_ops.dlm.generate import Candidate, Generator, record_seed  # noqa: E402
 from aod_ops.dlm.models import load_denoiser  # noqa: E402
 from aod_ops.fidelity import Yardstick, table_reward  # noqa: E402
-from aod_ops.loop import optimize_partition  # noqa: E402
+from aod_ops.pipeline import LoopOptions, optimize_prompt, with_dlm  # noqa: E402
 from aod_ops.schema import LoadedSchema, load_schema  # noqa: E402
 from aod_ops.spec import Partition, load_reference, load_spec  # noqa: E402
 
@@ -232,20 +232,17 @@ def run_aod(ctx: Context, mode: Mode, settings: BenchSettings, work: Path) -> Sy
     sampled on the evaluation seeds."""
     started = time.perf_counter()
     partition = replace(
-        ctx.partition,
-        dlm=replace(ctx.partition.dlm, model=settings.model),
-        decoding=_decoding(ctx.partition, mode, settings),
+        with_dlm(ctx.partition, settings.model), decoding=_decoding(ctx.partition, mode, settings)
     )
     system = f"aod-{mode}"
-    result = optimize_partition(
-        partition,
-        work / system,
+    loop = LoopOptions(
         rounds=settings.rounds,
         candidates=settings.loop_candidates,
         proposals=settings.proposals,
         agent_calls=settings.agent_calls,
         restart=True,
     )
+    result = optimize_prompt(partition, work / system, loop)
     rewards = (result.rounds[0].start.reward, *(r.best.reward for r in result.rounds))
     generator = Generator(load_denoiser(settings.model), ctx.schema)
     run = sample_dlm(generator, result.best_prompt, ctx, settings)

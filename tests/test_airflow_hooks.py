@@ -29,6 +29,7 @@ from aod_ops.errors import SpecError
 from aod_ops.spec import AgentSetting, DLMSetting, load_spec
 
 if TYPE_CHECKING:
+    from aod_ops.ray.plan import SynthesisOptions
     from tests.fakes import ChatRequest, ChatServer, FakeTaskInstance
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
@@ -211,16 +212,18 @@ class _Stop(Exception):
     """Raised by a stand-in synthesis once it has seen what it was run with."""
 
 
-def test_a_local_synthesis_gets_the_key_in_its_environment_only_for_a_critic(
+def test_a_local_synthesis_hands_the_key_to_a_critic_alone_and_writes_no_variable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task_instance: FakeTaskInstance
 ) -> None:
     import aod_ops.ray.synthesize
 
     agent_connection(monkeypatch, "http://127.0.0.1:9/v1")
-    seen: list[str | None] = []
+    before = dict(os.environ)
+    seen: list[SynthesisOptions] = []
 
-    def synthesize(*args: Any, **kwargs: Any) -> None:
-        seen.append(os.environ.get(AGENT_KEY_ENV))
+    def synthesize(*args: Any, options: SynthesisOptions, **kwargs: Any) -> None:
+        assert dict(os.environ) == before  # the synthesis runs in the worker's own environment
+        seen.append(options)
         raise _Stop
 
     monkeypatch.setattr(aod_ops.ray.synthesize, "synthesize", synthesize)
@@ -231,9 +234,49 @@ def test_a_local_synthesis_gets_the_key_in_its_environment_only_for_a_critic(
         )
         with pytest.raises(_Stop):
             task.execute({"ti": task_instance})  # type: ignore[arg-type]
-    # Without a critic nothing needs the key; a critic's Ray actors build their own chat model.
-    assert seen == [None, "k-123"]
-    assert AGENT_KEY_ENV not in os.environ
+    # Without a critic nothing needs the key; a critic's judge actors get it in their runtime_env.
+    assert [options.critic_api_key for options in seen] == [None, "k-123"]
+    assert "k-123" not in repr(seen[1])
+    assert dict(os.environ) == before
+
+
+def test_a_local_synthesis_reaches_the_critic_with_the_connections_key(
+    chat_server: type[ChatServer],
+    ray_session: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    task_instance: FakeTaskInstance,
+) -> None:
+    """Ray started before the connection was read: the judge actors get the key only through
+    their runtime_env, and the worker's environment never holds it."""
+    schema = {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "blue"]}, "size": {"type": "integer", "maximum": 999}},
+        "required": ["color", "size"],
+    }
+    (tmp_path / "shirts.json").write_text(json.dumps(schema))
+    rows = [{"color": "red", "size": size} for size in range(8)]
+    (tmp_path / "shirts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = {
+        "defaults": {"dlm": "tiny-random", "critic": True},
+        "partitions": [{"name": "shirts", "schema": "shirts.json", "reference": "shirts.jsonl", "rows": 2}],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with chat_server(lambda request: '{"realistic": true, "reason": "plausible"}') as critic:
+        agent_connection(monkeypatch, critic.url)
+        before = dict(os.environ)
+        task = AoDSynthesizeOperator(
+            task_id="s",
+            spec_path=str(tmp_path / "spec.yaml"),
+            partition="shirts",
+            out_dir=str(tmp_path / "run"),
+            aod_conn_id="aod_agent",
+            actors=1,
+        )
+        summary = task.execute({"ti": task_instance})  # type: ignore[arg-type]
+    assert summary["rows"] == 2 and dict(os.environ) == before
+    assert critic.requests and {r.auth for r in critic.requests} == {"Bearer k-123"}
+    assert "k-123" not in (tmp_path / "run" / "tables" / "shirts" / "report.json").read_text()
 
 
 def test_aod_connection_names_a_dlm_server_which_needs_free_mode(tmp_path: Path) -> None:

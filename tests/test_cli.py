@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -14,10 +15,11 @@ import pytest
 import torch
 import yaml
 
-from aod_ops import cli
+from aod_ops import cli, pipeline, report
 from aod_ops.cli import build_parser, main
-from aod_ops.cli import optimize as commands_loop
 from aod_ops.ray import adapter
+from aod_ops.report import Report
+from aod_ops.spec import Partition
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 FIXTURES = Path(__file__).parent / "fixtures" / "schemas"
@@ -307,14 +309,24 @@ def test_run_validates_the_partitions_that_were_synthesized(
     monkeypatch: pytest.MonkeyPatch,
     ray_in_this_process: None,
 ) -> None:
-    validated: list[str | None] = []
-    monkeypatch.setattr(commands_loop, "optimize_one", lambda args, partition: None)
-    monkeypatch.setattr(commands_loop, "cmd_report", lambda args: 0)
-    monkeypatch.setattr(cli, "cmd_validate", lambda args: validated.append(args.partition) or 0)
+    validated: list[str] = []
+
+    def validate_table(partition: Partition, tables: Path, **options: Any) -> SimpleNamespace:
+        validated.append(partition.name)
+        return SimpleNamespace(partition=partition.name, success=True)
+
+    monkeypatch.setattr(pipeline, "optimize_prompt", lambda partition, prompts, loop, **kwargs: None)
+    monkeypatch.setattr(
+        report, "write_report", lambda folder: Report(folder / "r.png", folder / "r.html", ())
+    )
+    monkeypatch.setattr(pipeline, "validate_table", validate_table)
     out = tmp_path / "run"
     assert main(["run", "--spec", str(_two_partitions(tmp_path)), "--out", str(out), "--rows", "2"]) == 1
     assert validated == ["shirts"]
-    assert "not synthesized: flags" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "flags: failed: partition 'flags'" in err and "not synthesized: flags" in err
+    headings = [line.strip("─ ") for line in err.splitlines() if line.startswith("─")]
+    assert headings == ["aod optimize", "aod report", "aod synthesize", "aod validate"]
 
 
 def test_every_command_and_option_says_what_it_does() -> None:

@@ -20,10 +20,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = ROOT / "aod_ops"
 
-#: The adapters over the engine, which may import Ray or Airflow (lazily, so that the command line
-#: and the DAG start without them), with why each is one.
+#: The adapters over the engine, and what sits on them, which may import Ray or Airflow (lazily, so
+#: that the command line and the DAG start without them), with why each is one.
 ADAPTERS = {
     "aod_ops.ray": "Ray: the synthesis stages, the actor pool and the Jobs API",
+    "aod_ops.pipeline": "the steps the CLI, the DAG and the benchmarks call: synthesis runs on Ray",
     "aod_ops.airflow": "Airflow: the provider's hooks, operators and triggers",
     "aod_ops.cli": "the aod command: runs synthesis on Ray and submits Ray jobs",
 }

@@ -18,7 +18,7 @@ import yaml
 
 from aod_ops.agents.prompt import Prompt
 from aod_ops.cli import main
-from aod_ops.cli.optimize import round_line
+from aod_ops.cli.observer import round_line
 from aod_ops.dlm.generate import Candidate
 from aod_ops.errors import DataError, ModelError, SpecError
 from aod_ops.loop import (

@@ -21,7 +21,7 @@ from aod_ops.cli.synthesize import add_synthesize_parser
 from aod_ops.dlm.generate import record_seed
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import AodError, DataError, ModelError, SpecError
-from aod_ops.ray import adapter
+from aod_ops.ray import adapter, jobs
 from aod_ops.ray import synthesize as synthesis
 from aod_ops.ray.generator import CANDIDATES, DLMGenerator, PartitionPrompt
 from aod_ops.ray.jobs import SynthesisJob
@@ -29,7 +29,7 @@ from aod_ops.ray.judging import VERDICTS, CandidateJudge, PartitionJudging
 from aod_ops.ray.plan import SynthesisOptions, by_model, plan_partition, pool_shape, with_gpus
 from aod_ops.ray.synthesize import _Rows, _stages, synthesize
 from aod_ops.schema import load_schema
-from aod_ops.spec import load_spec
+from aod_ops.spec import Partition, load_spec
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -108,6 +108,30 @@ def test_a_server_dlm_loads_no_model_and_its_generators_get_its_key_alone(
         [SERVER["base_url"]] * 2,
         ["http://sglang-2:30000"],
     ]
+
+
+def test_a_critics_key_reaches_its_judges_alone_and_nothing_that_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AOD_TEST_CRITIC_KEY", raising=False)
+    agent = {"base_url": "http://llm:9000/v1", "model": "m", "api_key_env": "AOD_TEST_CRITIC_KEY"}
+    (partition,) = load_spec(_spec(tmp_path, agent=agent, critic=True)).partitions
+    monkeypatch.setattr(adapter, "put", lambda reference: reference)  # the object store: not here
+    pool = pool_shape(adapter.Cluster(cpus=2, gpus=0), SynthesisOptions())
+
+    def environments(partition: Partition, options: SynthesisOptions) -> tuple[dict[str, str], ...]:
+        return tuple(stage.env_vars for stage in _stages(plan_partition(partition, options), pool, 4))
+
+    given = SynthesisOptions(critic_api_key="sk-critic")  # an Airflow connection's key
+    assert environments(partition, given) == ({}, {"AOD_TEST_CRITIC_KEY": "sk-critic"})
+    job = plan_partition(partition, given)
+    assert "sk-critic" not in repr(given) + repr(job) + repr(_stages(job, pool, 4))
+    assert job.fingerprint(False) == plan_partition(partition, SynthesisOptions()).fingerprint(False)
+    # No key given: the variable's value here, else none (the actors read their own environment).
+    assert environments(partition, SynthesisOptions()) == ({}, {})
+    monkeypatch.setenv("AOD_TEST_CRITIC_KEY", "sk-here")
+    assert environments(partition, SynthesisOptions()) == ({}, {"AOD_TEST_CRITIC_KEY": "sk-here"})
+    assert environments(replace(partition, critic=False), given) == ({}, {})  # no critic, no key
 
 
 @pytest.mark.parametrize(
@@ -286,6 +310,30 @@ def test_the_pool_flags_reach_the_options_and_a_ray_jobs_command_line(
     assert job.entrypoint() == (
         "aod synthesize --spec s3://b/spec.yaml --out s3://b/out"
         " --min-actors 16 --max-actors 64 --gpus-per-actor 1"
+    )
+
+
+def test_a_ray_job_runs_with_the_batch_thread_and_budget_flags_it_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parser = argparse.ArgumentParser(prog="aod")
+    add_synthesize_parser(parser.add_subparsers(dest="command"))
+    flags = ["--batch-size", "4", "--threads-per-actor", "2", "--max-candidates", "50", "--allow-partial"]
+    address = ["--ray-address", "http://head:8265"]
+    submitted: list[SynthesisJob] = []
+    monkeypatch.setattr(jobs, "run_synthesis_job", lambda cluster, job, **kwargs: submitted.append(job))
+    for given in ([], flags):
+        args = parser.parse_args(
+            ["synthesize", "--spec", "s3://b/spec.yaml", "--out", "s3://b/out", *address, *given]
+        )
+        assert args.handler(args) == 0
+    default, chosen = (job.entrypoint() for job in submitted)
+    assert (
+        default == "aod synthesize --spec s3://b/spec.yaml --out s3://b/out --batch-size 16"
+    )  # the command's
+    assert chosen == (
+        "aod synthesize --spec s3://b/spec.yaml --out s3://b/out"
+        " --batch-size 4 --threads-per-actor 2 --max-candidates 50 --allow-partial"
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from aod_ops.cli import main, optimize
+from aod_ops.cli import main, observer
 from aod_ops.errors import DataError
 from aod_ops.loop import LoopResult, optimize_partition
 from aod_ops.report import write_report
@@ -47,7 +47,7 @@ def optimized(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoopResult, str
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         printer = Console(file=printed, width=200)
-        patch.setattr(optimize, "console", printer)  # the command's own lines
+        patch.setattr(observer, "console", printer)  # the command's own lines
         # Its progress bar's, where each round is told (the package re-exports the object, not the module).
         patch.setattr(importlib.import_module("aod_ops.cli.console"), "console", printer)
         assert main(["optimize", "--spec", str(folder / "spec.yaml"), "--out", str(folder / "out")]) == 0

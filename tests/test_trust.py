@@ -8,22 +8,20 @@ file when imported; the tests check that it never is.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import ray
 import yaml
 
-from aod_ops import cli
+from aod_ops import pipeline, report
 from aod_ops.airflow.exceptions import AoDConnectionError, AoDInputError, AoDTaskError
 from aod_ops.airflow.operators import AoDOptimizeOperator, AoDSynthesizeOperator
 from aod_ops.cli import main
-from aod_ops.cli import optimize as commands_loop
-from aod_ops.cli import synthesize as ray_command
 from aod_ops.dlm.models import check_model, load_denoiser
 from aod_ops.dlm.settings import DecodingSettings
 from aod_ops.errors import ModelError
@@ -32,6 +30,7 @@ from aod_ops.ray.generator import DLMGenerator
 from aod_ops.ray.jobs import SynthesisJob
 from aod_ops.ray.plan import SynthesisOptions, plan_partition, pool_shape
 from aod_ops.ray.synthesize import _stages
+from aod_ops.report import Report
 from aod_ops.schema import load_schema
 from aod_ops.spec import DLMSetting, Partition, load_spec
 
@@ -146,17 +145,21 @@ def test_run_passes_the_model_and_its_trust_to_each_step(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def optimize_one(args: argparse.Namespace, partition: Partition) -> None:
+    def optimize_prompt(partition: Partition, prompts: Any, loop: Any, **kwargs: Any) -> None:
         seen["optimize"] = partition.dlm
 
-    def synthesize(args: argparse.Namespace) -> list[Any]:
-        seen["synthesize"] = (args.model, args.trust_remote_code)
+    def synthesize_tables(spec: Any, tables: Any, *, options: SynthesisOptions, **kwargs: Any) -> list[Any]:
+        seen["synthesize"] = (options.model, options.trust_remote_code)
         return []
 
-    monkeypatch.setattr(commands_loop, "optimize_one", optimize_one)
-    monkeypatch.setattr(commands_loop, "cmd_report", lambda args: 0)
-    monkeypatch.setattr(ray_command, "synthesize_partitions", synthesize)
-    monkeypatch.setattr(cli, "cmd_validate", lambda args: 0)
+    monkeypatch.setattr(pipeline, "optimize_prompt", optimize_prompt)
+    monkeypatch.setattr(
+        report, "write_report", lambda folder: Report(folder / "r.png", folder / "r.html", ())
+    )
+    monkeypatch.setattr(pipeline, "synthesize_tables", synthesize_tables)
+    monkeypatch.setattr(
+        pipeline, "validate_table", lambda partition, tables, **kwargs: SimpleNamespace(success=True)
+    )
     out = str(tmp_path / "out")
     assert (
         main(["run", "--spec", str(spec), "--out", out, "--model", str(foreign), "--trust-remote-code"]) == 0

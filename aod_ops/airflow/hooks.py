@@ -5,8 +5,9 @@ cluster), and for object-store credentials.
 key; ``ModelEndpoints.overrides`` gives them as spec fields that replace the partition's, and
 ``ModelEndpoints.chat_model`` (``AoDHook.get_chat_model``) the agent endpoint's chat model, built
 with the key as an argument, which the optimize task hands to the loop: no environment variable
-carries it. (A local synthesis with a critic is the one exception: its Ray actors build their own
-chat model and read the key from ``AOD_AGENT_KEY``, see ``ModelEndpoints.environment``.)
+of the worker carries it. (The Ray actors of a local synthesis with a critic build their own
+chat model: the synthesize task hands them the key in their ``runtime_env`` under
+``AOD_AGENT_KEY``, see ``aod_ops.ray.plan.PartitionJob.critic_env``.)
 ``RayHook`` gives the
 Ray Jobs API client (``aod_ops.ray.jobs.RayJobs``) of a cluster's dashboard address; it still
 reads connections made before the type was renamed from ``ray`` (the official Ray provider's).
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
     from aod_ops.ray.jobs import RayJobs
     from aod_ops.spec import AgentSetting, DLMSetting
 
-#: The environment variable through which a local synthesis' Ray actors read the agent's API key
-#: (the critic's); the loop gets the key in its chat model (``ModelEndpoints.chat_model``).
+#: The variable the connection's agent setting names for its API key: a local synthesis' judge
+#: actors (a critic's) get the key under it in their ``runtime_env``, never through this process's
+#: environment; the loop gets the key in its chat model (``ModelEndpoints.chat_model``).
 AGENT_KEY_ENV = "AOD_AGENT_KEY"
 #: The Ray connection's default id before it was renamed ``aod_ray_default`` (it clashed with the
 #: official Ray provider's); still read when the new one does not exist.
@@ -102,14 +104,6 @@ class ModelEndpoints:
         from aod_ops.agents.chat import chat_model_from_spec
 
         return chat_model_from_spec(self.agent, api_key=self.api_key)
-
-    @contextmanager
-    def environment(self) -> Iterator[None]:
-        """Expose the API key as ``AOD_AGENT_KEY`` while the block runs, for what cannot be handed a
-        chat model: the critic of a local synthesis, built in Ray actors that inherit the
-        variable. Everything else takes ``chat_model``."""
-        with exported({} if self.api_key is None else {AGENT_KEY_ENV: self.api_key}):
-            yield
 
 
 class AoDHook(BaseHook):

@@ -4,6 +4,8 @@
 ``AoDSynthesizeOperator`` writes the partition's Parquet (with embedded Ray in the worker, or as
 a job on a Ray cluster); ``AoDValidateOperator`` runs its GX checkpoint and privacy gates and
 publishes the table as an asset; ``AoDSummaryOperator`` reports every partition's outcome.
+Each partition operator runs its step's function of ``aod_ops.pipeline``, the one that ``aod run``
+and the single ``aod`` commands call.
 
 All of them take a partition spec and a partition's name and work under one run folder
 (``out_dir``), laid out as ``prompts/<partition>/prompt.json`` and
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -47,8 +48,6 @@ from aod_ops.airflow.exceptions import (
 from aod_ops.airflow.hooks import RayHook, storage_environment
 from aod_ops.airflow.partitions import (
     ERROR_KEY,
-    PROMPTS,
-    TABLES,
     ModelOperator,
     PartitionOperator,
     PartitionSources,
@@ -58,6 +57,7 @@ from aod_ops.airflow.partitions import (
 )
 from aod_ops.airflow.partitions import partition_names as partition_names  # the example DAG imports it here
 from aod_ops.airflow.triggers import EVENT_STATUSES, RayJobTrigger, past_deadline
+from aod_ops.pipeline import PROMPTS, TABLES, LoopOptions, optimize_prompt, synthesize_tables, validate_table
 from aod_ops.storage import Location
 
 if TYPE_CHECKING:
@@ -94,18 +94,15 @@ class AoDOptimizeOperator(ModelOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Optimize the partition's prompt."""
-        from aod_ops.loop import optimize_partition
-
         with self.reporting_errors(context):
             partition = self.load()
-            result = optimize_partition(
-                partition,
-                self.run_dir(PROMPTS),
+            loop = LoopOptions(
                 rounds=optional_int(self.rounds, "rounds"),
                 candidates=optional_int(self.candidates, "candidates"),
                 restart=True,  # a rerun replaces the recorded run, whatever its settings were
-                chat=self.endpoints.chat_model(),  # the connection's agent, its key passed in
             )
+            # The connection's agent, its key passed in.
+            result = optimize_prompt(partition, self.run_dir(PROMPTS), loop, chat=self.endpoints.chat_model())
         prompt = storage.uri(result.prompt_path)
         self.log.info(
             "Partition %s: best reward %.3f after %d rounds (%s); prompt %s",
@@ -255,14 +252,14 @@ class AoDSynthesizeOperator(ModelOperator):
 
     def _synthesize_locally(self, partition: Partition, rows: int | None, actors: int | None) -> None:
         from aod_ops.ray.plan import SynthesisOptions
-        from aod_ops.ray.synthesize import synthesize
 
-        options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts())
-        # Only a critic needs the agent's key here, and its Ray actors can only read it from
-        # their environment (they build their own chat model).
-        key = self.endpoints.environment() if partition.critic else nullcontext()
-        with partition_spec(self.spec_path, self.partition, self.overrides()) as spec, key:
-            (result,) = synthesize(spec, self.run_dir(TABLES), partition=self.partition, options=options)
+        # Only a critic needs the agent's key here: its judge actors build their own chat model
+        # and get the key in their runtime_env, never through this worker's environment.
+        key = self.endpoints.api_key if partition.critic else None
+        options = SynthesisOptions(rows=rows, actors=actors, prompt_dir=self.prompts(), critic_api_key=key)
+        with partition_spec(self.spec_path, self.partition, self.overrides()) as spec:
+            tables = self.run_dir(TABLES)
+            (result,) = synthesize_tables(spec, tables, partition=self.partition, options=options)
         self.log.info(
             "Partition %s: %s, %d rows from %d candidates (%d rejected) in %.1f s",
             result.partition,
@@ -417,24 +414,15 @@ class AoDValidateOperator(PartitionOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate the partition's table."""
-        from aod_ops.quality import ValidationFailed, validate_partition
-        from aod_ops.spec import load_reference
+        from aod_ops.quality import ValidationFailed
 
         with self.reporting_errors(context):
             partition = self.load()
-            folder = self.table_dir()
-            summary = validate_partition(
-                storage.join(folder, "data"),
-                partition.schema_path,
-                load_reference(partition),
-                optional_int(self.rows, "rows") or partition.rows,
-                partition=partition.name,
-                sensitive=partition.sensitive,
-                thresholds=partition.thresholds,
-                holdout=load_reference(partition, holdout=True) if partition.holdout_path else None,
-                rules=partition.rules,
+            summary = validate_table(
+                partition,
+                self.run_dir(TABLES),
+                rows=optional_int(self.rows, "rows"),
                 extra_suite=optional_str(self.extra_suite),
-                out_dir=folder,
             )
             self.validation = summary
             result = summary.as_dict()
@@ -442,7 +430,7 @@ class AoDValidateOperator(PartitionOperator):
             if not summary.success:
                 raise AoDValidationFailed(str(ValidationFailed(summary)), result)
         # The committed folder's data: on an object store, files no later run writes into.
-        data_uri = storage.uri(storage.join(folder, "data"))
+        data_uri = storage.uri(storage.locate(summary.data_path))
         table_uri = storage.uri(storage.join(self.run_dir(TABLES), partition.name))
         context["outlet_events"][AssetAlias(TABLES_ALIAS)].add(
             Asset(uri=table_uri), extra={"partition": partition.name, "path": data_uri, "rows": summary.rows}

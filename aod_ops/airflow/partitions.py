@@ -29,6 +29,7 @@ from aod_ops import storage
 from aod_ops.airflow.exceptions import AoDInputError, AoDProviderError, AoDTaskError
 from aod_ops.airflow.hooks import AoDHook, ModelEndpoints, storage_environment
 from aod_ops.errors import AodError, DataError, SchemaError, SpecError
+from aod_ops.pipeline import TABLES
 from aod_ops.spec import read_yaml
 from aod_ops.sql import SqlQuery
 from aod_ops.storage import Location
@@ -40,9 +41,7 @@ if TYPE_CHECKING:
     from aod_ops.airflow.lineage import Source, TableFacts
     from aod_ops.spec import Partition
 
-#: The run folder's step folders, and the XCom key of a failed task's message.
-PROMPTS = "prompts"
-TABLES = "tables"
+#: The XCom key of a failed task's message.
 ERROR_KEY = "error"
 _PATH_FIELDS = ("schema", "reference", "holdout")
 

@@ -11,9 +11,10 @@ a command with its cleanup (Ray shut down, a partition's staging folder removed)
 
 The parser is built here; each command runs from its own module (``generate``, ``coverage``,
 ``optimize`` with ``report``, ``synthesize``, ``validate``, ``adapt_dlm``), except ``aod run``,
-which chains the others through this parser. ``aod init`` and ``aod score`` register from
-``aod_ops.infer`` and ``aod_ops.score``. ``args`` has the options several commands share,
-``console`` where they write. A command imports what it runs on (the spec, torch, Ray, GX) inside
+which runs ``aod_ops.pipeline.run``: the pipeline's commands and ``aod run`` call the same step
+functions, shown by the same ``observer.ConsoleObserver``. ``aod init`` and ``aod score``
+register from ``aod_ops.infer`` and ``aod_ops.score``. ``args`` has the options several commands
+share, ``console`` where they write. A command imports what it runs on (the spec, torch, Ray, GX) inside
 its function, when it runs: ``aod --help`` starts fast, and without the engine installed.
 """
 
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from aod_ops import storage
+from aod_ops import pipeline, storage
 from aod_ops.cli import synthesize
 from aod_ops.cli.adapt_dlm import cmd_adapt_dlm
 from aod_ops.cli.args import (
@@ -41,8 +42,9 @@ from aod_ops.cli.console import console
 from aod_ops.cli.coverage import SchemaTimeout, cmd_coverage, quantile, time_limit
 from aod_ops.cli.generate import cmd_generate
 from aod_ops.cli.init import add_init_parser
+from aod_ops.cli.observer import ConsoleObserver
 from aod_ops.cli.optimize import add_optimize_parser, add_report_parser
-from aod_ops.cli.validate import cmd_validate
+from aod_ops.cli.validate import cmd_validate, validation_status
 from aod_ops.errors import AodError
 from aod_ops.score import add_score_parser
 
@@ -84,59 +86,39 @@ ENGINE_MODULES = frozenset(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``aod run``: optimize, synthesize and validate the partitions, the DAG's steps without
-    Airflow, each step exactly as its own ``aod`` command runs it.
+    """``aod run``: optimize, synthesize and validate the partitions (``aod_ops.pipeline.run``),
+    the DAG's steps without Airflow, each shown as its own ``aod`` command shows it.
 
     As in the DAG, a partition that cannot be synthesized fails alone: the others are validated,
     and the run exits with 1.
     """
     check_trusted_model(args)
-    out = storage.locate(args.out)
-    prompts, tables = storage.join(out, "prompts"), storage.join(out, "tables")
-    common = ["--spec", args.spec] + (["--partition", args.partition] if args.partition else [])
-    model = []
-    if args.model:  # the run's --model, and the trust given with it, reach the steps that load it
-        model = ["--model", args.model] + (["--trust-remote-code"] if args.trust_remote_code else [])
-    counts = [f"--{k}={v}" for k, v in (("rounds", args.rounds), ("candidates", args.candidates)) if v]
-    rows = [f"--rows={args.rows}"] if args.rows else []
-    for argv in (["optimize", *common, *model, *counts, "--out", str(prompts)], ["report", str(prompts)]):
-        step = _step(argv)
-        code = int(step.handler(step))
-        if code:
-            return code
-    synthesis = ["synthesize", *common, *model, "--prompt-dir", str(prompts), "--out", str(tables), *rows]
-    failed = {f.partition for f in synthesize.synthesize_partitions(_step(synthesis))}
-    docs = ["--docs"] if args.docs else []
-    validate = ["validate", "--spec", args.spec, "--data", str(tables), *rows, *docs]
-    if failed:
-        from aod_ops.spec import load_spec
-
-        names = [p.name for p in load_spec(args.spec).select(args.partition) if p.name not in failed]
-        validations = [[*validate, "--partition", name] for name in names]
-    else:
-        validations = [[*validate, *(["--partition", args.partition] if args.partition else [])]]
-    code = 1 if failed else 0
-    for argv in validations:
-        step = _step(argv)
-        code = max(code, int(step.handler(step)))
+    result = pipeline.run(
+        args.spec,
+        args.out,
+        partition=args.partition,
+        model=args.model,
+        trust_remote_code=args.trust_remote_code,
+        loop=pipeline.LoopOptions(rounds=args.rounds, candidates=args.candidates),
+        rows=args.rows,
+        docs=args.docs,
+        observer=ConsoleObserver(),
+    )
+    validation_status(result.validations)
+    prompts, tables = result.prompts, result.tables
     # On an object store each partition's committed folder is the one its manifest names.
-    committed = "<partition>/<commit in _manifest.json>" if storage.is_remote(out) else "<partition>"
+    committed = "<partition>/<commit in _manifest.json>" if storage.is_remote(tables) else "<partition>"
+    failed = sorted(failure.partition for failure in result.failures)
     console.print(
         f"tables: {tables}/{committed}/data (rejects in quarantine/, report.json, validation_result.json, "
         f"privacy_report.json{'; docs/fidelity.html' if args.docs else ''}); loop runs and prompts: "
         f"{prompts}/<partition>; plot: {prompts}/report.html"
-        + (f"; not synthesized: {', '.join(sorted(failed))}" if failed else ""),
+        + (f"; not synthesized: {', '.join(failed)}" if failed else ""),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    return code
-
-
-def _step(argv: list[str]) -> argparse.Namespace:
-    """One step of ``aod run``: its heading, and its arguments parsed as its command parses them."""
-    console.rule(f"aod {argv[0]}")
-    return build_parser().parse_args(argv)
+    return 0 if result.succeeded else 1
 
 
 DESCRIPTION = (

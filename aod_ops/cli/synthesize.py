@@ -1,4 +1,5 @@
-"""``aod synthesize``: the command-line face of ``aod_ops.ray.synthesize``.
+"""``aod synthesize``: the pipeline's synthesis step (``aod_ops.pipeline.synthesize_tables``), or
+the same command submitted to a cluster as a Ray job (``aod_ops.ray.jobs``).
 
 ``add_synthesize_parser`` registers the subcommand on the ``aod`` parser; Ray is imported only
 when the command runs, so the other commands start fast and run without it.
@@ -8,17 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
-from rich.progress import TaskID
-from rich.table import Table
 
 from aod_ops.cli.args import add_model_args, check_trusted_model, non_negative_number, positive_int
-from aod_ops.cli.console import console, progress_bar
-
-if TYPE_CHECKING:
-    from aod_ops.ray.synthesize import PartitionFailure, PartitionResult
+from aod_ops.cli.observer import ConsoleObserver
+from aod_ops.pipeline import synthesize_tables
 
 
 def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
@@ -98,13 +95,17 @@ def add_synthesize_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 #: The options that a Ray job (``SynthesisJob``) and a run in this process (``SynthesisOptions``)
-#: both take, under the names the command parses them by.
+#: both take, under the names the command parses them by: a job runs with every one of them.
 _SHARED_OPTIONS = (
     "rows",
     "actors",
     "min_actors",
     "max_actors",
     "gpus_per_actor",
+    "batch_size",
+    "threads_per_actor",
+    "max_candidates",
+    "allow_partial",
     "prompt_dir",
     "model",
     "trust_remote_code",
@@ -115,13 +116,7 @@ _SHARED_OPTIONS = (
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """``aod synthesize``: 0 when every partition was written, 1 when some failed (the others
-    were written, and each failure is listed with its reason)."""
-    return 1 if synthesize_partitions(args) else 0
-
-
-def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
-    """Run ``synthesize`` with a progress bar per partition, print a summary table, and return
-    the partitions that failed (every partition is tried).
+    were written, and each failure is listed with its reason).
 
     A dashboard address (``http(s)://host:8265``) submits the run as a Ray job through the Jobs
     API instead and waits for it; any other address is joined as a Ray client.
@@ -135,98 +130,19 @@ def synthesize_partitions(args: argparse.Namespace) -> list[PartitionFailure]:
         token = os.environ.get("RAY_AUTH_TOKEN")  # a cluster with token authentication
         headers = {"Authorization": f"Bearer {token}"} if token else None
         run_synthesis_job(RayJobs(args.ray_address, headers=headers), job, echo=Console(stderr=True).print)
-        return []
+        return 0
     from aod_ops.ray.plan import GPU_WAIT_S, SynthesisOptions
-    from aod_ops.ray.synthesize import Progress as Step
-    from aod_ops.ray.synthesize import SynthesisFailed, synthesize
+    from aod_ops.ray.synthesize import SynthesisFailed
 
     options = SynthesisOptions(
-        batch_size=args.batch_size,
-        threads_per_actor=args.threads_per_actor,
         gpu_wait_s=GPU_WAIT_S if args.gpu_wait is None else args.gpu_wait,
-        max_candidates=args.max_candidates,
-        allow_partial=args.allow_partial,
         ray_address=args.ray_address,
         **shared,
     )
-    bar = progress_bar()
-    tasks: dict[str, TaskID] = {}
-
-    def show(step: Step) -> None:
-        if step.partition not in tasks:
-            tasks[step.partition] = bar.add_task(step.partition, total=step.target, status="starting")
-        status = (
-            f"rejected {step.rejected}  {step.records_per_s:.1f} records/s" if step.candidates else "starting"
+    try:
+        synthesize_tables(
+            args.spec, args.out, partition=args.partition, options=options, observer=ConsoleObserver()
         )
-        bar.update(tasks[step.partition], completed=step.valid, status=status)
-
-    failures: list[PartitionFailure] = []
-    with bar:
-        try:
-            results = synthesize(
-                args.spec, args.out, partition=args.partition, options=options, on_progress=show
-            )
-        except SynthesisFailed as failed:
-            results, failures = failed.results, failed.failures
-    _summary(args.out, results, failures)
-    for failure in failures:
-        console.print(
-            f"{failure.partition}: failed: {failure.reason}", markup=False, highlight=False, soft_wrap=True
-        )
-    return failures
-
-
-def _summary(out_dir: str, results: list[PartitionResult], failures: list[PartitionFailure]) -> None:
-    """The summary table: a line per partition and one for its held-out rows; a failed
-    partition's line says so (its reason follows the table)."""
-    # Under each partition, the same figures for its held-out real rows (the ceiling).
-    table = Table(title=f"synthesized into {out_dir}")
-    for column in (
-        "partition",
-        "status",
-        "rows",
-        "cand.",
-        "rej.",
-        "reward",
-        "quality",
-        "AUC",
-        "privacy",
-        "s",
-    ):
-        table.add_column(column, justify="left" if column in ("partition", "status", "privacy") else "right")
-    for result in results:
-        fidelity, privacy = result.report["fidelity"], result.report["privacy"]
-        failed = [c["name"] for c in privacy["checks"] if not c["passed"]]
-        table.add_row(
-            result.partition,
-            result.status,
-            f"{result.rows}/{result.target}",
-            str(result.candidates),
-            str(result.rejected),
-            f"{fidelity['reward']:.2f}",
-            f"{fidelity['table']['quality']:.2f}",
-            f"{fidelity['table']['detection_auc']:.2f}",
-            "ok" if not failed else "failed " + " ".join(failed),
-            f"{result.seconds:.0f}",
-        )
-        real = fidelity["holdout"]
-        table.add_row(
-            " held-out",
-            "real rows",
-            "",
-            "",
-            "",
-            f"{fidelity['holdout_reward']:.2f}",
-            f"{real['quality']:.2f}",
-            f"{real['detection_auc']:.2f}",
-            "",
-            "",
-            style="dim",
-        )
-    for failure in failures:
-        table.add_row(failure.partition, "FAILED", *[""] * 8, style="red")
-    # A table written to a file or a CI log is not cut to the 80 columns rich assumes there.
-    out = Console()
-    if not out.is_terminal:
-        out.width = max(out.width, 160)
-    out.print(table)
+    except SynthesisFailed:
+        return 1  # the observer listed each failure
+    return 0

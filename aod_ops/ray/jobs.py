@@ -125,6 +125,11 @@ class SynthesisJob:
     :param max_actors: its most DLM actors (``--max-actors``).
     :param gpus_per_actor: GPUs per DLM actor (``--gpus-per-actor``; above 0 asks for GPUs).
     :param gpu_wait: seconds the cluster gets to add its first GPU node (``--gpu-wait``).
+    :param batch_size: candidates per model batch (``--batch-size``; default: the command's).
+    :param threads_per_actor: torch CPU threads (and CPUs reserved) per actor
+        (``--threads-per-actor``).
+    :param max_candidates: candidate budget per partition (``--max-candidates``).
+    :param allow_partial: keep the rows made when the budget runs out (``--allow-partial``).
     :param model: the DLM instead of the spec's.
     :param trust_remote_code: let ``model`` run its own code (``--trust-remote-code``).
     :param dlm_base_url: a server that serves ``model`` (``--dlm-base-url``, free mode only).
@@ -144,6 +149,10 @@ class SynthesisJob:
     max_actors: int | None = None
     gpus_per_actor: float | None = None
     gpu_wait: float | None = None
+    batch_size: int | None = None
+    threads_per_actor: int | None = None
+    max_candidates: int | None = None
+    allow_partial: bool = False
     model: str | None = None
     trust_remote_code: bool = False
     dlm_base_url: str | None = None
@@ -163,6 +172,9 @@ class SynthesisJob:
             ("--max-actors", self.max_actors),
             ("--gpus-per-actor", self.gpus_per_actor),
             ("--gpu-wait", self.gpu_wait),
+            ("--batch-size", self.batch_size),
+            ("--threads-per-actor", self.threads_per_actor),
+            ("--max-candidates", self.max_candidates),
             ("--model", self.model),
             ("--dlm-base-url", self.dlm_base_url),
             ("--dlm-api-key-env", self.dlm_api_key_env),
@@ -171,6 +183,8 @@ class SynthesisJob:
                 args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
         if self.model is not None and self.trust_remote_code:
             args.append("--trust-remote-code")
+        if self.allow_partial:
+            args.append("--allow-partial")
         if self.prompt_dir is not None:
             args += ["--prompt-dir", _shipped(self.prompt_dir, PROMPT_DIR)]
         return shlex.join(args)

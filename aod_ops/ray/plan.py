@@ -4,17 +4,19 @@
 ``plan_partition`` loads and checks everything a partition needs, with no Ray involved: its
 schema, reference and holdout samples, its prompt (the AoD loop's artifact, else the initial
 one), its DLM (the run's model or the partition's own; a local model's name, or a server's free
-mode and key variable) and its target and budget, as a ``PartitionJob``, whose ``fingerprint``
-says whether a committed output was made with the same settings. ``by_model`` groups the jobs
-that share a pool; ``with_gpus`` waits for the GPUs a run asks for, and ``pool_shape`` sizes the
-generator pool for the cluster at hand (``PoolShape``). ``aod_ops.ray.synthesize`` runs the plan.
+mode and key variable), its critic's key, and its target and budget, as a ``PartitionJob``,
+whose ``fingerprint`` says whether a committed output was made with the same settings.
+``by_model`` groups the jobs that share a pool; ``with_gpus`` waits for the GPUs a run asks
+for, and ``pool_shape`` sizes the generator pool for the cluster at hand (``PoolShape``).
+``aod_ops.ray.synthesize`` runs the plan.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,9 @@ class SynthesisOptions:
     :param max_candidates: candidate budget per partition (default: 10 per target row).
     :param allow_partial: keep the rows made when the budget runs out instead of failing.
     :param ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else embedded Ray).
+    :param critic_api_key: the API key of an LLM critic whose endpoint names an ``api_key_env``
+        (an Airflow connection's), given here instead of in that variable of this process:
+        see ``PartitionJob.critic_env``. Left out of the options' repr.
     """
 
     rows: int | None = None
@@ -88,6 +93,7 @@ class SynthesisOptions:
     max_candidates: int | None = None
     allow_partial: bool = False
     ray_address: str | None = None
+    critic_api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         counts = ("rows", "actors", "min_actors", "max_actors", "batch_size", "threads_per_actor")
@@ -110,7 +116,14 @@ class SynthesisOptions:
 @dataclass(frozen=True)
 class PartitionJob:
     """One partition with everything loaded and checked before Ray starts; ``dlm`` is its DLM
-    (the run's ``model`` or the partition's own): a local model, or a server."""
+    (the run's ``model`` or the partition's own): a local model, or a server.
+
+    ``critic_env`` is what its judge actors get in their ``runtime_env`` for an LLM critic whose
+    endpoint names an ``api_key_env``: that variable with the key (``SynthesisOptions``'
+    ``critic_api_key``, else the variable's value here), and nothing is written into this
+    process's environment. Empty without such a critic, or when neither has a key: the actors
+    then read their own environment, as on a cluster that sets the variable on its nodes.
+    """
 
     partition: Partition
     schema: LoadedSchema
@@ -121,6 +134,7 @@ class PartitionJob:
     dlm: DLMSetting
     target: int
     budget: int
+    critic_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -195,7 +209,17 @@ def plan_partition(partition: Partition, options: SynthesisOptions) -> Partition
         dlm=dlm,
         target=target,
         budget=options.max_candidates or CANDIDATE_FACTOR * target,
+        critic_env=_critic_env(partition, options.critic_api_key),
     )
+
+
+def _critic_env(partition: Partition, api_key: str | None) -> dict[str, str]:
+    """The judge actors' environment for the partition's critic (``PartitionJob.critic_env``)."""
+    name = partition.agent.api_key_env
+    if not partition.critic or name is None:
+        return {}
+    key = api_key if api_key is not None else os.environ.get(name)
+    return {} if key is None else {name: key}
 
 
 def _check_server(name: str, dlm: DLMSetting, prompt: Prompt) -> None:

@@ -204,8 +204,8 @@ def _stages(
     """The generator pool and the judge for ``jobs`` (one job, or several sharing a model): the
     first job's settings as the stages' own, the others' as their further partitions.
 
-    The generators of a DLM server get its API key variable, and only that one, in their
-    environment."""
+    The generators of a DLM server get its API key variable, and the judges the critics' key
+    variables (``PartitionJob.critic_env``), each stage only its own, in their environment."""
     first, *others = [jobs] if isinstance(jobs, PartitionJob) else jobs
     key = first.dlm.api_key_env
     generator = adapter.Stage(
@@ -264,6 +264,7 @@ def _stages(
         },
         # Light work, and on a small machine the generator pool holds every CPU: it reserves none.
         num_cpus=0.0,
+        env_vars={name: key for j in (first, *others) for name, key in j.critic_env.items()},
     )
     return [generator, judge]
 
