@@ -65,7 +65,8 @@ def infill(
             if legal is not None:
                 owned[b, start : start + slot.length] = True
                 ordered.append((b, slot, start, legal))
-            elif isinstance(slot.node, StringNode):
+            # Free text, guided or not, is written a token a step (under ``left_to_right``).
+            if isinstance(legal, TextLegal) or (legal is None and isinstance(slot.node, StringNode)):
                 sequential[b, start : start + slot.length] = True
     hook = _LegalHook(vocab, ordered, settings.temperature, generators)
     filled = denoise(
@@ -105,8 +106,8 @@ def _decided(plan: list[Piece]) -> dict[str, Any]:
 @dataclass
 class _LegalHook:
     """Commits the slots with a ``Legal`` left to right, keeping each slot's text a prefix of a
-    legal value: at each position the highest-ranked token (after temperature) that does, up to
-    ``SamplerSettings.per_step`` positions of a slot at a step."""
+    legal value: at each position the highest-ranked token (after temperature) that does, at
+    every position of the slot that has logits at this step (``denoise`` says which)."""
 
     vocab: Vocab
     slots: list[tuple[int, Slot, int, Legal]]

@@ -7,12 +7,11 @@ between slots belongs to no block), each block in an equal share of ``steps``. T
 samples (top-k, through Gumbel noise, one random stream per record); zero is greedy.
 ``vocab_class`` picks, per position, a row of ``class_masks`` that says which tokens are legal
 there (digits in a number slot, no quote inside a string), and an optional
-``ordered`` hook commits the positions it owns left to right (slots with legal values). With
-``sequential`` positions (free string slots under ``order: left_to_right``) a run's masks are
-committed as a prefix: a step takes, by confidence, masks whose left neighbour in the run is
-already written. Either way a run commits at most ``SamplerSettings.per_step`` masks a step
-(LLaDA's tokens per step, ``block_length / steps``), so a slot costs its tokens over that many
-passes, not one pass a token.
+``ordered`` hook commits the positions it owns left to right (slots with legal values), up to
+``SamplerSettings.per_step`` of a slot at a step (LLaDA's tokens per step, ``block_length /
+steps``). ``sequential`` positions (free-text slots under ``order: left_to_right``, guided or
+not) are written one token a step from the left, as the model's adapter reads text (position
+i-1 predicts token i); the free runs are still interleaved by confidence.
 """
 
 from __future__ import annotations
@@ -27,9 +26,9 @@ from aod_ops.dlm.settings import SamplerSettings
 TOP_K = 64
 
 # Called once per forward pass with (logits [N, V], rows [N], cols [N], ids [B, L]) for the N
-# positions the step decides (among them the first ``per_step`` masks of every span the hook
-# owns); commits in ``ids``, in place, at least the leftmost masked position of every span, so it
-# always makes progress.
+# positions the step decides (among them the first masks of every span the hook owns: one of a
+# sequential span, ``per_step`` of another); commits in ``ids``, in place, at least the leftmost
+# masked position of every span, so it always makes progress.
 OrderedHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
@@ -94,7 +93,7 @@ def denoise(
 
     ``ordered`` is ``(positions, hook)``: the ``[B, L]`` bool positions the hook commits itself;
     the confidence rule fills the others. ``sequential`` (``[B, L]`` bool, runs of positions)
-    lets the confidence rule commit a run's masks only as a prefix of the run; an end-of-text
+    lets a step commit only the leftmost mask of each run (the hook's runs too); an end-of-text
     committed there ends the run. A block then takes the steps its runs need beyond its share.
     With ``settings.cache`` only the first pass is a full one;
     every later pass recomputes the positions it decides and the tokens committed since the pass
@@ -122,11 +121,13 @@ def denoise(
         current = lowest
         in_block = block_of == current[:, None]
         ready = free & in_block
+        hooked = _first(masked & owned, per_step)
         if sequential is not None:
-            ready &= ~(masked & sequential) | _first(masked & sequential, per_step)
+            ready &= ~_behind(masked & sequential)
+            hooked &= ~_behind(masked & sequential)
         # Logits are needed where this step decides: the current block's free masks that may be
         # committed and the first masks of each span the hook owns.
-        where = _first(masked & owned, per_step) | ready
+        where = hooked | ready
         if not where.any():
             raise RuntimeError("sampler made no progress")  # a hook that broke its contract
         if cache is not None:
@@ -148,12 +149,9 @@ def denoise(
             left = (free & in_block).sum(1)
             for row in rows[candidates].unique().tolist():
                 sel = (candidates & (rows == row)).nonzero()[:, 0]
-                # Spread the block's masks evenly over its steps.
+                # Spread the block's masks evenly over its steps (a sequential run's later masks wait).
                 take = min(len(sel), -(-int(left[row]) // int(remaining[row])))
-                if sequential is None:
-                    best = sel[prob[sel].topk(take).indices]
-                else:
-                    best = _prefix_first(sel, cols, prob, take, masked[row] & sequential[row])
+                best = sel[prob[sel].topk(take).indices]
                 ids[row, cols[best]] = choice[best]
                 if sequential is not None:
                     _end_runs(ids, row, cols[best], sequential, denoiser)
@@ -170,34 +168,17 @@ def _first(positions: torch.Tensor, n: int) -> torch.Tensor:
     return positions & (count - before <= n)
 
 
-def _prefix_first(
-    sel: torch.Tensor, cols: torch.Tensor, prob: torch.Tensor, take: int, waiting: torch.Tensor
-) -> torch.Tensor:
-    """Up to ``take`` of the entries ``sel``, the most confident first, each either outside the
-    ``waiting`` masks (a row's sequential masks) or right after a waiting mask taken before it or
-    after none: what is committed of a run is always a prefix of it."""
-    taken: list[int] = []
-    picked: set[int] = set()
-    pending = sorted(sel.tolist(), key=lambda n: -float(prob[n]))
-    while pending and len(taken) < take:
-        for n in pending:
-            col = int(cols[n])
-            if col == 0 or not waiting[col - 1] or col - 1 in picked or not waiting[col]:
-                taken.append(n)
-                picked.add(col)
-                pending.remove(n)
-                break
-        else:
-            break
-    return torch.tensor(taken, dtype=torch.long, device=sel.device)
+def _behind(positions: torch.Tensor) -> torch.Tensor:
+    """The set positions that are not the first of their run."""
+    return positions & ~_first(positions, 1)
 
 
 def _end_runs(
     ids: torch.Tensor, row: int, cols: torch.Tensor, sequential: torch.Tensor, denoiser: Denoiser
 ) -> None:
     """Fill the rest of a sequential run with end-of-text where one was just committed."""
-    for col in sorted(cols[(ids[row, cols] == denoiser.eos_id) & sequential[row, cols]].tolist()):
-        end = col + 1  # what the run holds after it (masks, or tokens committed at the same step)
-        while end < ids.shape[1] and sequential[row, end]:
+    for col in cols[(ids[row, cols] == denoiser.eos_id) & sequential[row, cols]].tolist():
+        end = col + 1
+        while end < ids.shape[1] and sequential[row, end] and ids[row, end] == denoiser.mask_id:
             end += 1
         ids[row, col + 1 : end] = denoiser.eos_id

@@ -16,11 +16,12 @@ class SamplerSettings:
     block's first pass, reusing every other position's keys and values from that pass
     (Fast-dLLM's dual cache); False recomputes the whole record on every step.
 
-    ``order``: the commit order inside a free string slot. ``confidence`` is LLaDA's: the most
-    confident masks anywhere are committed first; ``left_to_right`` commits a slot's masks as a
-    prefix of it, while the slots of a record are still interleaved by confidence. Slots with
-    legal values (numbers, patterns, guided values) are always decoded left to right. Either
-    way a slot commits at most ``per_step`` tokens a step. The default is
+    ``order``: the commit order inside a free-text slot. ``confidence`` is LLaDA's: the most
+    confident masks anywhere are committed first; ``left_to_right`` commits only the leftmost
+    mask of each free-text slot (guided or not) at a step, while the slots of a record are still
+    interleaved by confidence (a slot then needs at least as many steps as it has tokens). Slots
+    with other legal values (numbers, dates, patterns, categories) are always decoded left to
+    right, ``per_step`` tokens a step. The default is
     ``left_to_right``: on the cars partition with ``aod-smol-dlm`` it wrote names of the real
     rows' length and word count (17.1 characters, 2.7 words; held-out rows 15.6, 2.6) where
     ``confidence`` wrote fragments (7.4, 1.6), at the same character-trigram similarity to the
@@ -35,8 +36,8 @@ class SamplerSettings:
 
     @property
     def per_step(self) -> int:
-        """The most tokens a slot written left to right commits at one step: LLaDA's tokens per
-        step, ``block_length / steps`` rounded up (the defaults: 2)."""
+        """The most tokens a slot with legal values (not free text) commits at one step: LLaDA's
+        tokens per step, ``block_length / steps`` rounded up (the defaults: 2)."""
         return -(-self.block_length // self.steps)
 
 
