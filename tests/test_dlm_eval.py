@@ -1,4 +1,4 @@
-"""Tests of the value-plausibility measure of bench/dlm_eval.py (``--plausibility``).
+"""Tests of the value-plausibility measure (bench/plausibility.py, ``bench/dlm_eval.py --plausibility``).
 
 The fast tests check which fields are measured, the context a value is scored after and how the
 floors are decided. The slow ones load the real SmolLM2 (the scorer is the causal LM as shipped):
@@ -17,8 +17,8 @@ import pytest
 
 from aod_ops.fidelity import Yardstick
 from aod_ops.spec import Partition, load_spec
-from bench import dlm_eval
-from bench.dlm_eval import FieldPlausibility, PartitionPlausibility, ValueScorer
+from bench import dlm_eval, plausibility
+from bench.plausibility import FieldPlausibility, PartitionPlausibility, ValueScorer
 
 SPEC = Path(__file__).resolve().parent.parent / "examples" / "partitions.yaml"
 
@@ -41,7 +41,7 @@ def _table(name: str, auc: float | None, *fields: FieldPlausibility) -> Partitio
 
 
 def test_free_text_fields_leave_out_codes_categories_dates_and_numbers() -> None:
-    fields = {name: dlm_eval.plausibility_fields(Yardstick.for_partition(_partition(name))) for name in
+    fields = {name: plausibility.plausibility_fields(Yardstick.for_partition(_partition(name))) for name in
               ("cars", "airports", "la-riots", "seattle-weather")}  # fmt: skip
     # iata and state carry a pattern (codes); dates, enums and numbers are not free text.
     assert fields == {
@@ -55,7 +55,7 @@ def test_free_text_fields_leave_out_codes_categories_dates_and_numbers() -> None
 def test_value_context_is_notes_then_field_description_then_field_name() -> None:
     cars = _partition("cars")
     schema = Yardstick.for_partition(cars).schema.contents
-    context = dlm_eval.value_context(cars, schema, "Name")
+    context = plausibility.value_context(cars, schema, "Name")
     notes, description, last = context.split("\n")
     assert notes.startswith("Passenger car models sold in the US")
     assert description == schema["properties"]["Name"]["description"]
@@ -63,7 +63,7 @@ def test_value_context_is_notes_then_field_description_then_field_name() -> None
 
 
 def test_floors_pass_on_figures_within_them() -> None:
-    floors = dlm_eval.plausibility_floors([_table("cars", 0.7, _field("Name")), _table("weather", None)])
+    floors = plausibility.plausibility_floors([_table("cars", 0.7, _field("Name")), _table("weather", None)])
     assert [f.passed for f in floors] == [True, True, True, True]
 
 
@@ -74,14 +74,14 @@ def test_each_floor_fails_on_the_figure_it_names() -> None:
         2: _field("Name", distinct=0.8, heldout_distinct=0.95),
     }
     for index, field in cases.items():
-        passed = [f.passed for f in dlm_eval.plausibility_floors([_table("cars", 0.7, field)])]
+        passed = [f.passed for f in plausibility.plausibility_floors([_table("cars", 0.7, field)])]
         assert passed == [i != index for i in range(4)], index
-    passed = [f.passed for f in dlm_eval.plausibility_floors([_table("cars", 0.85, _field("Name"))])]
+    passed = [f.passed for f in plausibility.plausibility_floors([_table("cars", 0.85, _field("Name"))])]
     assert passed == [True, True, True, False]
 
 
 def test_floors_are_unmeasured_without_free_text() -> None:
-    assert [f.passed for f in dlm_eval.plausibility_floors([_table("weather", None)])] == [None] * 4
+    assert [f.passed for f in plausibility.plausibility_floors([_table("weather", None)])] == [None] * 4
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,9 @@ def test_real_values_score_better_than_random_strings_of_their_lengths(
     chosen = _partition(partition)
     yardstick = Yardstick.for_partition(chosen)
     real = [row[field] for row in yardstick.baseline_rows][:20]
-    context = dlm_eval.value_context(chosen, yardstick.schema.contents, field)
+    context = plausibility.value_context(chosen, yardstick.schema.contents, field)
     real_nats = scorer.nats_per_token(context, real)
-    fake = dlm_eval.random_strings(real)
+    fake = plausibility.random_strings(real)
     assert [len(v) for v in fake] == [len(v) for v in real] and fake != real
     random_nats = scorer.nats_per_token(context, fake)
     # Lower nats/token is more plausible: by a clear margin on average, and for most values.

@@ -46,7 +46,7 @@ def test_real_bench_schemas_give_valid_records(den: Denoiser) -> None:
         schema = load_schema(path)
         try:
             generator = Generator(den, schema)
-        except SchemaError:  # no value satisfies it (test_schema_compile says which one and why)
+        except SchemaError:  # no value satisfies it (test_schema_compile_whole says which one and why)
             continue
         (candidate,) = generator.generate(render_prompt("Write a record."), [0], FAST)
         valid += candidate.valid

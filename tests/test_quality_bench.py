@@ -18,7 +18,7 @@ import pytest
 from aod_ops.fidelity import Scorecard, Yardstick
 from aod_ops.schema import load_schema
 from aod_ops.spec import load_reference, load_spec
-from bench import quality
+from bench import quality, quality_report
 
 SPEC = Path(__file__).resolve().parent.parent / "examples" / "partitions.yaml"
 SCORECARD = {f.name for f in dataclasses.fields(Scorecard)}
@@ -60,7 +60,7 @@ def test_cli_runs_every_default_system_and_writes_json_markdown_and_plot(tmp_pat
     assert run["system"] == "aod-skeleton" and len(run["rewards"]) == 2  # initial prompt and one round
     assert run["rewards"][1] >= run["rewards"][0] and run["heldout_reward"] == heldout["reward"]
     assert (tmp_path / "work" / "aod-skeleton" / "seattle-weather" / "history.json").is_file()
-    assert [m["system"] for m in results["means"]] == [quality.HELDOUT, *quality.DEFAULT_SYSTEMS]
+    assert [m["system"] for m in results["means"]] == [quality_report.HELDOUT, *quality.DEFAULT_SYSTEMS]
     assert {f["floor"] for f in results["floors"]} == {
         "mean quality at least sdv-gc's",
         "quality at least sdv-gc's on 1 of 1 partitions",
@@ -94,7 +94,7 @@ def _row(system: str, partition: str, **values: float | None) -> dict[str, Any]:
 
 
 def test_floors_are_decided_from_the_figures() -> None:
-    heldout = {p: _row(quality.HELDOUT, p, reward=0.9, rule_violations=0.05) for p in "abcd"}
+    heldout = {p: _row(quality_report.HELDOUT, p, reward=0.9, rule_violations=0.05) for p in "abcd"}
     rows = [
         _row("aod-skeleton", "a", quality=0.85, sensitive_copies=0.1),
         _row("aod-skeleton", "b", quality=0.85, detection_auc=0.9, rule_violations=0.1),
@@ -103,7 +103,7 @@ def test_floors_are_decided_from_the_figures() -> None:
         *(_row("sdv-gc", p) for p in "abcd"),
         _row("reference", "a", reward=0.95),
     ]
-    checks = {f["floor"]: f for f in quality.floors(rows, heldout)}
+    checks = {f["floor"]: f for f in quality_report.floors(rows, heldout)}
     mean = checks["mean quality at least sdv-gc's"]
     assert mean["passed"] and mean["overall"] == {"aod-skeleton": 0.8125, "sdv-gc": 0.8}
     three = checks["quality at least sdv-gc's on 3 of 4 partitions"]
@@ -119,8 +119,8 @@ def test_floors_are_decided_from_the_figures() -> None:
     assert not checks["repair rate reported"]["passed"] and checks["validity 1.0"]["passed"]
     above = checks["held-out reward above every system's"]
     assert not above["passed"] and above["values"]["a"] == {"held-out": 0.9, "reference": 0.95}
-    markdown = quality.render_markdown(
-        {"rows": rows, "means": quality.means([*heldout.values(), *rows], quality.DEFAULT_SYSTEMS),
+    markdown = quality_report.render_markdown(
+        {"rows": rows, "means": quality_report.means([*heldout.values(), *rows], quality.DEFAULT_SYSTEMS),
          "heldout": heldout, "rewards": [], "floors": list(checks.values()),
          "settings": {"complete": False, "partitions": ["a", "b", "c", "d", "e"], "seed": 0,
                       "rows_per_system_and_partition": {"a": 50}, "dlm": "aod-smol-dlm", "loop_rounds": 5,
