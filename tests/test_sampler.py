@@ -171,7 +171,9 @@ def test_left_to_right_commits_the_leftmost_mask_of_each_run_and_ends_it_at_end_
     assert len(states) > 2
 
 
-def test_a_hooked_slot_gets_per_step_positions_a_pass_and_a_sequential_one_its_leftmost(den: Denoiser) -> None:
+def test_a_hooked_slot_gets_per_step_positions_a_pass_and_a_sequential_one_its_leftmost(
+    den: Denoiser,
+) -> None:
     prompt = den.encode_prompt(den.encode("hello "))
     ids = torch.full((1, 13), den.mask_id)
     ids[:, 6] = 7  # literal text between a number-like slot (0-5) and a text slot (7-12)
