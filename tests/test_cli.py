@@ -38,6 +38,20 @@ def test_generate_writes_json_lines_and_a_summary(
     assert "validity 1.000" in err and "forward passes/record" in err and "records/s" in err
 
 
+def test_the_decoding_options_reach_the_sampler_settings_and_coverage_uses_llada_order() -> None:
+    from aod_ops.cli import build_parser
+    from aod_ops.cli.args import decoding_settings
+
+    parser = build_parser()
+    generate = decoding_settings(
+        parser.parse_args(["generate", "--schema", "s.json", "--order", "confidence"])
+    )
+    assert generate.order == "confidence" and generate.steps == 16
+    assert decoding_settings(parser.parse_args(["generate", "--schema", "s.json"])).order == "left_to_right"
+    coverage = decoding_settings(parser.parse_args(["coverage", "--schemas", "d"]))
+    assert (coverage.order, coverage.steps, coverage.temperature) == ("confidence", 4, 1.0)
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

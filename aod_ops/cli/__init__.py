@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attempts", type=positive_int, default=3, help="seeds tried per schema")
     add_decoding_args(p)
-    # The structure must come from the compiler: coverage runs the tiny random model by default.
-    p.set_defaults(handler=cmd_coverage, model="tiny-random", steps=4, temperature=1.0)
+    # The structure must come from the compiler: coverage runs the tiny random model by default,
+    # in LLaDA's order (a random model has no left-to-right reading to keep).
+    p.set_defaults(handler=cmd_coverage, model="tiny-random", steps=4, temperature=1.0, order="confidence")
 
     add_optimize_parser(sub)
     synthesize.add_synthesize_parser(sub)

@@ -73,15 +73,28 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", default=DEFAULT_DLM, help="built-in DLM name or local model folder")
     p.add_argument("--trust-remote-code", action="store_true", help="allow LLaDA/Dream model code")
-    p.add_argument("--steps", type=positive_int, default=16, help="denoising steps per block (default 16)")
+    p.add_argument(
+        "--steps", type=positive_int, default=16, help="denoising steps per block (default %(default)s)"
+    )
     p.add_argument(
         "--block-length",
         type=positive_int,
         default=32,
-        help="tokens denoised together, left to right (default 32)",
+        help="tokens denoised together, left to right (default %(default)s)",
     )
     p.add_argument(
-        "--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)"
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="sampling temperature; 0 is greedy (default %(default)s)",
+    )
+    p.add_argument(
+        "--order",
+        choices=["left_to_right", "confidence"],
+        default="left_to_right",
+        help="commit order inside a free-text slot: left_to_right, a token a step, as an "
+        "autoregressive model's adapter reads text; confidence, LLaDA's, several tokens a step "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--no-cache",
@@ -101,5 +114,6 @@ def decoding_settings(args: argparse.Namespace) -> DecodingSettings:
         block_length=args.block_length,
         temperature=args.temperature,
         cache=args.cache,
+        order=args.order,
         mode=args.mode,
     )
