@@ -94,9 +94,10 @@ def test_held_out_rows_beat_random_values_and_reference_copies(
     # Real rows against real rows: the detector does no better than chance, nothing is copied.
     assert baseline.detection_auc < 0.7
     assert baseline.exact_match_rate == 0.0
-    # Distances to the reference and to the yardstick on one scale: unseen real rows are no
-    # closer to the reference (each side on its own range, cars scored 0.78 and la-riots 0.62).
-    assert baseline.dcr_protection >= 0.8
+    # Distances to the reference and to the yardstick on one scale, over ten halvings of the
+    # held-out rows: unseen real rows are no closer to the reference (each side on its own
+    # range, cars scored 0.78 and la-riots 0.62; on one halving only, airports 0.86).
+    assert baseline.dcr_protection >= 0.9
 
     reference = yardstick.score(load_reference(partitions[name]))
     assert reference.exact_match_rate == 1.0
@@ -225,6 +226,20 @@ def test_dcr_protection_is_high_for_real_rows_and_low_for_noisy_copies(
     assert card.dcr_protection < 0.5
     assert yardstick.baseline().dcr_protection > 0.7
     assert card.dcr_p5 is not None and card.dcr_p5 < 0.01
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_real_rows_the_reference_does_not_hold_are_private(
+    name: str, partitions: dict[str, Partition]
+) -> None:
+    # Real rows of the same table that neither the reference nor the held-out rows hold: the
+    # ideal generator's output. Against one fixed halving of the held-out rows, airports' scored
+    # 0.83 (below the 0.9 a private table must reach); pooled over ten halvings they score 1.0.
+    partition = partitions[name]
+    reference, holdout = load_reference(partition), load_reference(partition, holdout=True)
+    unseen = len(holdout) // 2
+    yardstick = Yardstick(load_schema(partition.schema_path), reference[:-unseen], holdout)
+    assert yardstick.score(reference[-unseen:]).dcr_protection >= 0.9
 
 
 def test_sensitive_copies_ignore_case_spaces_and_tiny_numeric_differences(
