@@ -29,6 +29,7 @@ from aod_ops.dlm.field_guides import (
     DateGuide,
     FieldGuide,
     NumberGuide,
+    Placement,
     SeasonGuide,
     fits_string,
     is_scalar,
@@ -46,12 +47,19 @@ _MIN_EIGENVALUE = 1e-3  # the copula's correlation is kept this far from singula
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NORMAL = NormalDist()
 SEASON_PHASES = 24  # phases tried for a season: every half month
-# Pseudo-count added to every category's count (Jeffreys' prior). Raw reference shares overfit
-# the reference: airports' states drawn at their 200-row shares came out closer to the
-# reference than to held-out rows (DCR protection of the state column alone 0.75; held-out rows
-# 0.86); with the pseudo-count 0.84, at the same distance to the held-out shares (1 - TVD
-# 0.725 -> 0.723).
-CATEGORY_PSEUDO_COUNT = 0.5
+# Pseudo-count added to the count of every category the reference holds. Shares read off the
+# reference reproduce its sampling noise: airports' states drawn at their 200-row shares, swapped
+# into real unseen rows, sat closer to the reference than to the held-out rows. DCR protection of
+# that swap over ten 200-row tables: 0.87 with a pseudo-count of 0.5 (Jeffreys' prior), 0.90 with
+# 2, 0.91 with 4, against 0.96 for the unseen rows themselves; the guides' quality 0.85 with 0.5
+# and 2, 0.83 with 4.
+CATEGORY_PSEUDO_COUNT = 2.0
+# A category field places a number when it explains at least this share of the number's variance
+# (airports' state: 0.96 of latitude, 0.97 of longitude; in the other example tables at most
+# 0.45). The copula ties the two through one ordering of the categories only, so an airport
+# drawn in one state got the latitude of states near it in that order and the longitude of any:
+# DCR protection of the guides' own draws 0.86, with placements 0.92 (real unseen airports 0.93).
+PLACEMENT_SHARE = 0.8
 
 
 def derive_guides(
@@ -92,6 +100,11 @@ def derive_guides(
     numbers = [c for f, c in zip(fields, columns, strict=True) if isinstance(f, NumberGuide)]
     fields = [
         _ordered(f, c, numbers) if isinstance(f, CategoryGuide) else f
+        for f, c in zip(fields, columns, strict=True)
+    ]
+    categories = [(f, c) for f, c in zip(fields, columns, strict=True) if isinstance(f, CategoryGuide)]
+    fields = [
+        _placed(f, c, categories) if isinstance(f, NumberGuide) and f.pointer not in hidden else f
         for f, c in zip(fields, columns, strict=True)
     ]
     correlation = _correlation(fields, columns, np.random.default_rng(seed))
@@ -283,16 +296,9 @@ def _ordered(guide: CategoryGuide, column: list[Any], numbers: list[list[Any]]) 
         return guide
     best, means = 0.0, None
     for values in numbers:
-        groups: dict[str, list[float]] = {}
-        for category, value in zip(column, values, strict=True):
-            if category is not _ABSENT and is_number(value):
-                groups.setdefault(canonical_json(category), []).append(float(value))
-        every = [v for group in groups.values() for v in group]
-        if len(groups) < 2 or len(every) < 3 or np.var(every) == 0:
-            continue
-        between = sum(len(g) * (np.mean(g) - np.mean(every)) ** 2 for g in groups.values())
-        share = float(between / (np.var(every) * len(every)))
-        if share > best:
+        groups = _groups(column, values)
+        share = _explained(groups)
+        if share is not None and share > best:
             best, means = share, {k: float(np.mean(g)) for k, g in groups.items()}
     if means is None:
         return guide
@@ -303,6 +309,46 @@ def _ordered(guide: CategoryGuide, column: list[Any], numbers: list[list[Any]]) 
         categories=tuple(guide.categories[i] for i in order),
         frequencies=tuple(guide.frequencies[i] for i in order),
     )
+
+
+def _placed(
+    guide: NumberGuide, values: list[Any], categories: list[tuple[CategoryGuide, list[Any]]]
+) -> NumberGuide:
+    """``guide`` placed by the non-numeric category field that explains the most of its variance,
+    when that is at least ``PLACEMENT_SHARE``: each category's mean (the overall mean for a
+    category the reference lacks) and the pooled spread around them."""
+    best, placement = PLACEMENT_SHARE, None
+    for category, column in categories:
+        if all(is_number(c) for c in category.categories):
+            continue
+        groups = _groups(column, values)
+        share = _explained(groups)
+        residuals = sum(len(g) * float(np.var(g)) for g in groups.values())
+        dof = sum(len(g) for g in groups.values()) - len(groups)
+        if share is None or share < best or dof < 1 or residuals <= 0:
+            continue
+        overall = float(np.mean([v for g in groups.values() for v in g]))
+        centers = tuple(float(np.mean(groups[k])) if k in groups else overall for k in category.keys)
+        best, placement = share, Placement(category.pointer, centers, math.sqrt(residuals / dof))
+    return guide if placement is None else replace(guide, placement=placement)
+
+
+def _groups(column: list[Any], values: list[Any]) -> dict[str, list[float]]:
+    """The numbers of ``values`` grouped by the category (canonical JSON) beside them in ``column``."""
+    groups: dict[str, list[float]] = {}
+    for category, value in zip(column, values, strict=True):
+        if category is not _ABSENT and is_number(value):
+            groups.setdefault(canonical_json(category), []).append(float(value))
+    return groups
+
+
+def _explained(groups: dict[str, list[float]]) -> float | None:
+    """The share of the numbers' variance that lies between the groups (None when undefined)."""
+    every = [v for group in groups.values() for v in group]
+    if len(groups) < 2 or len(every) < 3 or np.var(every) == 0:
+        return None
+    between = sum(len(g) * (np.mean(g) - np.mean(every)) ** 2 for g in groups.values())
+    return float(between / (np.var(every) * len(every)))
 
 
 def _uniforms(guide: FieldGuide, column: list[Any], rng: np.random.Generator) -> list[float | None]:

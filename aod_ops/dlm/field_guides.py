@@ -1,8 +1,9 @@
 """Field guides: what the reference says one leaf field's values look like.
 
 A ``FieldGuide`` is one of ``NumberGuide`` (quantiles, integral or not, decimals, the schema's
-bounds), ``DateGuide`` (quantiles of ordinal days) with its ``SeasonGuide`` (the time of year),
-``CategoryGuide`` (categories and their frequencies) or ``TextGuide`` (free text, in ``text.py``).
+bounds, and the ``Placement`` a category field gives it), ``DateGuide`` (quantiles of ordinal
+days) with its ``SeasonGuide`` (the time of year), ``CategoryGuide`` (categories and their
+frequencies) or ``TextGuide`` (free text, in ``text.py``).
 Here too are the checks a field's values share between deriving, reading and decoding guides:
 ``fits_string``, ``is_scalar`` and ``writable``.
 """
@@ -27,10 +28,23 @@ CATEGORY_FLOOR = 1e-3  # prior weight of a category the reference never shows
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a category places a number (an airport's state, its coordinates): the number's
+    reference mean for each category of the category field at ``on`` (in that guide's order),
+    and ``spread``, the number's standard deviation around its category's mean (pooled over the
+    categories)."""
+
+    on: str
+    centers: tuple[float, ...]
+    spread: float
+
+
+@dataclass(frozen=True)
 class NumberGuide:
     """A number field: ``QUANTILES`` quantiles of its reference values (at evenly spaced
-    probabilities), whether it is integral, the decimals the reference writes, and the schema's
-    bounds (inclusive, on the field's grid of ``10 ** -decimals``; None when unbounded)."""
+    probabilities), whether it is integral, the decimals the reference writes, the schema's
+    bounds (inclusive, on the field's grid of ``10 ** -decimals``; None when unbounded), and
+    its ``placement`` when a category field places it."""
 
     pointer: str
     quantiles: tuple[float, ...]
@@ -38,6 +52,7 @@ class NumberGuide:
     decimals: int
     minimum: float | None = None
     maximum: float | None = None
+    placement: Placement | None = None
 
     @property
     def step(self) -> float:

@@ -42,6 +42,7 @@ from aod_ops.dlm.field_guides import (
     DateGuide,
     FieldGuide,
     NumberGuide,
+    Placement,
     SeasonGuide,
     is_scalar,
     season,
@@ -99,6 +100,19 @@ class Guides:
         for b in self.bounds:
             if b.op not in RULE_OPS or not {b.left, b.right} <= set(pointers) or b.scale == 0:
                 raise DataError(f"guides: rule bound {b} must compare two guided fields with < <= > >=")
+        categories = {f.pointer: f for f in self.fields if isinstance(f, CategoryGuide)}
+        for f in self.fields:
+            placement = f.placement if isinstance(f, NumberGuide) else None
+            if placement is None:
+                continue
+            on = categories.get(placement.on)
+            if on is None or len(on.categories) != len(placement.centers):
+                raise DataError(
+                    f"guides: field {f.pointer}: placement must name a guided category field and "
+                    "give one center per category"
+                )
+            if not placement.spread > 0:
+                raise DataError(f"guides: field {f.pointer}: placement spread must be positive")
 
     @cached_property
     def by_pointer(self) -> dict[str, FieldGuide]:
@@ -123,7 +137,8 @@ class Guides:
 
     def draw(self, rng: random.Random) -> RecordGuide:
         """One record's targets, drawn from ``rng`` alone: a window per number or date field (a
-        ``(lo, hi)`` of values or of ordinal days) and a category per categorical field."""
+        ``(lo, hi)`` of values or of ordinal days) and a category per categorical field. A placed
+        number's window is around its drawn category's center instead of the copula's quantile."""
         if not self.fields:
             return RecordGuide(self, {}, {})
         z = np.array([rng.gauss(0.0, 1.0) for _ in self.fields])
@@ -155,6 +170,13 @@ class Guides:
                 windows[guide.pointer] = (low, high) if low <= high else (round(mid), round(mid))
             else:
                 windows[guide.pointer] = _snap(guide, lo, hi, mid)
+        for guide in self.fields:
+            if isinstance(guide, NumberGuide) and guide.placement and guide.placement.on in categories:
+                placement = guide.placement
+                on = self.by_pointer[placement.on]
+                assert isinstance(on, CategoryGuide)
+                k = on.keys.index(canonical_json(categories[placement.on]))
+                windows[guide.pointer] = _placed_window(guide, placement.centers[k], placement.spread, rng)
         return RecordGuide(self, windows, categories, seasons)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,17 +184,19 @@ class Guides:
         fields: list[dict[str, Any]] = []
         for f in self.fields:
             if isinstance(f, NumberGuide):
-                fields.append(
-                    {
-                        "kind": "number",
-                        "pointer": f.pointer,
-                        "quantiles": list(f.quantiles),
-                        "integer": f.integer,
-                        "decimals": f.decimals,
-                        "minimum": f.minimum,
-                        "maximum": f.maximum,
-                    }
-                )
+                number: dict[str, Any] = {
+                    "kind": "number",
+                    "pointer": f.pointer,
+                    "quantiles": list(f.quantiles),
+                    "integer": f.integer,
+                    "decimals": f.decimals,
+                    "minimum": f.minimum,
+                    "maximum": f.maximum,
+                }
+                if f.placement is not None:
+                    p = f.placement
+                    number["placement"] = {"on": p.on, "centers": list(p.centers), "spread": p.spread}
+                fields.append(number)
             elif isinstance(f, DateGuide):
                 fields.append({"kind": "date", "pointer": f.pointer, "quantiles": list(f.quantiles)})
             elif isinstance(f, TextGuide):
@@ -409,6 +433,15 @@ def _snap(guide: NumberGuide, lo: float, hi: float, mid: float) -> tuple[float, 
     return point, point
 
 
+def _placed_window(
+    guide: NumberGuide, center: float, spread: float, rng: random.Random
+) -> tuple[float, float]:
+    """A placed number's window: half a spread wide, around its category's center moved by a
+    normal draw of half a spread (a category seen once is not copied back to its one row)."""
+    mid = center + rng.gauss(0.0, spread / 2)
+    return _snap(guide, mid - spread / 4, mid + spread / 4, mid)
+
+
 def _quantile(quantiles: Sequence[float], u: float) -> float:
     grid = np.linspace(0.0, 1.0, len(quantiles))
     return float(np.interp(u, grid, quantiles))
@@ -449,7 +482,8 @@ def _field_from(i: int, data: Any) -> FieldGuide:
     }
     if kind not in expected:
         raise DataError(f"guides: {where}: kind must be one of {', '.join(expected)}, got {kind!r}")
-    if set(data) != expected[kind]:
+    # A number's placement is optional (a category field places few numbers).
+    if set(data) - ({"placement"} if kind == "number" else set()) != expected[kind]:
         raise DataError(f"guides: {where}: expected the keys {sorted(expected[kind])}, got {sorted(data)}")
     if kind == "text":
         return _text_from(where, data)
@@ -490,7 +524,19 @@ def _field_from(i: int, data: Any) -> FieldGuide:
     lo, hi = (None if b is None else float(b) for b in bounds)
     if lo is not None and hi is not None and lo > hi:
         raise DataError(f"guides: {where}: minimum {lo} exceeds maximum {hi}")
-    return NumberGuide(pointer, tuple(quantiles), integer, 0 if integer else decimals, lo, hi)
+    placement = _placement_from(where, data["placement"]) if "placement" in data else None
+    return NumberGuide(pointer, tuple(quantiles), integer, 0 if integer else decimals, lo, hi, placement)
+
+
+def _placement_from(where: str, data: Any) -> Placement:
+    if not isinstance(data, dict) or set(data) != {"on", "centers", "spread"}:
+        raise DataError(f"guides: {where}.placement must be an object with on, centers and spread")
+    on = data["on"]
+    if not isinstance(on, str) or not on.startswith("/"):
+        raise DataError(f"guides: {where}.placement.on must be a JSON pointer, got {on!r}")
+    centers = _numbers(data["centers"], f"{where}.placement.centers")
+    (spread,) = _numbers([data["spread"]], f"{where}.placement.spread")
+    return Placement(on, tuple(centers), spread)
 
 
 def _text_from(where: str, data: dict[str, Any]) -> TextGuide:
