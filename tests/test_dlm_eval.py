@@ -114,7 +114,10 @@ def test_a_value_scores_the_same_alone_and_in_a_padded_batch(scorer: ValueScorer
     values = ["ford pinto", "chevrolet malibu classic (sw)", "x"]
     together = scorer.nats_per_token("Name:", values)
     alone = [scorer.nats_per_token("Name:", [v])[0] for v in values]
-    assert together == pytest.approx(alone, abs=0.05)
+    # In bf16 (the dtype on a CPU with native bf16 kernels) a batch's shape changes the rounding:
+    # the one-token "x" moved by 0.06 nats. A padded position scored, or a value read from
+    # another row, moves a value by whole nats.
+    assert together == pytest.approx(alone, abs=0.15)
 
 
 @pytest.mark.slow
